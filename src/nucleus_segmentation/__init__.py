@@ -1,0 +1,4 @@
+"""nucleus-segmentation
+"""
+
+__version__ = "0.1"

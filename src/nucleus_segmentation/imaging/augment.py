@@ -1,0 +1,139 @@
+"""The paper's offline augmentation, as pure functions of an explicit random generator.
+
+Every geometric step (random crop, three-corner affine "shape perturbation", elastic
+deformation, flips) is folded into one sampling map, so each output pixel is interpolated
+once (no accumulated blur) and image and label map are warped by exactly the same map:
+bilinear for the image, nearest neighbour for labels (ids must never be averaged).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """What one augmented copy draws. Sizes in pixels, fractions of the crop side.
+
+    output_size: side of the square output crop.
+    crop_scale: (min, max) crop side as a fraction of the shorter image side; the crop is
+        resized to ``output_size``, so values other than output_size / side zoom.
+    flip_probability: chance of a horizontal flip, and independently of a vertical flip.
+    gain_range, offset_range: gray perturbation v -> v * gain + offset on the 0..1 scale.
+    corner_shift: largest shift of each of the three corners (top-left, top-right,
+        bottom-left) in the affine shape perturbation, as a fraction of the crop side.
+    elastic_alpha: RMS displacement of the elastic deformation, in output pixels.
+    elastic_sigma: smoothness (Gaussian sigma, output pixels) of the displacement field.
+    """
+
+    output_size: int = 256
+    crop_scale: tuple[float, float] = (0.4, 0.6)
+    flip_probability: float = 0.5
+    gain_range: tuple[float, float] = (0.8, 1.2)
+    offset_range: tuple[float, float] = (-0.2, 0.2)
+    corner_shift: float = 0.05
+    elastic_alpha: float = 4.0
+    elastic_sigma: float = 10.0
+    crop: bool = True
+    flip: bool = True
+    gray_perturbation: bool = True
+    shape_perturbation: bool = True
+    elastic: bool = True
+
+    @classmethod
+    def from_params(cls, params: dict) -> AugmentConfig:
+        """Build from the ``augmentation.transforms`` parameter mapping (unknown keys refused)."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(
+                f"unknown augmentation parameter(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+        return cls(**values)
+
+
+def sample_rng(seed: int, image_id: str, copy_index: int) -> np.random.Generator:
+    """Generator for one (image, copy): depends on the seed, the id and the copy only, so the
+    result does not change with worker count, ordering or which other images are present."""
+    return np.random.default_rng([int(seed), zlib.crc32(image_id.encode()), int(copy_index)])
+
+
+def _sampling_map(
+    shape: tuple[int, int], config: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+    """Source coordinates (map_x, map_y) for every output pixel, plus the two flip flags."""
+    height, width = shape
+    size = config.output_size
+    # Random crop: a square window of the source, later resized to size x size.
+    scale = rng.uniform(*config.crop_scale)
+    side = min(height, width) * scale if config.crop else float(min(height, width))
+    side = max(1.0, min(side, float(min(height, width))))
+    x0 = rng.uniform(0.0, width - side) if config.crop else (width - side) / 2
+    y0 = rng.uniform(0.0, height - side) if config.crop else (height - side) / 2
+    flip_h = bool(rng.random() < config.flip_probability) and config.flip
+    flip_v = bool(rng.random() < config.flip_probability) and config.flip
+    # Shape perturbation: the crop's three corners go to randomly displaced output corners;
+    # the affine through those three pairs maps output -> source.
+    shift = rng.uniform(-config.corner_shift, config.corner_shift, size=(3, 2)) * size
+    if not config.shape_perturbation:
+        shift[:] = 0.0
+    last = size - 1.0
+    out_corners = np.float32([[0, 0], [last, 0], [0, last]]) + shift.astype(np.float32)
+    src_last = side - 1.0
+    src_corners = np.float32([[x0, y0], [x0 + src_last, y0], [x0, y0 + src_last]])
+    to_source = cv2.getAffineTransform(out_corners, src_corners)
+    grid_y, grid_x = np.mgrid[0:size, 0:size].astype(np.float32)
+    if config.elastic and config.elastic_alpha > 0:
+        # Elastic deformation (U-Net paper): a smooth random displacement of output pixels.
+        for grid in (grid_x, grid_y):
+            noise = rng.uniform(-1.0, 1.0, size=(size, size)).astype(np.float32)
+            field = cv2.GaussianBlur(noise, (0, 0), config.elastic_sigma)
+            grid += field * (config.elastic_alpha / (float(field.std()) + 1e-8))
+    map_x = to_source[0, 0] * grid_x + to_source[0, 1] * grid_y + to_source[0, 2]
+    map_y = to_source[1, 0] * grid_x + to_source[1, 1] * grid_y + to_source[1, 2]
+    return map_x.astype(np.float32), map_y.astype(np.float32), flip_h, flip_v
+
+
+def augment_sample(
+    image: np.ndarray, labels: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented copy of a preprocessed (image, label map) pair.
+
+    Args:
+        image: HxW uint8 gray image.
+        labels: HxW uint16 instance label map of the same size.
+        config: what to draw.
+        rng: the generator of this copy (see :func:`sample_rng`).
+
+    Returns:
+        (image, labels) of ``output_size`` x ``output_size``, uint8 and uint16; new arrays.
+    """
+    if image.shape[:2] != labels.shape[:2]:
+        raise ValueError(f"image {image.shape} and labels {labels.shape} differ in size")
+    # Draw the gray perturbation first so it is the same whatever the geometry settings.
+    gain = rng.uniform(*config.gain_range)
+    offset = rng.uniform(*config.offset_range)
+    map_x, map_y, flip_h, flip_v = _sampling_map(image.shape[:2], config, rng)
+    # Reflected borders continue the tissue (and a nucleus cut by the edge) past the edge.
+    out_image = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    out_labels = cv2.remap(
+        labels, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101
+    )
+    if flip_h:
+        out_image, out_labels = out_image[:, ::-1], out_labels[:, ::-1]
+    if flip_v:
+        out_image, out_labels = out_image[::-1], out_labels[::-1]
+    if config.gray_perturbation:
+        out_image = perturb_gray(out_image, gain, offset)
+    return np.ascontiguousarray(out_image), np.ascontiguousarray(out_labels)
+
+
+def perturb_gray(image: np.ndarray, gain: float, offset: float) -> np.ndarray:
+    """uint8 image -> clip(v * gain + offset) on the 0..1 scale, back to uint8."""
+    scaled = image.astype(np.float32) * (gain / 255.0) + offset
+    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

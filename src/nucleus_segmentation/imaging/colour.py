@@ -1,0 +1,82 @@
+"""Colour handling: bit depth, grayscale conversion and the modality test."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+FLUORESCENCE = "fluorescence"
+BRIGHTFIELD = "brightfield"
+STAINED = "stained"
+MODALITIES = (FLUORESCENCE, BRIGHTFIELD, STAINED)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Return ``image`` as uint8 0..255.
+
+    uint8 passes through unchanged. Wider integer types (16-bit microscopy PNG/TIFF) are
+    stretched linearly between their own 0.1 and 99.9 percentiles, because such files rarely
+    use the full 0..65535 range (12-bit cameras) and a fixed division would leave them black.
+    Floats are taken as 0..1.
+    """
+    if image.dtype == np.uint8:
+        return image
+    if np.issubdtype(image.dtype, np.floating):
+        return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    values = image.astype(np.float32)
+    low, high = np.percentile(values, (0.1, 99.9))
+    if high <= low:
+        return np.zeros(image.shape, dtype=np.uint8)
+    scaled = (values - low) * (255.0 / (high - low))
+    return (np.clip(scaled, 0.0, 255.0) + 0.5).astype(np.uint8)
+
+
+def drop_alpha(image: np.ndarray) -> np.ndarray:
+    """Return an HxW or HxWx3 view: the alpha channel of RGBA, and gray+alpha, is dropped."""
+    if image.ndim == 3 and image.shape[2] == 4:
+        return image[:, :, :3]
+    if image.ndim == 3 and image.shape[2] == 2:
+        return image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[:, :, 0]
+    return image
+
+
+def to_grayscale(image: np.ndarray) -> np.ndarray:
+    """RGB(A) or gray uint8 -> HxW uint8 gray (ITU-R BT.601 luma, as OpenCV computes it)."""
+    image = drop_alpha(image)
+    if image.ndim == 2:
+        return image.copy()
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+
+
+def classify_modality(
+    image: np.ndarray, spread_threshold: float = 15.0, brightness_threshold: float = 127.0
+) -> str:
+    """Return ``"stained"``, ``"brightfield"`` or ``"fluorescence"`` for a uint8 image.
+
+    The paper's colour test: mean per-pixel channel spread (max - min over R, G, B) above
+    ``spread_threshold`` means stained tissue; otherwise a median brightness above
+    ``brightness_threshold`` means a bright background (brightfield); else fluorescence.
+    """
+    image = drop_alpha(to_uint8(image))
+    if image.ndim == 3:
+        spread = float((image.max(axis=2).astype(np.int16) - image.min(axis=2)).mean())
+        if spread > spread_threshold:
+            return STAINED
+    if float(np.median(to_grayscale(image))) > brightness_threshold:
+        return BRIGHTFIELD
+    return FLUORESCENCE
+
+
+def invert_bright_background(gray: np.ndarray, brightness_threshold: float = 127.0) -> np.ndarray:
+    """Invert a uint8 gray image whose median is above ``brightness_threshold``.
+
+    Brightfield and stained images show dark nuclei on a light background; inverting them
+    makes nuclei bright on dark in every modality, which is what fluorescence (80 % of the
+    training set) teaches the network. The test uses only the image, so it applies equally
+    to a user's own images at inference time.
+    """
+    if float(np.median(gray)) > brightness_threshold:
+        return 255 - gray
+    return gray.copy()

@@ -1,0 +1,1 @@
+"""One sub-package per stage, in the order data flows."""

@@ -1,0 +1,15 @@
+"""Project settings (https://docs.kedro.org/en/stable/configure/configuration_basics/)."""
+
+from omegaconf.resolvers import oc
+
+from nucleus_segmentation.hooks import NodeTimingHooks
+
+# kedro-mlflow registers its own hooks through its entry point; these are the project's.
+HOOKS = (NodeTimingHooks(),)
+
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # ${oc.env:VAR, default} lets the environment choose e.g. the MLflow tracking URI.
+    "custom_resolvers": {"oc.env": oc.env},
+}
