@@ -1,4 +1,4 @@
-"""Project pipelines: one per stage, plus the composites users type."""
+"""Project pipelines: one per folder under ``pipelines/`` (stages and composites)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from kedro.pipeline import Pipeline
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Stage pipelines by folder name, plus ``data_processing`` and ``__default__``."""
+    """Every pipeline folder by name; ``__default__`` is the whole data flow.
+
+    Kedro only imports the pipelines a run asks for, so composites are folders too
+    (``pipelines/data_processing``) rather than sums built here.
+    """
     pipelines = find_pipelines(raise_errors=True)
-    pipelines["data_processing"] = (
-        pipelines["ingestion"] + pipelines["preprocessing"] + pipelines["augmentation"]
-    )
-    pipelines["__default__"] = pipelines["data_processing"]
+    if "data_processing" in pipelines:
+        pipelines["__default__"] = pipelines["data_processing"]
     return pipelines

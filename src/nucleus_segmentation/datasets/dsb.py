@@ -62,7 +62,7 @@ class DSBSource:
     """
 
     def __init__(self, path: str | os.PathLike, labels_csv: str | os.PathLike | None = None):
-        self.path = Path(path)
+        self.path = Path(os.path.normpath(path))
         if not self.path.exists():
             raise DSBSourceError(
                 f"{self.path}: raw data path does not exist (give a Kaggle stage1_train.zip or "
@@ -163,6 +163,7 @@ class DSBSource:
 
     def describe(self, member: str) -> str:
         """A member's name as users should see it in messages."""
+        member = member.rstrip("/")
         return f"{self.path}::{member}" if self.is_zip else str(self.path / member)
 
     def _read_bytes(self, member: str) -> bytes:

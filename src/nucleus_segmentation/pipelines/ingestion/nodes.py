@@ -14,7 +14,12 @@ from nucleus_segmentation import bundle
 from nucleus_segmentation.datasets.dsb import DSBSource, RawSample
 from nucleus_segmentation.imaging.codec import InvalidImageError
 from nucleus_segmentation.imaging.colour import classify_modality, drop_alpha
-from nucleus_segmentation.imaging.masks import labels_to_mask, merge_nucleus_masks, nucleus_areas
+from nucleus_segmentation.imaging.masks import (
+    MergedMasks,
+    labels_to_mask,
+    merge_nucleus_masks,
+    nucleus_areas,
+)
 from nucleus_segmentation.imaging.rle import labels_to_rles, rles_to_labels
 from nucleus_segmentation.parallel import parallel_map
 
@@ -31,21 +36,21 @@ class IngestionError(RuntimeError):
     """No usable image in the raw data: the run must stop."""
 
 
-def _label_map(raw: RawSample) -> tuple[np.ndarray, list[str]]:
+def _label_map(raw: RawSample, max_overlap_fraction: float) -> MergedMasks:
     shape = raw.image.shape[:2]
     if raw.label_source == "masks":
-        return merge_nucleus_masks(raw.masks, raw.mask_files, shape)
-    return rles_to_labels(raw.rles, shape, raw.rle_names), []
+        return merge_nucleus_masks(raw.masks, raw.mask_files, shape, max_overlap_fraction)
+    return MergedMasks(rles_to_labels(raw.rles, shape, raw.rle_names))
 
 
-def _ingest_one(image_id: str, source: DSBSource, modality: Mapping[str, float]) -> dict[str, Any]:
+def _ingest_one(image_id: str, source: DSBSource, params: Mapping[str, Any]) -> dict[str, Any]:
     """Read, validate and merge one image (runs in a worker process)."""
     try:
         raw = source.read(image_id)
-        labels, empty_masks = _label_map(raw)
+        merged = _label_map(raw, float(params["max_overlap_fraction"]))
     except InvalidImageError as error:
         return {"image_id": image_id, "rejected": [(error.name, error.problem, "image skipped")]}
-    image = drop_alpha(raw.image)
+    image, labels = drop_alpha(raw.image), merged.labels
     areas = nucleus_areas(labels)
     row = {
         "image_id": image_id,
@@ -53,15 +58,19 @@ def _ingest_one(image_id: str, source: DSBSource, modality: Mapping[str, float])
         "width": image.shape[1],
         "channels": 1 if image.ndim == 2 else image.shape[2],
         "bit_depth": 8 * image.dtype.itemsize,
-        "modality": classify_modality(image, **modality),
+        "modality": classify_modality(image, **params["modality"]),
         "nucleus_count": int(areas.size),
         "mean_nucleus_area": float(areas.mean()) if areas.size else 0.0,
         "label_source": raw.label_source,
         "image_file": raw.image_file,
     }
-    dropped = [(name, "mask is empty (no nonzero pixel)", "mask dropped") for name in empty_masks]
+    notes = [(name, "mask is empty (no nonzero pixel)", "mask dropped") for name in merged.empty]
+    notes += [
+        (name, f"overlaps nucleus mask {other} on {pixels} pixels", "overlap left to earlier mask")
+        for name, other, pixels in merged.overlaps
+    ]
     fields = {"image": np.ascontiguousarray(image), "labels": labels, "mask": labels_to_mask(labels)}
-    return {"image_id": image_id, "row": row, "fields": fields, "rejected": dropped}
+    return {"image_id": image_id, "row": row, "fields": fields, "rejected": notes}
 
 
 def ingest_dsb_images(
@@ -71,18 +80,19 @@ def ingest_dsb_images(
 
     Args:
         source: the indexed raw data (zip or folder).
-        params: ``n_workers`` ("auto" or an int) and ``modality`` thresholds.
+        params: ``n_workers`` ("auto" or an int), ``modality`` thresholds and
+            ``max_overlap_fraction`` (see :func:`merge_nucleus_masks`).
 
     Returns:
         ``(ingested, metadata, rejected)``: a bundle with per image the image as stored
         (HxW or HxWx3, uint8/uint16, alpha dropped), the uint16 label map and the uint8 merged
         mask; a table with one row per kept image (``METADATA_COLUMNS``); and one row per
-        skipped image or dropped mask, naming the file and the problem.
+        skipped image, dropped mask or resolved overlap, naming the file and the problem.
 
     Raises:
         IngestionError: no image could be used.
     """
-    work = partial(_ingest_one, source=source, modality=dict(params["modality"]))
+    work = partial(_ingest_one, source=source, params=dict(params))
     samples, rows, rejected = [], [], []
     for result in parallel_map(work, source.image_ids, params.get("n_workers", "auto"), 8):
         for file, problem, action in result["rejected"]:

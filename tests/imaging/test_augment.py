@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from nucleus_segmentation.imaging.augment import (
+    AugmentConfig,
+    augment_sample,
+    perturb_gray,
+    sample_rng,
+)
+
+OFF = dict(crop=False, flip=False, gray_perturbation=False, shape_perturbation=False,
+           elastic=False)
+
+
+def _pair(size=64):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (size, size), dtype=np.uint8)
+    labels = np.zeros((size, size), np.uint16)
+    labels[10:20, 10:30], labels[40:50, 30:60] = 1, 2
+    return image, labels
+
+
+def test_identity_when_everything_is_off():
+    image, labels = _pair()
+    config = AugmentConfig(output_size=64, **OFF)
+    out_image, out_labels = augment_sample(image, labels, config, sample_rng(1, "x", 0))
+    np.testing.assert_array_equal(out_image, image)
+    np.testing.assert_array_equal(out_labels, labels)
+
+
+def test_flip_only_is_an_exact_flip_of_image_and_labels():
+    image, labels = _pair()
+    config = AugmentConfig(output_size=64, **{**OFF, "flip": True}, flip_probability=1.0)
+    out_image, out_labels = augment_sample(image, labels, config, sample_rng(1, "x", 0))
+    np.testing.assert_array_equal(out_image, image[::-1, ::-1])
+    np.testing.assert_array_equal(out_labels, labels[::-1, ::-1])
+
+
+def test_geometry_is_shared_and_labels_keep_their_ids():
+    image, labels = _pair()
+    image = np.where(labels > 0, 255, 0).astype(np.uint8)  # image shows exactly the labels
+    config = AugmentConfig(output_size=32, gray_perturbation=False, corner_shift=0.1,
+                           elastic_alpha=3.0, crop_scale=(0.6, 0.9))
+    for copy in range(5):
+        out_image, out_labels = augment_sample(image, labels, config, sample_rng(7, "x", copy))
+        assert out_image.shape == out_labels.shape == (32, 32)
+        assert set(np.unique(out_labels)) <= {0, 1, 2}
+        # Image (bilinear) and labels (nearest) moved together: they agree on most pixels.
+        agreement = ((out_image > 127) == (out_labels > 0)).mean()
+        assert agreement > 0.93
+
+
+def test_same_seed_same_bytes_other_seed_differs():
+    image, labels = _pair()
+    config = AugmentConfig(output_size=32)
+    first = augment_sample(image, labels, config, sample_rng(5, "img", 3))
+    again = augment_sample(image, labels, config, sample_rng(5, "img", 3))
+    other = augment_sample(image, labels, config, sample_rng(6, "img", 3))
+    assert first[0].tobytes() == again[0].tobytes() and first[1].tobytes() == again[1].tobytes()
+    assert first[0].tobytes() != other[0].tobytes()
+
+
+def test_gray_perturbation_formula():
+    image = np.array([[0, 51, 255]], np.uint8)  # 0, 0.2, 1.0
+    np.testing.assert_array_equal(perturb_gray(image, 1.2, -0.1), [[0, 36, 255]])
+    np.testing.assert_array_equal(perturb_gray(image, 0.8, 0.2), [[51, 92, 255]])
+
+
+def test_unknown_parameter_is_refused():
+    with pytest.raises(ValueError, match=r"unknown augmentation parameter\(s\) \['rotate'\]"):
+        AugmentConfig.from_params({"rotate": 10})
