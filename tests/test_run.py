@@ -50,7 +50,7 @@ def _run(root: Path, pipeline: str, params: dict | None = None) -> None:
 
 def test_data_processing_on_the_sample_versions_and_tracks(project):
     _run(project, "data_processing", {"augmentation": {"copies_per_image": 2}})
-    metadata_csv = next((project / "data/03_primary/image_metadata.csv").glob("*/*.csv"))
+    metadata_csv = next((project / "data/02_intermediate/image_metadata.csv").glob("*/*.csv"))
     metadata = pd.read_csv(metadata_csv)
     assert len(metadata) == 30
     assert set(metadata["modality"]) == {"fluorescence", "stained", "brightfield"}
