@@ -63,11 +63,12 @@ class LocalResponseNormalization(layers.Layer):
 
     The paper normalizes the network input with LRN but gives no constants. With a 1-channel
     gray input, cross-channel LRN (TensorFlow's ``tf.nn.local_response_normalization``)
-    degenerates to a fixed pointwise squashing ``x / (bias + alpha x^2)^beta``; the default
+    degenerates to a fixed pointwise squashing of each pixel; the default
     ``mode="within_channel"`` (Caffe's WITHIN_CHANNEL) instead averages the squares over a
-    ``(2 radius + 1)^2`` spatial window, which is a local contrast normalization. The window
-    sum is divided by the window size so that ``alpha`` does not depend on ``radius``; the
-    image is zero-padded, so values near the border are divided by a slightly smaller term.
+    ``(2 radius + 1)^2`` spatial window, which is a local contrast normalization. As in Caffe
+    the window sum is divided by the window size, so ``alpha`` does not depend on ``radius``;
+    the window is zero-padded (at the image border, and beyond the first and last channel),
+    so one gray channel across channels gives ``x / (bias + alpha x^2 / (2 radius + 1))^beta``.
 
     Args:
         radius: half-size of the window (spatial for ``within_channel``, channels otherwise).
@@ -258,9 +259,7 @@ class ChannelExpansion(layers.Layer):
     def build(self, input_shape):
         channels = _channels(input_shape, self.name)
         if channels != self.low_channels:
-            raise ValueError(
-                f"{self.name} built for {self.low_channels} channels, got {channels}"
-            )
+            raise ValueError(f"{self.name} built for {self.low_channels} channels, got {channels}")
         self.pool.build(input_shape)
         self.low_attention.build((input_shape[0], 1, 1, channels))
         self.expand.build((input_shape[0], 1, 1, channels))
