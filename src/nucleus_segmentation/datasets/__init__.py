@@ -1,6 +1,7 @@
 """Custom Kedro datasets, only where kedro-datasets has no type that fits (see docs/data.md)."""
 
 from nucleus_segmentation.datasets.dsb import DSBSource, DSBStage1Dataset
+from nucleus_segmentation.datasets.keras_model import KerasModelDataset
 from nucleus_segmentation.datasets.npz import NpzDataset
 
-__all__ = ["DSBSource", "DSBStage1Dataset", "NpzDataset"]
+__all__ = ["DSBSource", "DSBStage1Dataset", "KerasModelDataset", "NpzDataset"]

@@ -1,0 +1,58 @@
+"""``KerasModelDataset``: a versioned ``.keras`` file, saved atomically, loaded safely."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+
+
+class KerasModelDataset(AbstractVersionedDataset[Any, Any]):
+    """Keras 3 model in the native ``.keras`` format, on the local filesystem.
+
+    Loads with ``safe_mode=True`` (no arbitrary code: the project's layers are registered
+    serializable) and works with any Keras backend, unlike kedro-datasets'
+    ``TensorFlowModelDataset``, which imports TensorFlow. Saves to a temporary file beside the
+    target and renames it into place, so a crash never leaves half a model.
+    """
+
+    def __init__(self, *, filepath: str, version: Version | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
+        self.metadata = metadata
+        super().__init__(filepath=PurePosixPath(filepath), version=version)
+
+    def load(self) -> Any:
+        import keras
+
+        import nucleus_segmentation.model  # noqa: F401  (registers the custom layers)
+
+        path = str(self._get_load_path())
+        try:
+            return keras.saving.load_model(path, safe_mode=True)
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{path}: not a loadable .keras model ({exc})") from exc
+
+    def save(self, data: Any) -> None:
+        target = Path(str(self._get_save_path()))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".keras",
+                                             dir=target.parent)
+        os.close(handle)
+        try:
+            data.save(temporary)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def _exists(self) -> bool:
+        try:
+            return Path(str(self._get_load_path())).is_file()
+        except DatasetError:
+            return False
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath, "version": self._version}

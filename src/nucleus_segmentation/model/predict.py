@@ -1,0 +1,50 @@
+"""Whole-image prediction with a fully convolutional model (any image size)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def to_network_input(images: Sequence[np.ndarray]) -> np.ndarray:
+    """uint8 HxW images of one size -> (B, H, W, 1) float32 in [0, 1]."""
+    return (np.stack(images).astype(np.float32) / 255.0)[..., None]
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
+    """Reflect-pad the bottom and right of an HxW image so both sides divide by ``multiple``.
+
+    Reflection continues the texture (and a nucleus cut by the edge) instead of adding a
+    black frame the network never saw in training.
+    """
+    height, width = image.shape[:2]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if not (pad_h or pad_w):
+        return image
+    mode = "reflect" if height > pad_h and width > pad_w else "symmetric"
+    return np.pad(image, ((0, pad_h), (0, pad_w)), mode=mode)
+
+
+def predict_probabilities(
+    model, images: Sequence[np.ndarray], multiple: int = 16, batch_size: int = 4
+) -> list[np.ndarray]:
+    """Class probabilities for each uint8 HxW image: a list of HxWxK float32 arrays.
+
+    Images are padded to a multiple of the model's output stride, batched with others of the
+    same padded size, and the padding is cut off again: no resizing, so no distortion.
+    """
+    padded = [pad_to_multiple(image, multiple) for image in images]
+    results: list[np.ndarray | None] = [None] * len(images)
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(padded):
+        by_shape.setdefault(image.shape[:2], []).append(index)
+    for indices in by_shape.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            batch = to_network_input([padded[i] for i in chunk])
+            probabilities = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
+            for i, probability in zip(chunk, probabilities):
+                height, width = images[i].shape[:2]
+                results[i] = probability[:height, :width]
+    return results  # type: ignore[return-value]

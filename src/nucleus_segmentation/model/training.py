@@ -1,0 +1,263 @@
+"""Training support in backend-neutral Keras 3: batch feeders, optimizers, callbacks.
+
+Nothing here knows about Kedro or MLflow: the training node wires these together and
+returns histories; the catalog and kedro-mlflow log them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from nucleus_segmentation.imaging.augment import AugmentConfig, augment_sample, sample_rng
+from nucleus_segmentation.model.metrics import evaluate_segmentation
+from nucleus_segmentation.model.predict import predict_probabilities, to_network_input
+
+logger = logging.getLogger(__name__)
+
+
+class SegmentationBatches(keras.utils.PyDataset):
+    """Batches ``(x, y)`` from stored samples: x (B, S, S, 1) float32 0..1, y (B, S, S) int32.
+
+    ``steps`` batches make an epoch; samples are drawn in a fresh seeded permutation per
+    pass over the data, continuing across epochs, so short epochs still see every sample.
+    """
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray, batch_size: int, steps: int,
+                 seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.images, self.masks = images, masks
+        self.batch_size, self.steps, self.seed = int(batch_size), int(steps), int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _indices(self, step: int) -> np.ndarray:
+        count = len(self.images)
+        start = (self.epoch * self.steps + step) * self.batch_size
+        positions = np.arange(start, start + self.batch_size)
+        passes = positions // count
+        out = np.empty(self.batch_size, dtype=np.int64)
+        for one_pass in np.unique(passes):
+            order = np.random.default_rng([self.seed, int(one_pass)]).permutation(count)
+            selected = passes == one_pass
+            out[selected] = order[positions[selected] % count]
+        return out
+
+    def __getitem__(self, step: int):
+        chosen = self._indices(step)
+        x = to_network_input([self.images[i] for i in chosen])
+        y = np.stack([self.masks[i] for i in chosen]).astype(np.int32)
+        return x, y
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+
+class OnlineAugmentedBatches(SegmentationBatches):
+    """Like :class:`SegmentationBatches`, but every sample is a fresh augmented crop of a
+    preprocessed training image, drawn with the offline augmentation's transforms (the
+    paper's future work: nothing stored). Seeded by (seed, image, draw number)."""
+
+    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                 ids: Sequence[str], config: AugmentConfig, batch_size: int, steps: int,
+                 seed: int, **kwargs):
+        super().__init__(images, labels, batch_size, steps, seed, **kwargs)
+        self.ids, self.config = list(ids), config
+
+    def __getitem__(self, step: int):
+        chosen = self._indices(step)
+        base = (self.epoch * self.steps + step) * self.batch_size
+        pairs = [
+            augment_sample(self.images[i], self.masks[i], self.config,
+                           sample_rng(self.seed, self.ids[i], base + k))
+            for k, i in enumerate(chosen)
+        ]
+        x = to_network_input([image for image, _ in pairs])
+        y = np.stack([(labels > 0) for _, labels in pairs]).astype(np.int32)
+        return x, y
+
+
+def make_optimizer(params: Mapping[str, Any], total_steps: int) -> keras.optimizers.Optimizer:
+    """Adam (paper 3.4) or SGD with momentum and the poly schedule (paper 3.1).
+
+    ``params``: ``name`` (adam | sgd), ``learning_rate``, ``weight_decay``, ``momentum``
+    (sgd), ``poly_power`` (sgd: lr = lr0 * (1 - step / total_steps) ** power), ``clipnorm``.
+    """
+    name = str(params["name"]).lower()
+    rate = float(params["learning_rate"])
+    decay = float(params.get("weight_decay") or 0.0) or None
+    clipnorm = params.get("clipnorm")
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=rate, weight_decay=decay, clipnorm=clipnorm)
+    if name == "sgd":
+        schedule = keras.optimizers.schedules.PolynomialDecay(
+            rate, decay_steps=max(1, total_steps), end_learning_rate=0.0,
+            power=float(params.get("poly_power", 0.99)))
+        return keras.optimizers.SGD(learning_rate=schedule, momentum=float(params["momentum"]),
+                                    weight_decay=decay, clipnorm=clipnorm)
+    raise ValueError(f"unknown optimizer {name!r}: use 'adam' or 'sgd'")
+
+
+def weighted_cross_entropy_numpy(probabilities: np.ndarray, truth: np.ndarray,
+                                 class_weights: Sequence[float], epsilon: float = 1e-7) -> float:
+    """Mean over pixels of -w[y] log p[y] (the training loss, for validation in numpy)."""
+    picked = np.take_along_axis(probabilities, truth[..., None].astype(np.int64), axis=-1)[..., 0]
+    weights = np.asarray(class_weights, dtype=np.float32)[truth]
+    return float(np.mean(-weights * np.log(np.clip(picked, epsilon, 1.0))))
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """After each epoch: predict the whole validation images (any size) and add ``val_loss``
+    and ``val_<score>_<pooled|per_image>`` (PA, MPA, MIoU, nucleus IoU) to the logs, with the
+    same metric code as evaluation. Keeps the weights of the best ``monitor`` epoch."""
+
+    def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+                 class_weights: Sequence[float], monitor: str = "val_miou_pooled",
+                 multiple: int = 16, batch_size: int = 4, best: float = -math.inf):
+        super().__init__()
+        self.images, self.masks = list(images), [np.asarray(m, np.int64) for m in masks]
+        self.class_weights, self.monitor = list(class_weights), monitor
+        self.multiple, self.batch_size = multiple, batch_size
+        self.best, self.best_weights, self.best_epoch = best, None, None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        probabilities = predict_probabilities(self.model, self.images, self.multiple,
+                                              self.batch_size)
+        predictions = [p.argmax(-1) for p in probabilities]
+        scores = evaluate_segmentation(self.masks, predictions)
+        losses = [weighted_cross_entropy_numpy(p, t, self.class_weights)
+                  for p, t in zip(probabilities, self.masks)]
+        logs["val_loss"] = float(np.mean(losses))
+        logs.update({f"val_{k}": float(v) for k, v in scores.items() if k != "images"})
+        if logs[self.monitor] > self.best:
+            self.best, self.best_epoch = logs[self.monitor], epoch
+            self.best_weights = self.model.get_weights()
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Every epoch, atomically: ``last.keras`` (weights and optimizer state), ``best.keras``
+    when the monitored score improved, and ``state.json`` (epoch, history, fingerprint).
+    An interrupted run restarts from these (see :func:`load_checkpoint`)."""
+
+    def __init__(self, directory: str | os.PathLike, fingerprint: str,
+                 validation: ValidationMetrics, history: list[dict]):
+        super().__init__()
+        self.directory, self.fingerprint = Path(directory), fingerprint
+        self.validation, self.history = validation, history
+
+    def _save_model(self, name: str) -> None:
+        target = self.directory / name
+        partial = self.directory / f".{name}.partial.keras"
+        self.model.save(partial)
+        os.replace(partial, target)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+        self._save_model("last.keras")
+        if self.validation.best_epoch == epoch:
+            self._save_model("best.keras")
+        state = {"fingerprint": self.fingerprint, "epoch": epoch + 1,
+                 "best": self.validation.best, "best_epoch": self.validation.best_epoch,
+                 "history": self.history}
+        partial = self.directory / ".state.json.partial"
+        partial.write_text(json.dumps(state, indent=1))
+        os.replace(partial, self.directory / "state.json")
+
+
+def load_checkpoint(directory: str | os.PathLike, fingerprint: str) -> dict | None:
+    """The saved state of an interrupted run with the same fingerprint, with its models
+    loaded (``last``, ``best``), or None when there is nothing to resume."""
+    directory = Path(directory)
+    state_path = directory / "state.json"
+    if not state_path.is_file():
+        return None
+    state = json.loads(state_path.read_text())
+    if state.get("complete"):
+        return None
+    if state.get("fingerprint") != fingerprint:
+        logger.info("Checkpoint in %s is for other settings or data: starting afresh", directory)
+        return None
+    state["last"] = keras.saving.load_model(directory / "last.keras", safe_mode=True)
+    best_path = directory / "best.keras"
+    state["best_model"] = (keras.saving.load_model(best_path, safe_mode=True)
+                           if best_path.is_file() else None)
+    return state
+
+
+def mark_checkpoint_complete(directory: str | os.PathLike) -> None:
+    """Flag a finished run's checkpoint so the next run starts afresh instead of resuming."""
+    state_path = Path(directory) / "state.json"
+    if state_path.is_file():
+        state = json.loads(state_path.read_text())
+        state["complete"] = True
+        partial = state_path.with_name(".state.json.partial")
+        partial.write_text(json.dumps(state, indent=1))
+        os.replace(partial, state_path)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after the epoch that would otherwise overrun ``minutes``."""
+
+    def __init__(self, minutes: float | None, first_epoch: int = 0,
+                 clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.seconds = None if minutes is None else float(minutes) * 60.0
+        self.first_epoch, self.clock = first_epoch, clock
+        self.started = clock()
+        self.stopped_epoch: int | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.seconds is None:
+            return
+        elapsed = self.clock() - self.started
+        per_epoch = elapsed / (epoch + 1 - self.first_epoch)
+        if elapsed + per_epoch > self.seconds:
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
+            logger.info("Time budget of %.0f min reached after epoch %d", self.seconds / 60, epoch + 1)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One log line per epoch with the main scores, elapsed time and ETA (for CI logs and
+    terminals alike; Keras' own progress bar is shown when stdout is a terminal)."""
+
+    def __init__(self, epochs: int, first_epoch: int = 0, clock=time.monotonic):
+        super().__init__()
+        self.epochs, self.first_epoch, self.clock = epochs, first_epoch, clock
+        self.started = clock()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        done = epoch + 1 - self.first_epoch
+        elapsed = self.clock() - self.started
+        eta = elapsed / done * (self.epochs - epoch - 1)
+        logger.info(
+            "epoch %d/%d  loss %.4f  val_loss %.4f  val MIoU %.4f  val nucleus IoU %.4f  "
+            "elapsed %s  ETA %s", epoch + 1, self.epochs, logs.get("loss", float("nan")),
+            logs.get("val_loss", float("nan")), logs.get("val_miou_pooled", float("nan")),
+            logs.get("val_nucleus_iou_pooled", float("nan")), _clock(elapsed), _clock(eta))
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+def progress_verbosity() -> int:
+    """Keras fit verbosity: a progress bar in a terminal, nothing extra otherwise (the
+    :class:`EpochLog` line is the one line per epoch in CI logs)."""
+    return 1 if sys.stdout.isatty() else 0

@@ -1,0 +1,181 @@
+"""Nodes of the ``training`` pipeline."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import matplotlib.figure
+import numpy as np
+import pandas as pd
+
+from nucleus_segmentation import bundle
+from nucleus_segmentation.imaging.augment import AugmentConfig
+from nucleus_segmentation.model.losses import (
+    PixelWeightedCrossEntropy,
+    median_frequency_class_weights,
+)
+from nucleus_segmentation.model.training import (
+    Checkpoint,
+    EpochLog,
+    OnlineAugmentedBatches,
+    SegmentationBatches,
+    TimeBudget,
+    ValidationMetrics,
+    load_checkpoint,
+    make_optimizer,
+    mark_checkpoint_complete,
+    progress_verbosity,
+)
+from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet
+
+logger = logging.getLogger(__name__)
+CLASS_NAMES = ("background", "nucleus")
+
+
+def _ids(split: pd.DataFrame, name: str) -> list[str]:
+    return split.loc[split["split"] == name, "image_id"].tolist()
+
+
+def compute_class_weights(
+    preprocessed: Mapping[str, np.ndarray], split: pd.DataFrame
+) -> dict[str, float]:
+    """Median-frequency-balanced class weights from the *training* masks (never validation
+    or test): ``{"background": w0, "nucleus": w1}``."""
+    masks = [preprocessed[f"{image_id}/mask"] for image_id in _ids(split, "train")]
+    weights = median_frequency_class_weights(masks, num_classes=len(CLASS_NAMES))
+    result = {name: float(w) for name, w in zip(CLASS_NAMES, weights)}
+    logger.info("Class weights (median frequency balancing): %s", result)
+    return result
+
+
+def _training_batches(augmented, preprocessed, split, params, augmentation_params, steps):
+    seed, batch = int(params["seed"]), int(params["batch_size"])
+    mode = params["augmentation_mode"]
+    if mode == "offline":
+        ids = bundle.sample_ids(augmented)
+        images = np.stack([augmented[f"{i}/image"] for i in ids])
+        masks = np.stack([augmented[f"{i}/mask"] for i in ids])
+        return SegmentationBatches(images, masks, batch, steps, seed), len(ids)
+    if mode == "online":
+        ids = _ids(split, "train")
+        config = AugmentConfig.from_params(dict(augmentation_params["transforms"]))
+        images = [preprocessed[f"{i}/image"] for i in ids]
+        labels = [preprocessed[f"{i}/labels"] for i in ids]
+        feeder = OnlineAugmentedBatches(images, labels, ids, config, batch, steps, seed,
+                                        workers=int(params.get("online_workers", 2)))
+        return feeder, len(ids) * int(augmentation_params["copies_per_image"])
+    raise ValueError(f"unknown augmentation_mode {mode!r}: use 'offline' or 'online'")
+
+
+def _fingerprint(params, augmentation_params, split, samples) -> str:
+    """What a checkpoint must match to be resumed: settings, split and training-set size."""
+    text = json.dumps([params, augmentation_params, _ids(split, "train"), samples],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def train_segmentation_model(
+    augmented: Mapping[str, np.ndarray],
+    preprocessed: Mapping[str, np.ndarray],
+    split: pd.DataFrame,
+    class_weights: Mapping[str, float],
+    params: Mapping[str, Any],
+    augmentation_params: Mapping[str, Any],
+) -> tuple[keras.Model, pd.DataFrame, dict[str, list[dict]], dict[str, dict]]:
+    """Train the U-Net configured by ``params["model"]``; keep the best validation epoch.
+
+    Trains on the stored augmented set (``augmentation_mode: offline``) or on crops drawn on
+    the fly from the preprocessed training images (``online``); validates every epoch on the
+    whole validation images; checkpoints every epoch to ``params["checkpoint_dir"]`` and,
+    with ``resume: true``, continues an interrupted run with the same settings from there.
+
+    Returns:
+        ``(model, history, metric_history, best_metrics)``: the model with the weights of the
+        best epoch by ``monitor``; one row per epoch; the same as MLflow metric histories
+        (``{name: [{"value", "step"}]}``); and the best epoch's validation scores.
+    """
+    keras.utils.set_random_seed(int(params["seed"]))
+    epochs = int(params["epochs"])
+    steps = params.get("steps_per_epoch")
+    feeder, samples = _training_batches(
+        augmented, preprocessed, split, params, augmentation_params,
+        steps=1 if steps is None else int(steps))
+    if steps is None:  # one pass over the training samples per epoch
+        feeder.steps = max(1, samples // int(params["batch_size"]))
+    weights = [float(class_weights[name]) for name in CLASS_NAMES]
+    config = UNetConfig.from_params(dict(params["model"]))
+    validation_ids = _ids(split, "validation")[: params.get("max_validation_images")]
+    validation = ValidationMetrics(
+        [preprocessed[f"{i}/image"] for i in validation_ids],
+        [preprocessed[f"{i}/mask"] for i in validation_ids],
+        weights, monitor=params["monitor"], multiple=config.output_stride,
+        batch_size=int(params.get("validation_batch_size", 4)))
+    fingerprint = _fingerprint(params, augmentation_params, split, samples)
+    directory = params["checkpoint_dir"]
+    state = load_checkpoint(directory, fingerprint) if params.get("resume", True) else None
+    history: list[dict] = []
+    first_epoch = 0
+    if state is not None:
+        model, first_epoch, history = state["last"], int(state["epoch"]), state["history"]
+        feeder.epoch = first_epoch
+        validation.best, validation.best_epoch = state["best"], state["best_epoch"]
+        if state["best_model"] is not None:
+            validation.best_weights = state["best_model"].get_weights()
+        logger.info("Resuming from %s after epoch %d", directory, first_epoch)
+    else:
+        model = build_attention_unet(config)
+        model.compile(
+            optimizer=make_optimizer(params["optimizer"], epochs * feeder.steps),
+            loss=PixelWeightedCrossEntropy(weights, dice_weight=float(params["dice_weight"])),
+            jit_compile=bool(params.get("jit_compile", False)))
+    logger.info("Training %s (%d parameters) on %d %s samples, %d steps x %d epochs",
+                model.name, model.count_params(), samples, params["augmentation_mode"],
+                feeder.steps, epochs)
+    callbacks = [validation, Checkpoint(directory, fingerprint, validation, history),
+                 EpochLog(epochs, first_epoch), TimeBudget(params.get("max_minutes"), first_epoch)]
+    model.fit(feeder, epochs=epochs, initial_epoch=first_epoch, callbacks=callbacks,
+              verbose=progress_verbosity())
+    if validation.best_weights is not None:
+        model.set_weights(validation.best_weights)
+    mark_checkpoint_complete(directory)
+    table = pd.DataFrame(history)
+    best_row = table.loc[table[params["monitor"]].idxmax()]
+    metric_history = {column: [{"value": float(v), "step": int(e)}
+                               for v, e in zip(table[column], table["epoch"])]
+                      for column in table.columns if column != "epoch"}
+    best = {f"best_{k}": {"value": float(v), "step": int(best_row["epoch"])}
+            for k, v in best_row.items() if str(k).startswith("val_")}
+    logger.info("Best epoch %d: val MIoU %.4f, val nucleus IoU %.4f", int(best_row["epoch"]),
+                best_row["val_miou_pooled"], best_row["val_nucleus_iou_pooled"])
+    return model, table, metric_history, best
+
+
+def log_model_to_mlflow(model: keras.Model) -> keras.Model:
+    """Pass the trained model to the MLflow model dataset (Keras flavor), which logs it."""
+    return model
+
+
+def plot_training_curves(history: pd.DataFrame) -> matplotlib.figure.Figure:
+    """Per-epoch validation MIoU and MPA, and training/validation loss (like paper Fig. 7)."""
+    figure = matplotlib.figure.Figure(figsize=(10, 4), dpi=100)
+    scores, losses = figure.subplots(1, 2)
+    for column, label in (("val_miou_pooled", "MIoU"), ("val_mpa_pooled", "MPA"),
+                          ("val_nucleus_iou_pooled", "nucleus IoU")):
+        if column in history:
+            scores.plot(history["epoch"], history[column], marker="o", label=label)
+    scores.set(xlabel="epoch", ylabel="validation score", title="Validation scores")
+    scores.legend()
+    scores.grid(alpha=0.3)
+    for column, label in (("loss", "training loss"), ("val_loss", "validation loss")):
+        if column in history:
+            losses.plot(history["epoch"], history[column], marker="o", label=label)
+    losses.set(xlabel="epoch", ylabel="weighted cross-entropy", title="Loss")
+    losses.legend()
+    losses.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
