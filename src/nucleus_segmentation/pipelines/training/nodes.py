@@ -73,8 +73,10 @@ def _training_batches(augmented, preprocessed, split, params, augmentation_param
 
 
 def _fingerprint(params, augmentation_params, split, samples) -> str:
-    """What a checkpoint must match to be resumed: settings, split and training-set size."""
-    text = json.dumps([params, augmentation_params, _ids(split, "train"), samples],
+    """What a checkpoint must match to be resumed: settings, split and training-set size.
+    How long to train (epochs, time budget) may change: resuming can extend a run."""
+    settings = {k: v for k, v in params.items() if k not in ("epochs", "max_minutes", "resume")}
+    text = json.dumps([settings, augmentation_params, _ids(split, "train"), samples],
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
