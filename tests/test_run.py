@@ -92,3 +92,36 @@ def test_cli_unusable_input_exits_nonzero_naming_the_file(project):
     assert result.returncode != 0
     assert "empty.zip: zip archive contains no DSB image folders" in result.stdout + result.stderr
     assert not list((project / "data").glob("02_intermediate/*/*"))
+
+
+def test_default_run_trains_and_tracks_everything_in_mlflow(project):
+    """`kedro run` (data processing + training) on the sample, shrunk to a few steps."""
+    import mlflow
+    import numpy as np
+
+    tiny = ("augmentation.copies_per_image=1,training.epochs=2,training.steps_per_epoch=2,"
+            "training.max_validation_images=2,training.model.base_filters=4")
+    result = _cli(project, "--params", tiny)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "epoch 2/2" in result.stdout + result.stderr and "ETA" in result.stdout + result.stderr
+    assert len(list((project / "data/06_models/attention_unet.keras").glob("*/*.keras"))) == 1
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    run = mlflow.search_runs(experiment_names=["nucleus_segmentation"], output_format="list")[0]
+    assert run.data.tags["mlflow.runName"] == "__default__@local"
+    assert run.data.tags["kedro_env"] == "local" and run.data.tags["git_commit"]
+    assert run.data.params["training.model.base_filters"] == "4"
+    history = client.get_metric_history(run.info.run_id, "epoch.val_miou_pooled")
+    assert [m.step for m in history] == [1, 2]
+    assert "best.val_nucleus_iou_pooled" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"class_weights.json", "training_curves.png", "training_history.csv"} <= artifacts
+
+    import nucleus_segmentation.model  # noqa: F401  (registers the custom layers)
+
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                         output_format="list")
+    pyfunc = mlflow.pyfunc.load_model(models[0].model_uri)
+    prediction = pyfunc.predict(np.zeros((1, 32, 48, 1), np.float32))
+    assert np.asarray(prediction).shape == (1, 32, 48, 2)

@@ -150,7 +150,7 @@ def train_segmentation_model(
     metric_history = {column: [{"value": float(v), "step": int(e)}
                                for v, e in zip(table[column], table["epoch"])]
                       for column in table.columns if column != "epoch"}
-    best = {f"best_{k}": {"value": float(v), "step": int(best_row["epoch"])}
+    best = {str(k): {"value": float(v), "step": int(best_row["epoch"])}
             for k, v in best_row.items() if str(k).startswith("val_")}
     logger.info("Best epoch %d: val MIoU %.4f, val nucleus IoU %.4f", int(best_row["epoch"]),
                 best_row["val_miou_pooled"], best_row["val_nucleus_iou_pooled"])
