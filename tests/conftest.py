@@ -39,8 +39,12 @@ def fluorescence_image(shape=(64, 80), centers=((20, 20), (40, 55)), radius=8) -
     return np.dstack([gray, gray, gray, np.full(shape, 255, np.uint8)])
 
 
-def write_sample(root: Path, image_id: str, image: np.ndarray | bytes | None,
-                 masks: dict[str, np.ndarray | bytes]) -> None:
+def write_sample(
+    root: Path,
+    image_id: str,
+    image: np.ndarray | bytes | None,
+    masks: dict[str, np.ndarray | bytes],
+) -> None:
     """Write one DSB sample folder: ``image`` None makes an empty images/ folder."""
     (root / image_id / "images").mkdir(parents=True, exist_ok=True)
     (root / image_id / "masks").mkdir(parents=True, exist_ok=True)

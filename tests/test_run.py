@@ -56,8 +56,9 @@ def test_data_processing_on_the_sample_versions_and_tracks(project):
     assert set(metadata["modality"]) == {"fluorescence", "stained", "brightfield"}
     split = pd.read_csv(next((project / "data/03_primary/data_split.csv").glob("*/*.csv")))
     n_train = int((split["split"] == "train").sum())
-    augmented = NpzDataset(filepath=str(next(
-        (project / "data/05_model_input/augmented_images.npz").glob("*/*.npz")))).load()
+    augmented = NpzDataset(
+        filepath=str(next((project / "data/05_model_input/augmented_images.npz").glob("*/*.npz")))
+    ).load()
     assert len(bundle.sample_ids(augmented)) == 2 * n_train
     # kedro-mlflow recorded the run with its parameters in the SQLite store
     with sqlite3.connect(project / "mlflow.db") as db:
@@ -68,8 +69,9 @@ def test_data_processing_on_the_sample_versions_and_tracks(project):
 
     # Changing a preprocessing parameter and rerunning the stage keeps the old version.
     # (through the CLI, as users do: one MLflow run per process)
-    result = _cli(project, "--pipeline", "preprocessing", "--params",
-                  "preprocessing.equalize.method=clahe")
+    result = _cli(
+        project, "--pipeline", "preprocessing", "--params", "preprocessing.equalize.method=clahe"
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     versions = sorted((project / "data/04_feature/preprocessed_images.npz").iterdir())
     assert len(versions) == 2
@@ -81,8 +83,15 @@ def test_data_processing_on_the_sample_versions_and_tracks(project):
 
 def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "kedro", "run", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "kedro", "run", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_cli_unusable_input_exits_nonzero_naming_the_file(project):
@@ -99,8 +108,10 @@ def test_default_run_trains_and_tracks_everything_in_mlflow(project):
     import mlflow
     import numpy as np
 
-    tiny = ("augmentation.copies_per_image=1,training.epochs=2,training.steps_per_epoch=2,"
-            "training.max_validation_images=2,training.model.base_filters=4")
+    tiny = (
+        "augmentation.copies_per_image=1,training.epochs=2,training.steps_per_epoch=2,"
+        "training.max_validation_images=2,training.model.base_filters=4"
+    )
     result = _cli(project, "--params", tiny)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "epoch 2/2" in result.stdout + result.stderr and "ETA" in result.stdout + result.stderr
@@ -120,8 +131,9 @@ def test_default_run_trains_and_tracks_everything_in_mlflow(project):
 
     import nucleus_segmentation.model  # noqa: F401  (registers the custom layers)
 
-    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
-                                         output_format="list")
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list"
+    )
     pyfunc = mlflow.pyfunc.load_model(models[0].model_uri)
     prediction = pyfunc.predict(np.zeros((1, 32, 48, 1), np.float32))
     assert np.asarray(prediction).shape == (1, 32, 48, 2)

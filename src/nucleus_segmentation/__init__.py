@@ -1,4 +1,3 @@
-"""nucleus-segmentation
-"""
+"""nucleus-segmentation"""
 
 __version__ = "0.1"

@@ -34,7 +34,7 @@ def sample_ids(bundle: Mapping[str, np.ndarray]) -> list[str]:
 def get_sample(bundle: Mapping[str, np.ndarray], sample_id: str) -> dict[str, np.ndarray]:
     """{field: array} of one sample."""
     prefix = f"{sample_id}/"
-    return {key[len(prefix):]: bundle[key] for key in bundle if key.startswith(prefix)}
+    return {key[len(prefix) :]: bundle[key] for key in bundle if key.startswith(prefix)}
 
 
 def iter_samples(bundle: Mapping[str, np.ndarray]) -> Iterator[tuple[str, dict[str, np.ndarray]]]:

@@ -52,21 +52,28 @@ class MlflowRunTagsHooks:
         if mlflow.active_run() is None:
             return
         pipeline = ",".join(run_params.get("pipeline_names") or []) or "__default__"
-        mlflow.set_tags({
-            "mlflow.runName": f"{pipeline}@{self._env}",
-            "kedro_pipeline": pipeline,
-            "kedro_env": self._env,
-            "git_commit": _git_commit(),
-        })
+        mlflow.set_tags(
+            {
+                "mlflow.runName": f"{pipeline}@{self._env}",
+                "kedro_pipeline": pipeline,
+                "kedro_env": self._env,
+                "git_commit": _git_commit(),
+            }
+        )
 
 
 def _git_commit() -> str:
     """HEAD of the project's repository (with ``-dirty`` for local changes), or "unknown"."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit

@@ -106,7 +106,9 @@ def test_rle_shape_mismatch_is_reported(tmp_path):
     (root / "stage1_solution.csv").write_text(
         "ImageId,EncodedPixels,Height,Width,Usage\nr1,1 2,5,5,Public\n"
     )
-    with pytest.raises(InvalidImageError, match="run-length labels are for 5x5 but the image is 4x3"):
+    with pytest.raises(
+        InvalidImageError, match="run-length labels are for 5x5 but the image is 4x3"
+    ):
         DSBSource(root).read("r1")
 
 

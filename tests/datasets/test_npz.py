@@ -6,8 +6,11 @@ from nucleus_segmentation.datasets.npz import NpzDataset
 
 
 def test_round_trip_keeps_arrays_dtypes_and_order(tmp_path):
-    data = {"b/image": np.arange(12, dtype=np.uint8).reshape(3, 4),
-            "a/labels": np.array([[0, 65535]], np.uint16), "ids": np.array(["x", "yy"])}
+    data = {
+        "b/image": np.arange(12, dtype=np.uint8).reshape(3, 4),
+        "a/labels": np.array([[0, 65535]], np.uint16),
+        "ids": np.array(["x", "yy"]),
+    }
     dataset = NpzDataset(filepath=str(tmp_path / "set.npz"))
     dataset.save(data)
     loaded = dataset.load()
@@ -20,11 +23,14 @@ def test_round_trip_keeps_arrays_dtypes_and_order(tmp_path):
 def test_versions_are_kept_and_latest_loads(tmp_path):
     path = str(tmp_path / "set.npz")
     NpzDataset(filepath=path, version=Version(None, "2026-01-01T00.00.00.000Z")).save(
-        {"x": np.zeros(2)})
+        {"x": np.zeros(2)}
+    )
     NpzDataset(filepath=path, version=Version(None, "2026-01-02T00.00.00.000Z")).save(
-        {"x": np.ones(2)})
-    np.testing.assert_array_equal(NpzDataset(filepath=path, version=Version(None, None)).load()["x"],
-                                  np.ones(2))
+        {"x": np.ones(2)}
+    )
+    np.testing.assert_array_equal(
+        NpzDataset(filepath=path, version=Version(None, None)).load()["x"], np.ones(2)
+    )
     pinned = NpzDataset(filepath=path, version=Version("2026-01-01T00.00.00.000Z", None))
     np.testing.assert_array_equal(pinned.load()["x"], np.zeros(2))
 

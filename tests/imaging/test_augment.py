@@ -8,8 +8,7 @@ from nucleus_segmentation.imaging.augment import (
     sample_rng,
 )
 
-OFF = dict(crop=False, flip=False, gray_perturbation=False, shape_perturbation=False,
-           elastic=False)
+OFF = dict(crop=False, flip=False, gray_perturbation=False, shape_perturbation=False, elastic=False)
 
 
 def _pair(size=64):
@@ -39,8 +38,13 @@ def test_flip_only_is_an_exact_flip_of_image_and_labels():
 def test_geometry_is_shared_and_labels_keep_their_ids():
     image, labels = _pair()
     image = np.where(labels > 0, 255, 0).astype(np.uint8)  # image shows exactly the labels
-    config = AugmentConfig(output_size=32, gray_perturbation=False, corner_shift=0.1,
-                           elastic_alpha=3.0, crop_scale=(0.6, 0.9))
+    config = AugmentConfig(
+        output_size=32,
+        gray_perturbation=False,
+        corner_shift=0.1,
+        elastic_alpha=3.0,
+        crop_scale=(0.6, 0.9),
+    )
     for copy in range(5):
         out_image, out_labels = augment_sample(image, labels, config, sample_rng(7, "x", copy))
         assert out_image.shape == out_labels.shape == (32, 32)

@@ -25,23 +25,29 @@ def test_merge_gives_ids_in_order_and_exact_areas():
 
 def test_merge_drops_and_reports_empty_mask():
     shape = (10, 10)
-    merged = merge_nucleus_masks([np.zeros(shape, np.uint8), disk(shape, (5, 5), 2)],
-                                 ["empty.png", "real.png"], shape)
+    merged = merge_nucleus_masks(
+        [np.zeros(shape, np.uint8), disk(shape, (5, 5), 2)], ["empty.png", "real.png"], shape
+    )
     assert merged.empty == ["empty.png"]
     assert merged.labels.max() == 1
 
 
 def test_merge_rejects_mask_of_other_size():
     with pytest.raises(MaskError, match=r"b.png: mask is 10x12 but its image is 10x10"):
-        merge_nucleus_masks([disk((10, 10), (5, 5), 2), disk((10, 12), (5, 5), 2)],
-                            ["a.png", "b.png"], (10, 10))
+        merge_nucleus_masks(
+            [disk((10, 10), (5, 5), 2), disk((10, 12), (5, 5), 2)], ["a.png", "b.png"], (10, 10)
+        )
 
 
 def test_merge_rejects_large_overlap_naming_both_files():
     shape = (20, 20)
     with pytest.raises(MaskError, match=r"b.png: overlaps nucleus mask a.png on \d+ pixels"):
-        merge_nucleus_masks([disk(shape, (10, 10), 4), disk(shape, (10, 12), 4)],
-                            ["a.png", "b.png"], shape, max_overlap_fraction=0.1)
+        merge_nucleus_masks(
+            [disk(shape, (10, 10), 4), disk(shape, (10, 12), 4)],
+            ["a.png", "b.png"],
+            shape,
+            max_overlap_fraction=0.1,
+        )
 
 
 def test_merge_tolerates_small_overlap_leaving_pixels_to_first_mask():
@@ -79,7 +85,7 @@ def test_rle_round_trip_of_label_map_is_exact():
     labels = np.zeros((37, 23), np.uint16)
     for index in range(1, 9):
         r, c = rng.integers(0, 37), rng.integers(0, 23)
-        labels[max(0, r - 3): r + 3, max(0, c - 2): c + 2] = index
+        labels[max(0, r - 3) : r + 3, max(0, c - 2) : c + 2] = index
     present = [i for i in range(1, 9) if (labels == i).any()]
     rles = labels_to_rles(labels)
     assert len(rles) == len(present)
@@ -92,8 +98,12 @@ def test_rle_round_trip_of_label_map_is_exact():
 
 @pytest.mark.parametrize(
     ("text", "problem"),
-    [("1 2 3", "odd number"), ("a b", "not a list of integers"), ("0 2", "start below 1"),
-     ("8 5", "runs past the end")],
+    [
+        ("1 2 3", "odd number"),
+        ("a b", "not a list of integers"),
+        ("0 2", "start below 1"),
+        ("8 5", "runs past the end"),
+    ],
 )
 def test_rle_decode_rejects_bad_text(text, problem):
     with pytest.raises(MaskError, match=problem):

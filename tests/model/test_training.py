@@ -29,8 +29,16 @@ def test_batches_cover_every_sample_once_per_pass_across_short_epochs():
 
 
 def test_sgd_poly_schedule_follows_the_paper_formula():
-    optimizer = make_optimizer({"name": "sgd", "learning_rate": 0.005, "weight_decay": 1e-4,
-                                "momentum": 0.98, "poly_power": 0.99}, total_steps=100)
+    optimizer = make_optimizer(
+        {
+            "name": "sgd",
+            "learning_rate": 0.005,
+            "weight_decay": 1e-4,
+            "momentum": 0.98,
+            "poly_power": 0.99,
+        },
+        total_steps=100,
+    )
     schedule = optimizer._learning_rate  # the schedule object (learning_rate is its value)
     for step in (0, 50, 99):
         expected = 0.005 * (1 - step / 100) ** 0.99

@@ -8,6 +8,7 @@ from nucleus_segmentation import bundle
 from nucleus_segmentation.datasets.dsb import DSBStage1Dataset
 from nucleus_segmentation.pipelines.data_processing import create_pipeline
 
+
 class KeptDataset(MemoryDataset):
     """A MemoryDataset the runner does not release, so the test can inspect every stage."""
 
@@ -16,26 +17,43 @@ class KeptDataset(MemoryDataset):
 
 
 PARAMS = {
-    "ingestion": {"n_workers": 1, "max_overlap_fraction": 0.1,
-                  "modality": {"spread_threshold": 15.0, "brightness_threshold": 127.0}},
-    "split": {"seed": 1, "stratify_by": "modality",
-              "ratios": {"train": 0.5, "validation": 0.25, "test": 0.25}},
+    "ingestion": {
+        "n_workers": 1,
+        "max_overlap_fraction": 0.1,
+        "modality": {"spread_threshold": 15.0, "brightness_threshold": 127.0},
+    },
+    "split": {
+        "seed": 1,
+        "stratify_by": "modality",
+        "ratios": {"train": 0.5, "validation": 0.25, "test": 0.25},
+    },
     "preprocessing": {
         "invert": {"enabled": True, "brightness_threshold": 127.0},
         "resize": {"enabled": True, "size": [32, 32], "interpolation": "auto"},
         "equalize": {"enabled": True, "method": "clahe", "clip_limit": 2.0, "tile_grid": 4},
         "smooth": {"enabled": True, "kernel_size": 3, "sigma": 0.8},
     },
-    "augmentation": {"seed": 2, "copies_per_image": 2, "n_workers": 1,
-                     "transforms": {"output_size": 16}},
+    "augmentation": {
+        "seed": 2,
+        "copies_per_image": 2,
+        "n_workers": 1,
+        "transforms": {"output_size": 16},
+    },
 }
 
 
 def test_data_processing_runs_end_to_end(dsb_folder):
     datasets = {"dsb_raw": DSBStage1Dataset(path=str(dsb_folder))}
     datasets |= {f"params:{name}": MemoryDataset(value) for name, value in PARAMS.items()}
-    for name in ("ingested_images", "image_metadata", "rejected_items", "instance_labels_rle",
-                 "data_split", "preprocessed_images", "augmented_images"):
+    for name in (
+        "ingested_images",
+        "image_metadata",
+        "rejected_items",
+        "instance_labels_rle",
+        "data_split",
+        "preprocessed_images",
+        "augmented_images",
+    ):
         datasets[name] = KeptDataset()
     catalog = DataCatalog(datasets=datasets)
     SequentialRunner().run(create_pipeline(), catalog)
@@ -49,5 +67,9 @@ def test_data_processing_runs_end_to_end(dsb_folder):
     preprocessed = catalog.load("preprocessed_images")
     assert len(bundle.sample_ids(preprocessed)) == 4
     assert catalog.load("instance_labels_rle")["ImageId"].value_counts().to_dict() == {
-        "fluo0": 2, "fluo1": 2, "fluo2": 2, "stained0": 1}
+        "fluo0": 2,
+        "fluo1": 2,
+        "fluo2": 2,
+        "stained0": 1,
+    }
     assert np.unique(preprocessed["stained0/labels"]).tolist() == [0, 1]

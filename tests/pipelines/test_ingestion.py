@@ -10,10 +10,13 @@ from nucleus_segmentation.pipelines.ingestion.nodes import (
     ingest_dsb_images,
     split_by_modality,
 )
-from tests.conftest import disk, good_sample, write_sample
+from tests.conftest import disk, write_sample
 
-PARAMS = {"n_workers": 1, "max_overlap_fraction": 0.1,
-          "modality": {"spread_threshold": 15.0, "brightness_threshold": 127.0}}
+PARAMS = {
+    "n_workers": 1,
+    "max_overlap_fraction": 0.1,
+    "modality": {"spread_threshold": 15.0, "brightness_threshold": 127.0},
+}
 
 
 def test_ingest_merges_masks_and_describes_each_image(dsb_folder):
@@ -35,10 +38,18 @@ def test_ingest_merges_masks_and_describes_each_image(dsb_folder):
 def test_bad_image_is_skipped_and_recorded_others_go_on(dsb_folder):
     shape = (64, 80)
     write_sample(dsb_folder, "badsize", np.zeros(shape, np.uint8), {"m": disk((30, 30), (9, 9), 3)})
-    write_sample(dsb_folder, "overlap", np.zeros(shape, np.uint8),
-                 {"a": disk(shape, (20, 20), 8), "b": disk(shape, (20, 24), 8)})
-    write_sample(dsb_folder, "emptymask", np.zeros(shape, np.uint8),
-                 {"a": disk(shape, (20, 20), 8), "z": np.zeros(shape, np.uint8)})
+    write_sample(
+        dsb_folder,
+        "overlap",
+        np.zeros(shape, np.uint8),
+        {"a": disk(shape, (20, 20), 8), "b": disk(shape, (20, 24), 8)},
+    )
+    write_sample(
+        dsb_folder,
+        "emptymask",
+        np.zeros(shape, np.uint8),
+        {"a": disk(shape, (20, 20), 8), "z": np.zeros(shape, np.uint8)},
+    )
     ingested, metadata, rejected = ingest_dsb_images(DSBSource(dsb_folder), PARAMS)
     assert "badsize" not in set(metadata["image_id"]) and "overlap" not in set(metadata["image_id"])
     assert metadata.set_index("image_id").loc["emptymask", "nucleus_count"] == 1
@@ -71,8 +82,11 @@ def _metadata(counts):
     return pd.DataFrame(rows, columns=["image_id", "modality"])
 
 
-SPLIT = {"seed": 3, "stratify_by": "modality",
-         "ratios": {"train": 0.6, "validation": 0.2, "test": 0.2}}
+SPLIT = {
+    "seed": 3,
+    "stratify_by": "modality",
+    "ratios": {"train": 0.6, "validation": 0.2, "test": 0.2},
+}
 
 
 def test_split_is_stratified_seeded_and_covers_rare_modalities():
@@ -82,13 +96,15 @@ def test_split_is_stratified_seeded_and_covers_rare_modalities():
     assert table.loc["fluorescence"].tolist() == [10, 30, 10]  # columns: test, train, validation
     assert table.loc["stained"].tolist() == [2, 6, 2]
     assert table.loc["brightfield"].tolist() == [1, 1, 1]
-    pd.testing.assert_frame_equal(split, split_by_modality(metadata.sample(frac=1, random_state=1),
-                                                           SPLIT))
+    pd.testing.assert_frame_equal(
+        split, split_by_modality(metadata.sample(frac=1, random_state=1), SPLIT)
+    )
     other = split_by_modality(metadata, {**SPLIT, "seed": 4})
     assert not other["split"].equals(split["split"])
 
 
 def test_split_ratios_are_validated():
     with pytest.raises(ValueError, match="must sum to 1"):
-        split_by_modality(_metadata({"x": 4}), {**SPLIT, "ratios": {"train": 0.9, "validation": 0.2,
-                                                                    "test": 0.2}})
+        split_by_modality(
+            _metadata({"x": 4}), {**SPLIT, "ratios": {"train": 0.9, "validation": 0.2, "test": 0.2}}
+        )

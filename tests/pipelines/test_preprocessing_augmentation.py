@@ -12,8 +12,12 @@ PRE = {
     "equalize": {"enabled": True, "method": "global", "clip_limit": 2.0, "tile_grid": 8},
     "smooth": {"enabled": False, "kernel_size": 5, "sigma": 1.0},
 }
-AUG = {"seed": 11, "copies_per_image": 3, "n_workers": 1,
-       "transforms": {"output_size": 24, "crop_scale": [0.5, 0.8]}}
+AUG = {
+    "seed": 11,
+    "copies_per_image": 3,
+    "n_workers": 1,
+    "transforms": {"output_size": 24, "crop_scale": [0.5, 0.8]},
+}
 
 
 def _ingested():
@@ -43,8 +47,9 @@ def test_preprocess_resizes_images_and_labels_together():
 @pytest.fixture
 def preprocessed_and_split():
     ingested, metadata = _ingested()
-    split = pd.DataFrame({"image_id": metadata["image_id"],
-                          "split": ["train", "validation", "train", "test"]})
+    split = pd.DataFrame(
+        {"image_id": metadata["image_id"], "split": ["train", "validation", "train", "test"]}
+    )
     return preprocess_images(ingested, metadata, PRE), split
 
 

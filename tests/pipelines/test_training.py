@@ -19,26 +19,38 @@ from tests.conftest import disk
 def _data(size=32, count=4):
     samples = []
     for index in range(count):
-        labels = (disk((size, size), (8 + index, 10), 4) + 2 * disk((size, size), (22, 20), 5))
+        labels = disk((size, size), (8 + index, 10), 4) + 2 * disk((size, size), (22, 20), 5)
         image = np.where(labels > 0, 200, 30).astype(np.uint8)
         mask = (labels > 0).astype(np.uint8)
-        samples.append((f"img{index}", {"image": image, "labels": labels.astype(np.uint16),
-                                        "mask": mask}))
+        samples.append(
+            (f"img{index}", {"image": image, "labels": labels.astype(np.uint16), "mask": mask})
+        )
     preprocessed = bundle.pack(samples)
     augmented = bundle.pack((f"{i}_aug00", f) for i, f in samples[:2])
-    split = pd.DataFrame({"image_id": [s for s, _ in samples],
-                          "split": ["train", "train", "validation", "validation"]})
+    split = pd.DataFrame(
+        {
+            "image_id": [s for s, _ in samples],
+            "split": ["train", "train", "validation", "validation"],
+        }
+    )
     return preprocessed, augmented, split
 
 
 PARAMS = {
-    "seed": 3, "augmentation_mode": "offline",
+    "seed": 3,
+    "augmentation_mode": "offline",
     "model": {"base_filters": 4, "depth": 2, "aspp_rates": [1, 2], "sap_grid": [2, 2]},
     "dice_weight": 0.0,
     "optimizer": {"name": "adam", "learning_rate": 0.01, "weight_decay": 1e-4},
-    "batch_size": 2, "epochs": 2, "steps_per_epoch": 1, "max_minutes": None,
-    "jit_compile": False, "monitor": "val_miou_pooled", "max_validation_images": None,
-    "validation_batch_size": 2, "resume": True,
+    "batch_size": 2,
+    "epochs": 2,
+    "steps_per_epoch": 1,
+    "max_minutes": None,
+    "jit_compile": False,
+    "monitor": "val_miou_pooled",
+    "max_validation_images": None,
+    "validation_batch_size": 2,
+    "resume": True,
 }
 AUGMENTATION = {"copies_per_image": 1, "transforms": {"output_size": 16}}
 
@@ -56,17 +68,31 @@ def test_class_weights_use_training_masks_only():
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_training_returns_model_history_and_best_metrics(tmp_path, mode):
     preprocessed, augmented, split = _data()
-    params = {**PARAMS, "augmentation_mode": mode, "online_workers": 1,
-              "checkpoint_dir": str(tmp_path / "ckpt")}
+    params = {
+        **PARAMS,
+        "augmentation_mode": mode,
+        "online_workers": 1,
+        "checkpoint_dir": str(tmp_path / "ckpt"),
+    }
     model, history, metric_history, best = train_segmentation_model(
-        augmented, preprocessed, split, {"background": 1.0, "nucleus": 2.0}, params, AUGMENTATION)
+        augmented, preprocessed, split, {"background": 1.0, "nucleus": 2.0}, params, AUGMENTATION
+    )
     assert history["epoch"].tolist() == [1, 2]
-    assert {"loss", "val_loss", "val_miou_pooled", "val_miou_per_image",
-            "val_nucleus_iou_pooled", "val_pa_pooled", "val_mpa_pooled"} <= set(history.columns)
+    assert {
+        "loss",
+        "val_loss",
+        "val_miou_pooled",
+        "val_miou_per_image",
+        "val_nucleus_iou_pooled",
+        "val_pa_pooled",
+        "val_mpa_pooled",
+    } <= set(history.columns)
     assert [p["step"] for p in metric_history["val_miou_pooled"]] == [1, 2]
     best_epoch = int(history["val_miou_pooled"].idxmax()) + 1
     assert best["val_miou_pooled"] == {
-        "value": pytest.approx(history["val_miou_pooled"].max()), "step": best_epoch}
+        "value": pytest.approx(history["val_miou_pooled"].max()),
+        "step": best_epoch,
+    }
     assert model.predict(np.zeros((1, 32, 32, 1), np.float32), verbose=0).shape == (1, 32, 32, 2)
     figure = plot_training_curves(history)
     assert len(figure.axes) == 2 and len(figure.axes[0].lines) == 3
@@ -78,12 +104,14 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(tmp_path, monkeyp
     weights = {"background": 1.0, "nucleus": 2.0}
     # Simulate a run killed after its first epoch: the checkpoint is never marked complete.
     monkeypatch.setattr(nodes, "mark_checkpoint_complete", lambda directory: None)
-    _, first, _, _ = train_segmentation_model(augmented, preprocessed, split, weights, params,
-                                              AUGMENTATION)
+    _, first, _, _ = train_segmentation_model(
+        augmented, preprocessed, split, weights, params, AUGMENTATION
+    )
     monkeypatch.undo()
     with caplog.at_level(logging.INFO):
         _, history, _, _ = train_segmentation_model(
-            augmented, preprocessed, split, weights, {**params, "epochs": 2}, AUGMENTATION)
+            augmented, preprocessed, split, weights, {**params, "epochs": 2}, AUGMENTATION
+        )
     assert "Resuming from" in caplog.text and "after epoch 1" in caplog.text
     assert history["epoch"].tolist() == [1, 2]
     pd.testing.assert_series_equal(history.iloc[0], first.iloc[0], check_names=False)

@@ -198,7 +198,8 @@ class DSBSource:
         if mask_members:
             mask_files = [self.describe(m) for m in mask_members]
             masks = [
-                decode_image(self._read_bytes(m), f) for m, f in zip(mask_members, mask_files)
+                decode_image(self._read_bytes(m), f)
+                for m, f in zip(mask_members, mask_files, strict=True)
             ]
             return RawSample(image_id, image_file, image, "masks", masks, mask_files)
         if image_id in self.rles:

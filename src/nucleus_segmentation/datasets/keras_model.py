@@ -19,8 +19,13 @@ class KerasModelDataset(AbstractVersionedDataset[Any, Any]):
     target and renames it into place, so a crash never leaves half a model.
     """
 
-    def __init__(self, *, filepath: str, version: Version | None = None,
-                 metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        filepath: str,
+        version: Version | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         self.metadata = metadata
         super().__init__(filepath=PurePosixPath(filepath), version=version)
 
@@ -38,8 +43,9 @@ class KerasModelDataset(AbstractVersionedDataset[Any, Any]):
     def save(self, data: Any) -> None:
         target = Path(str(self._get_save_path()))
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".keras",
-                                             dir=target.parent)
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{target.stem}.", suffix=".keras", dir=target.parent
+        )
         os.close(handle)
         try:
             data.save(temporary)

@@ -36,6 +36,9 @@ def gaussian_smooth(gray: np.ndarray, kernel_size: int = 5, sigma: float = 1.0) 
     if sigma <= 0:
         raise ValueError(f"gaussian sigma must be positive, got {sigma}")
     return cv2.GaussianBlur(
-        gray, (kernel_size, kernel_size), sigmaX=sigma, sigmaY=sigma,
+        gray,
+        (kernel_size, kernel_size),
+        sigmaX=sigma,
+        sigmaY=sigma,
         borderType=cv2.BORDER_REFLECT_101,
     )

@@ -8,7 +8,9 @@ import numpy as np
 _INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
 
 
-def resize_image(image: np.ndarray, size: tuple[int, int], interpolation: str = "auto") -> np.ndarray:
+def resize_image(
+    image: np.ndarray, size: tuple[int, int], interpolation: str = "auto"
+) -> np.ndarray:
     """Resize an image to ``size`` = (height, width).
 
     ``"auto"`` uses area averaging when shrinking (no aliasing of fine texture) and bilinear

@@ -45,7 +45,9 @@ def rle_decode(rle: str, shape: tuple[int, int], name: str = "RLE") -> np.ndarra
     try:
         values = np.array(text.split(), dtype=np.int64)
     except ValueError:
-        raise MaskError(name, f"run-length encoding is not a list of integers: {text[:40]!r}")
+        raise MaskError(
+            name, f"run-length encoding is not a list of integers: {text[:40]!r}"
+        ) from None
     if values.size % 2:
         raise MaskError(name, "run-length encoding has an odd number of values")
     starts, lengths = values[0::2] - 1, values[1::2]
@@ -54,7 +56,7 @@ def rle_decode(rle: str, shape: tuple[int, int], name: str = "RLE") -> np.ndarra
     if values.size and (starts + lengths).max() > height * width:
         raise MaskError(name, f"run-length encoding runs past the end of a {height}x{width} image")
     flat = np.zeros(height * width, dtype=np.uint8)
-    for start, length in zip(starts.tolist(), lengths.tolist()):
+    for start, length in zip(starts.tolist(), lengths.tolist(), strict=True):
         flat[start : start + length] = 1
     return flat.reshape((height, width), order="F")
 

@@ -44,7 +44,7 @@ def predict_probabilities(
             chunk = indices[start : start + batch_size]
             batch = to_network_input([padded[i] for i in chunk])
             probabilities = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
-            for i, probability in zip(chunk, probabilities):
+            for i, probability in zip(chunk, probabilities, strict=True):
                 height, width = images[i].shape[:2]
                 results[i] = probability[:height, :width]
     return results  # type: ignore[return-value]

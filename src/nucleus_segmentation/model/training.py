@@ -33,8 +33,15 @@ class SegmentationBatches(keras.utils.PyDataset):
     pass over the data, continuing across epochs, so short epochs still see every sample.
     """
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, batch_size: int, steps: int,
-                 seed: int, **kwargs):
+    def __init__(
+        self,
+        images: np.ndarray,
+        masks: np.ndarray,
+        batch_size: int,
+        steps: int,
+        seed: int,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.images, self.masks = images, masks
         self.batch_size, self.steps, self.seed = int(batch_size), int(steps), int(seed)
@@ -70,9 +77,17 @@ class OnlineAugmentedBatches(SegmentationBatches):
     preprocessed training image, drawn with the offline augmentation's transforms (the
     paper's future work: nothing stored). Seeded by (seed, image, draw number)."""
 
-    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-                 ids: Sequence[str], config: AugmentConfig, batch_size: int, steps: int,
-                 seed: int, **kwargs):
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        ids: Sequence[str],
+        config: AugmentConfig,
+        batch_size: int,
+        steps: int,
+        seed: int,
+        **kwargs,
+    ):
         super().__init__(images, labels, batch_size, steps, seed, **kwargs)
         self.ids, self.config = list(ids), config
 
@@ -80,8 +95,12 @@ class OnlineAugmentedBatches(SegmentationBatches):
         chosen = self._indices(step)
         base = (self.epoch * self.steps + step) * self.batch_size
         pairs = [
-            augment_sample(self.images[i], self.masks[i], self.config,
-                           sample_rng(self.seed, self.ids[i], base + k))
+            augment_sample(
+                self.images[i],
+                self.masks[i],
+                self.config,
+                sample_rng(self.seed, self.ids[i], base + k),
+            )
             for k, i in enumerate(chosen)
         ]
         x = to_network_input([image for image, _ in pairs])
@@ -103,15 +122,26 @@ def make_optimizer(params: Mapping[str, Any], total_steps: int) -> keras.optimiz
         return keras.optimizers.Adam(learning_rate=rate, weight_decay=decay, clipnorm=clipnorm)
     if name == "sgd":
         schedule = keras.optimizers.schedules.PolynomialDecay(
-            rate, decay_steps=max(1, total_steps), end_learning_rate=0.0,
-            power=float(params.get("poly_power", 0.99)))
-        return keras.optimizers.SGD(learning_rate=schedule, momentum=float(params["momentum"]),
-                                    weight_decay=decay, clipnorm=clipnorm)
+            rate,
+            decay_steps=max(1, total_steps),
+            end_learning_rate=0.0,
+            power=float(params.get("poly_power", 0.99)),
+        )
+        return keras.optimizers.SGD(
+            learning_rate=schedule,
+            momentum=float(params["momentum"]),
+            weight_decay=decay,
+            clipnorm=clipnorm,
+        )
     raise ValueError(f"unknown optimizer {name!r}: use 'adam' or 'sgd'")
 
 
-def weighted_cross_entropy_numpy(probabilities: np.ndarray, truth: np.ndarray,
-                                 class_weights: Sequence[float], epsilon: float = 1e-7) -> float:
+def weighted_cross_entropy_numpy(
+    probabilities: np.ndarray,
+    truth: np.ndarray,
+    class_weights: Sequence[float],
+    epsilon: float = 1e-7,
+) -> float:
     """Mean over pixels of -w[y] log p[y] (the training loss, for validation in numpy)."""
     picked = np.take_along_axis(probabilities, truth[..., None].astype(np.int64), axis=-1)[..., 0]
     weights = np.asarray(class_weights, dtype=np.float32)[truth]
@@ -123,9 +153,16 @@ class ValidationMetrics(keras.callbacks.Callback):
     and ``val_<score>_<pooled|per_image>`` (PA, MPA, MIoU, nucleus IoU) to the logs, with the
     same metric code as evaluation. Keeps the weights of the best ``monitor`` epoch."""
 
-    def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                 class_weights: Sequence[float], monitor: str = "val_miou_pooled",
-                 multiple: int = 16, batch_size: int = 4, best: float = -math.inf):
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray],
+        class_weights: Sequence[float],
+        monitor: str = "val_miou_pooled",
+        multiple: int = 16,
+        batch_size: int = 4,
+        best: float = -math.inf,
+    ):
         super().__init__()
         self.images, self.masks = list(images), [np.asarray(m, np.int64) for m in masks]
         self.class_weights, self.monitor = list(class_weights), monitor
@@ -134,12 +171,15 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
-        probabilities = predict_probabilities(self.model, self.images, self.multiple,
-                                              self.batch_size)
+        probabilities = predict_probabilities(
+            self.model, self.images, self.multiple, self.batch_size
+        )
         predictions = [p.argmax(-1) for p in probabilities]
         scores = evaluate_segmentation(self.masks, predictions)
-        losses = [weighted_cross_entropy_numpy(p, t, self.class_weights)
-                  for p, t in zip(probabilities, self.masks)]
+        losses = [
+            weighted_cross_entropy_numpy(p, t, self.class_weights)
+            for p, t in zip(probabilities, self.masks, strict=True)
+        ]
         logs["val_loss"] = float(np.mean(losses))
         logs.update({f"val_{k}": float(v) for k, v in scores.items() if k != "images"})
         if logs[self.monitor] > self.best:
@@ -152,8 +192,13 @@ class Checkpoint(keras.callbacks.Callback):
     when the monitored score improved, and ``state.json`` (epoch, history, fingerprint).
     An interrupted run restarts from these (see :func:`load_checkpoint`)."""
 
-    def __init__(self, directory: str | os.PathLike, fingerprint: str,
-                 validation: ValidationMetrics, history: list[dict]):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        fingerprint: str,
+        validation: ValidationMetrics,
+        history: list[dict],
+    ):
         super().__init__()
         self.directory, self.fingerprint = Path(directory), fingerprint
         self.validation, self.history = validation, history
@@ -170,9 +215,13 @@ class Checkpoint(keras.callbacks.Callback):
         self._save_model("last.keras")
         if self.validation.best_epoch == epoch:
             self._save_model("best.keras")
-        state = {"fingerprint": self.fingerprint, "epoch": epoch + 1,
-                 "best": self.validation.best, "best_epoch": self.validation.best_epoch,
-                 "history": self.history}
+        state = {
+            "fingerprint": self.fingerprint,
+            "epoch": epoch + 1,
+            "best": self.validation.best,
+            "best_epoch": self.validation.best_epoch,
+            "history": self.history,
+        }
         partial = self.directory / ".state.json.partial"
         partial.write_text(json.dumps(state, indent=1))
         os.replace(partial, self.directory / "state.json")
@@ -193,8 +242,9 @@ def load_checkpoint(directory: str | os.PathLike, fingerprint: str) -> dict | No
         return None
     state["last"] = keras.saving.load_model(directory / "last.keras", safe_mode=True)
     best_path = directory / "best.keras"
-    state["best_model"] = (keras.saving.load_model(best_path, safe_mode=True)
-                           if best_path.is_file() else None)
+    state["best_model"] = (
+        keras.saving.load_model(best_path, safe_mode=True) if best_path.is_file() else None
+    )
     return state
 
 
@@ -212,8 +262,12 @@ def mark_checkpoint_complete(directory: str | os.PathLike) -> None:
 class TimeBudget(keras.callbacks.Callback):
     """Stops training after the epoch that would otherwise overrun ``minutes``."""
 
-    def __init__(self, minutes: float | None, first_epoch: int = 0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        minutes: float | None,
+        first_epoch: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         super().__init__()
         self.seconds = None if minutes is None else float(minutes) * 60.0
         self.first_epoch, self.clock = first_epoch, clock
@@ -228,7 +282,9 @@ class TimeBudget(keras.callbacks.Callback):
         if elapsed + per_epoch > self.seconds:
             self.stopped_epoch = epoch + 1
             self.model.stop_training = True
-            logger.info("Time budget of %.0f min reached after epoch %d", self.seconds / 60, epoch + 1)
+            logger.info(
+                "Time budget of %.0f min reached after epoch %d", self.seconds / 60, epoch + 1
+            )
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -247,9 +303,16 @@ class EpochLog(keras.callbacks.Callback):
         eta = elapsed / done * (self.epochs - epoch - 1)
         logger.info(
             "epoch %d/%d  loss %.4f  val_loss %.4f  val MIoU %.4f  val nucleus IoU %.4f  "
-            "elapsed %s  ETA %s", epoch + 1, self.epochs, logs.get("loss", float("nan")),
-            logs.get("val_loss", float("nan")), logs.get("val_miou_pooled", float("nan")),
-            logs.get("val_nucleus_iou_pooled", float("nan")), _clock(elapsed), _clock(eta))
+            "elapsed %s  ETA %s",
+            epoch + 1,
+            self.epochs,
+            logs.get("loss", float("nan")),
+            logs.get("val_loss", float("nan")),
+            logs.get("val_miou_pooled", float("nan")),
+            logs.get("val_nucleus_iou_pooled", float("nan")),
+            _clock(elapsed),
+            _clock(eta),
+        )
 
 
 def _clock(seconds: float) -> str:

@@ -25,7 +25,9 @@ def _augment_one(
     image_id, image, labels = task
     out = []
     for copy in range(copies):
-        new_image, new_labels = augment_sample(image, labels, config, sample_rng(seed, image_id, copy))
+        new_image, new_labels = augment_sample(
+            image, labels, config, sample_rng(seed, image_id, copy)
+        )
         fields = {"image": new_image, "labels": new_labels, "mask": labels_to_mask(new_labels)}
         out.append((f"{image_id}_aug{copy:02d}", fields))
     return out
@@ -55,8 +57,11 @@ def augment_training_images(
         for image_id in train_ids
     )
     work = partial(_augment_one, config=config, copies=copies, seed=seed)
-    samples = [s for result in parallel_map(work, tasks, params.get("n_workers", "auto"), 4)
-               for s in result]
+    samples = [
+        s
+        for result in parallel_map(work, tasks, params.get("n_workers", "auto"), 4)
+        for s in result
+    ]
     order = np.random.default_rng(seed).permutation(len(samples))
     logger.info("Augmented %d training images into %d samples", len(train_ids), len(samples))
     return bundle.pack(samples[i] for i in order)

@@ -6,4 +6,8 @@ from nucleus_segmentation.pipelines import augmentation, ingestion, preprocessin
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return ingestion.create_pipeline() + preprocessing.create_pipeline() + augmentation.create_pipeline()
+    return (
+        ingestion.create_pipeline()
+        + preprocessing.create_pipeline()
+        + augmentation.create_pipeline()
+    )

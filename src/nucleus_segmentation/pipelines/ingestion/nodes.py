@@ -26,8 +26,16 @@ from nucleus_segmentation.parallel import parallel_map
 logger = logging.getLogger(__name__)
 
 METADATA_COLUMNS = [
-    "image_id", "height", "width", "channels", "bit_depth", "modality",
-    "nucleus_count", "mean_nucleus_area", "label_source", "image_file",
+    "image_id",
+    "height",
+    "width",
+    "channels",
+    "bit_depth",
+    "modality",
+    "nucleus_count",
+    "mean_nucleus_area",
+    "label_source",
+    "image_file",
 ]
 REJECTED_COLUMNS = ["image_id", "file", "problem", "action"]
 
@@ -69,7 +77,11 @@ def _ingest_one(image_id: str, source: DSBSource, params: Mapping[str, Any]) -> 
         (name, f"overlaps nucleus mask {other} on {pixels} pixels", "overlap left to earlier mask")
         for name, other, pixels in merged.overlaps
     ]
-    fields = {"image": np.ascontiguousarray(image), "labels": labels, "mask": labels_to_mask(labels)}
+    fields = {
+        "image": np.ascontiguousarray(image),
+        "labels": labels,
+        "mask": labels_to_mask(labels),
+    }
     return {"image_id": image_id, "row": row, "fields": fields, "rejected": notes}
 
 

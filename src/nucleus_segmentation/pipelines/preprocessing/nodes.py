@@ -32,6 +32,8 @@ def preprocess_images(
     for image_id in metadata["image_id"]:
         image = preprocess_image(ingested[f"{image_id}/image"], params)
         labels = resize_labels(ingested[f"{image_id}/labels"], image.shape)
-        samples.append((image_id, {"image": image, "labels": labels, "mask": labels_to_mask(labels)}))
+        samples.append(
+            (image_id, {"image": image, "labels": labels, "mask": labels_to_mask(labels)})
+        )
     logger.info("Preprocessed %d images", len(samples))
     return bundle.pack(samples)

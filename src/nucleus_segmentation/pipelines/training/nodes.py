@@ -48,7 +48,7 @@ def compute_class_weights(
     or test): ``{"background": w0, "nucleus": w1}``."""
     masks = [preprocessed[f"{image_id}/mask"] for image_id in _ids(split, "train")]
     weights = median_frequency_class_weights(masks, num_classes=len(CLASS_NAMES))
-    result = {name: float(w) for name, w in zip(CLASS_NAMES, weights)}
+    result = {name: float(w) for name, w in zip(CLASS_NAMES, weights, strict=True)}
     logger.info("Class weights (median frequency balancing): %s", result)
     return result
 
@@ -66,8 +66,16 @@ def _training_batches(augmented, preprocessed, split, params, augmentation_param
         config = AugmentConfig.from_params(dict(augmentation_params["transforms"]))
         images = [preprocessed[f"{i}/image"] for i in ids]
         labels = [preprocessed[f"{i}/labels"] for i in ids]
-        feeder = OnlineAugmentedBatches(images, labels, ids, config, batch, steps, seed,
-                                        workers=int(params.get("online_workers", 2)))
+        feeder = OnlineAugmentedBatches(
+            images,
+            labels,
+            ids,
+            config,
+            batch,
+            steps,
+            seed,
+            workers=int(params.get("online_workers", 2)),
+        )
         return feeder, len(ids) * int(augmentation_params["copies_per_image"])
     raise ValueError(f"unknown augmentation_mode {mode!r}: use 'offline' or 'online'")
 
@@ -76,8 +84,9 @@ def _fingerprint(params, augmentation_params, split, samples) -> str:
     """What a checkpoint must match to be resumed: settings, split and training-set size.
     How long to train (epochs, time budget) may change: resuming can extend a run."""
     settings = {k: v for k, v in params.items() if k not in ("epochs", "max_minutes", "resume")}
-    text = json.dumps([settings, augmentation_params, _ids(split, "train"), samples],
-                      sort_keys=True, default=str)
+    text = json.dumps(
+        [settings, augmentation_params, _ids(split, "train"), samples], sort_keys=True, default=str
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -105,8 +114,13 @@ def train_segmentation_model(
     epochs = int(params["epochs"])
     steps = params.get("steps_per_epoch")
     feeder, samples = _training_batches(
-        augmented, preprocessed, split, params, augmentation_params,
-        steps=1 if steps is None else int(steps))
+        augmented,
+        preprocessed,
+        split,
+        params,
+        augmentation_params,
+        steps=1 if steps is None else int(steps),
+    )
     if steps is None:  # one pass over the training samples per epoch
         feeder.steps = max(1, samples // int(params["batch_size"]))
     weights = [float(class_weights[name]) for name in CLASS_NAMES]
@@ -115,8 +129,11 @@ def train_segmentation_model(
     validation = ValidationMetrics(
         [preprocessed[f"{i}/image"] for i in validation_ids],
         [preprocessed[f"{i}/mask"] for i in validation_ids],
-        weights, monitor=params["monitor"], multiple=config.output_stride,
-        batch_size=int(params.get("validation_batch_size", 4)))
+        weights,
+        monitor=params["monitor"],
+        multiple=config.output_stride,
+        batch_size=int(params.get("validation_batch_size", 4)),
+    )
     fingerprint = _fingerprint(params, augmentation_params, split, samples)
     directory = params["checkpoint_dir"]
     state = load_checkpoint(directory, fingerprint) if params.get("resume", True) else None
@@ -134,26 +151,54 @@ def train_segmentation_model(
         model.compile(
             optimizer=make_optimizer(params["optimizer"], epochs * feeder.steps),
             loss=PixelWeightedCrossEntropy(weights, dice_weight=float(params["dice_weight"])),
-            jit_compile=bool(params.get("jit_compile", False)))
-    logger.info("Training %s (%d parameters) on %d %s samples, %d steps x %d epochs",
-                model.name, model.count_params(), samples, params["augmentation_mode"],
-                feeder.steps, epochs)
-    callbacks = [validation, Checkpoint(directory, fingerprint, validation, history),
-                 EpochLog(epochs, first_epoch), TimeBudget(params.get("max_minutes"), first_epoch)]
-    model.fit(feeder, epochs=epochs, initial_epoch=first_epoch, callbacks=callbacks,
-              verbose=progress_verbosity())
+            jit_compile=bool(params.get("jit_compile", False)),
+        )
+    logger.info(
+        "Training %s (%d parameters) on %d %s samples, %d steps x %d epochs",
+        model.name,
+        model.count_params(),
+        samples,
+        params["augmentation_mode"],
+        feeder.steps,
+        epochs,
+    )
+    callbacks = [
+        validation,
+        Checkpoint(directory, fingerprint, validation, history),
+        EpochLog(epochs, first_epoch),
+        TimeBudget(params.get("max_minutes"), first_epoch),
+    ]
+    model.fit(
+        feeder,
+        epochs=epochs,
+        initial_epoch=first_epoch,
+        callbacks=callbacks,
+        verbose=progress_verbosity(),
+    )
     if validation.best_weights is not None:
         model.set_weights(validation.best_weights)
     mark_checkpoint_complete(directory)
     table = pd.DataFrame(history)
     best_row = table.loc[table[params["monitor"]].idxmax()]
-    metric_history = {column: [{"value": float(v), "step": int(e)}
-                               for v, e in zip(table[column], table["epoch"])]
-                      for column in table.columns if column != "epoch"}
-    best = {str(k): {"value": float(v), "step": int(best_row["epoch"])}
-            for k, v in best_row.items() if str(k).startswith("val_")}
-    logger.info("Best epoch %d: val MIoU %.4f, val nucleus IoU %.4f", int(best_row["epoch"]),
-                best_row["val_miou_pooled"], best_row["val_nucleus_iou_pooled"])
+    metric_history = {
+        column: [
+            {"value": float(v), "step": int(e)}
+            for v, e in zip(table[column], table["epoch"], strict=True)
+        ]
+        for column in table.columns
+        if column != "epoch"
+    }
+    best = {
+        str(k): {"value": float(v), "step": int(best_row["epoch"])}
+        for k, v in best_row.items()
+        if str(k).startswith("val_")
+    }
+    logger.info(
+        "Best epoch %d: val MIoU %.4f, val nucleus IoU %.4f",
+        int(best_row["epoch"]),
+        best_row["val_miou_pooled"],
+        best_row["val_nucleus_iou_pooled"],
+    )
     return model, table, metric_history, best
 
 
@@ -166,8 +211,11 @@ def plot_training_curves(history: pd.DataFrame) -> matplotlib.figure.Figure:
     """Per-epoch validation MIoU and MPA, and training/validation loss (like paper Fig. 7)."""
     figure = matplotlib.figure.Figure(figsize=(10, 4), dpi=100)
     scores, losses = figure.subplots(1, 2)
-    for column, label in (("val_miou_pooled", "MIoU"), ("val_mpa_pooled", "MPA"),
-                          ("val_nucleus_iou_pooled", "nucleus IoU")):
+    for column, label in (
+        ("val_miou_pooled", "MIoU"),
+        ("val_mpa_pooled", "MPA"),
+        ("val_nucleus_iou_pooled", "nucleus IoU"),
+    ):
         if column in history:
             scores.plot(history["epoch"], history[column], marker="o", label=label)
     scores.set(xlabel="epoch", ylabel="validation score", title="Validation scores")

@@ -21,10 +21,20 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 train_segmentation_model,
-                inputs=["augmented_images", "preprocessed_images", "data_split",
-                        "class_weights", "params:training", "params:augmentation"],
-                outputs=["trained_model", "training_history", "training_metric_history",
-                         "best_validation_metrics"],
+                inputs=[
+                    "augmented_images",
+                    "preprocessed_images",
+                    "data_split",
+                    "class_weights",
+                    "params:training",
+                    "params:augmentation",
+                ],
+                outputs=[
+                    "trained_model",
+                    "training_history",
+                    "training_metric_history",
+                    "best_validation_metrics",
+                ],
                 name="train_segmentation_model",
             ),
             node(

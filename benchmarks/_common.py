@@ -1,0 +1,61 @@
+"""Shared by the benchmark scripts: run a command while sampling its memory, and write a
+marked section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+PROJECT = Path(__file__).resolve().parents[1]
+BENCHMARKS_MD = PROJECT / "docs" / "benchmarks.md"
+
+
+def tree_rss(process: psutil.Process) -> int:
+    """Resident memory of a process and all its descendants, in bytes."""
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += member.memory_info().rss
+    return total
+
+
+def run_measured(command: list[str], cwd: Path, env: dict, log_path: Path) -> dict:
+    """Run ``command``, log to ``log_path``; wall seconds, peak tree RSS, exit code, log text."""
+    started = time.perf_counter()
+    peak = 0
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        watcher = psutil.Process(process.pid)
+        while process.poll() is None:
+            peak = max(peak, tree_rss(watcher))
+            time.sleep(0.1)
+    return {
+        "wall": time.perf_counter() - started,
+        "peak": peak,
+        "returncode": process.returncode,
+        "log": log_path.read_text(),
+    }
+
+
+def write_section(name: str, title: str, body: str, output: Path = BENCHMARKS_MD) -> str:
+    """Replace (or append) the ``<!-- name:begin -->`` .. ``end`` section; returns it."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    section = f"{begin}\n{body.strip()}\n{end}"
+    text = output.read_text() if output.exists() else "# Benchmarks\n"
+    if begin in text:
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + f"\n\n## {title}\n\n{section}\n"
+    output.write_text(text)
+    return section

@@ -1,0 +1,142 @@
+"""Model cost and CPU speed: parameters, multiply-adds, training throughput, compute
+efficiency against this machine's float32 matmul peak, inference time, peak memory.
+
+    python benchmarks/bench_model.py            # writes the "model" section of docs/benchmarks.md
+
+Synthetic inputs (speed does not depend on pixel values); the project's own builder, loss
+and optimizer, compiled as the training pipeline compiles them (conf/base/parameters_training.yml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from _common import PROJECT, write_section  # noqa: E402
+
+from nucleus_segmentation.model.complexity import count_multiply_adds  # noqa: E402
+from nucleus_segmentation.model.losses import PixelWeightedCrossEntropy  # noqa: E402
+from nucleus_segmentation.model.predict import predict_probabilities  # noqa: E402
+from nucleus_segmentation.model.training import make_optimizer  # noqa: E402
+from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet  # noqa: E402
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 7) -> float:
+    """Best float32 GFLOP/s of numpy's (BLAS) size x size matrix product."""
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    b = a.T.copy()
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def training_throughput(
+    config: UNetConfig, params: dict, size: int, batch: int, steps: int
+) -> float:
+    """Images per second of ``fit`` steps after a warm-up (graph tracing excluded)."""
+    model = build_attention_unet(config)
+    model.compile(
+        optimizer=make_optimizer(params["optimizer"], 1000),
+        loss=PixelWeightedCrossEntropy([1.0, 3.0]),
+        jit_compile=bool(params.get("jit_compile", False)),
+    )
+    rng = np.random.default_rng(0)
+    x = rng.random((batch * steps, size, size, 1), dtype=np.float32)
+    y = (rng.random((batch * steps, size, size)) > 0.7).astype(np.int32)
+    model.fit(x[: batch * 2], y[: batch * 2], batch_size=batch, verbose=0)
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch, verbose=0)
+    return batch * steps / (time.perf_counter() - start)
+
+
+def inference_seconds(config: UNetConfig, size: int = 512, images: int = 8) -> float:
+    """Seconds per whole size x size image through :func:`predict_probabilities` (batch 1)."""
+    model = build_attention_unet(config)
+    data = [
+        np.random.default_rng(i).integers(0, 256, (size, size), dtype=np.uint8)
+        for i in range(images)
+    ]
+    predict_probabilities(model, data[:2], batch_size=1)
+    start = time.perf_counter()
+    predict_probabilities(model, data, batch_size=1)
+    return (time.perf_counter() - start) / images
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12, help="timed training steps")
+    args = parser.parse_args()
+    params = yaml.safe_load((PROJECT / "conf/base/parameters_training.yml").read_text())["training"]
+    crop = yaml.safe_load((PROJECT / "conf/base/parameters_augmentation.yml").read_text())[
+        "augmentation"
+    ]["transforms"]["output_size"]
+    batch = int(params["batch_size"])
+    configs = {
+        "attention U-Net, CPU default": UNetConfig.from_params(params["model"]),
+        "plain U-Net baseline": UNetConfig.from_params(
+            {**params["model"], "attention": "none", "channel_expansion": False, "aspp": False}
+        ),
+        "attention U-Net, paper (base 64)": UNetConfig.paper(),
+    }
+    peak = matmul_peak_gflops()
+    rows, speed = [], []
+    for name, config in configs.items():
+        model = build_attention_unet(config)
+        macs = count_multiply_adds(model, 512)
+        rows.append(
+            f"| {name} | {model.count_params():,} | {macs / 1e9:.1f} | {2 * macs / 1e9:.1f} |"
+        )
+        if "paper" in name:
+            continue
+        per_crop = 2 * count_multiply_adds(model, crop)
+        for size, size_batch in ((crop, batch), (512, max(1, batch // 4))):
+            rate = training_throughput(config, params, size, size_batch, args.steps)
+            flops = 3 * (per_crop if size == crop else 2 * macs) * rate
+            speed.append(
+                f"| {name} | {size}x{size} | {size_batch} | {rate:.2f} | "
+                f"{flops / 1e9:.0f} | {100 * flops / 1e9 / peak:.0f} % |"
+            )
+        seconds = inference_seconds(config)
+        speed.append(
+            f"| {name}: inference, whole 512x512 image, batch 1 | 512x512 | 1 | "
+            f"{1 / seconds:.2f} ({seconds:.3f} s/image) | {2 * macs / seconds / 1e9:.0f} | "
+            f"{100 * 2 * macs / seconds / 1e9 / peak:.0f} % |"
+        )
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    body = "\n".join(
+        [
+            "Command: `python benchmarks/bench_model.py`. Machine: "
+            f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+            f"Keras {keras.__version__} on {keras.backend.backend()}; float32.",
+            "",
+            "| model | parameters | multiply-adds, 512x512 (G) | FLOPs, 512x512 (G) |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+            f"Float32 matmul peak of this machine (numpy 2048x2048): **{peak:.0f} GFLOP/s**.",
+            "Training FLOPs are taken as 3x the forward FLOPs (forward + two backward products).",
+            "",
+            "| what | input | batch | images/s | achieved GFLOP/s | of matmul peak |",
+            "|---|---|---|---|---|---|",
+            *speed,
+            "",
+            f"Peak memory of the benchmark process: {peak_rss:.2f} GiB.",
+        ]
+    )
+    print(write_section("model", "Model cost and CPU speed", body))
+
+
+if __name__ == "__main__":
+    main()
