@@ -1,0 +1,59 @@
+"""Instance-level scores: IoU between labelled nuclei and the Data Science Bowl metric."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DSB_THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2))
+
+
+def instance_iou(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """IoU of every true nucleus (rows) with every predicted nucleus (columns).
+
+    Args:
+        truth, prediction: HxW integer label maps, 0 background; ids need not be contiguous.
+    """
+    true_ids, true_index = np.unique(truth, return_inverse=True)
+    pred_ids, pred_index = np.unique(prediction, return_inverse=True)
+    counts = np.bincount(
+        true_index.ravel() * len(pred_ids) + pred_index.ravel(),
+        minlength=len(true_ids) * len(pred_ids),
+    ).reshape(len(true_ids), -1)
+    keep_true, keep_pred = true_ids != 0, pred_ids != 0
+    intersection = counts[np.ix_(keep_true, keep_pred)].astype(np.float64)
+    true_area = counts.sum(axis=1)[keep_true][:, None]
+    pred_area = counts.sum(axis=0)[keep_pred][None, :]
+    union = true_area + pred_area - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def match_counts(iou: np.ndarray, threshold: float) -> tuple[int, int, int]:
+    """(TP, FP, FN) when a match needs IoU > ``threshold`` (>= 0.5 makes matches unique)."""
+    if threshold < 0.5:
+        raise ValueError("thresholds below 0.5 allow one nucleus to match several")
+    true_positives = int((iou > threshold).sum())
+    n_true, n_pred = iou.shape
+    return true_positives, n_pred - true_positives, n_true - true_positives
+
+
+def dsb_score(truth: np.ndarray, prediction: np.ndarray) -> float:
+    """The 2018 Data Science Bowl score of one image: the mean over IoU thresholds
+    0.50, 0.55, ..., 0.95 of TP / (TP + FP + FN). An image with no nucleus in truth and
+    prediction scores 1; nuclei in only one of them score 0."""
+    iou = instance_iou(truth, prediction)
+    if iou.size == 0:
+        return 1.0 if iou.shape == (0, 0) else 0.0
+    scores = []
+    for threshold in DSB_THRESHOLDS:
+        tp, fp, fn = match_counts(iou, threshold)
+        scores.append(tp / (tp + fp + fn))
+    return float(np.mean(scores))
+
+
+def detection_scores(truth: np.ndarray, prediction: np.ndarray, threshold: float = 0.5) -> dict:
+    """Precision, recall and F1 of nucleus detection at one IoU threshold, with the counts."""
+    tp, fp, fn = match_counts(instance_iou(truth, prediction), threshold)
+    precision = tp / (tp + fp) if tp + fp else float(fn == 0)
+    recall = tp / (tp + fn) if tp + fn else float(fp == 0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from nucleus_segmentation.imaging.instances import separate_instances
+from nucleus_segmentation.imaging.matching import (
+    detection_scores,
+    dsb_score,
+    instance_iou,
+    match_counts,
+)
+from tests.conftest import disk
+
+
+def test_iou_of_two_known_disks():
+    shape = (40, 40)
+    truth = disk(shape, (20, 15), 6).astype(np.uint16)
+    shifted = disk(shape, (20, 17), 6).astype(np.uint16) * 7  # other id, same nucleus moved
+    inter = (truth & (shifted > 0)).sum()
+    union = truth.sum() + (shifted > 0).sum() - inter
+    iou = instance_iou(truth, shifted)
+    assert iou.shape == (1, 1)
+    assert iou[0, 0] == pytest.approx(inter / union)
+
+
+def test_dsb_score_exact_cases():
+    shape = (40, 60)
+    a, b = disk(shape, (20, 15), 6), disk(shape, (20, 45), 6)
+    truth = (a + 2 * b).astype(np.uint16)
+    assert dsb_score(truth, truth) == 1.0
+    assert dsb_score(truth, np.zeros_like(truth)) == 0.0  # empty prediction
+    assert dsb_score(np.zeros_like(truth), np.zeros_like(truth)) == 1.0
+    # One nucleus found exactly, the other missed: TP 1, FN 1 at every threshold -> 1/2.
+    assert dsb_score(truth, a.astype(np.uint16)) == 0.5
+    # The two nuclei predicted as one object: IoU with each is < 0.5 -> 0 TP, 1 FP, 2 FN.
+    merged = ((a + b) > 0).astype(np.uint16)
+    assert dsb_score(truth, merged) == 0.0
+    assert detection_scores(truth, merged) == {
+        "tp": 0,
+        "fp": 1,
+        "fn": 2,
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+    }
+
+
+def test_split_nucleus_counts_as_one_match_and_one_false_positive():
+    truth = np.zeros((20, 20), np.uint16)
+    truth[5:15, 2:18] = 1  # 160 pixels
+    prediction = np.zeros_like(truth)
+    prediction[5:15, 2:14] = 1  # 120: IoU 0.75 with the truth
+    prediction[5:15, 14:18] = 2  # 40: IoU 0.25
+    iou = instance_iou(truth, prediction)
+    np.testing.assert_allclose(iou, [[0.75, 0.25]])
+    assert match_counts(iou, 0.5) == (1, 1, 0)
+    # thresholds 0.50..0.70 (5 of 10) match: 1/2 each; 0.75..0.95 do not: 0 -> mean 0.25
+    assert dsb_score(truth, prediction) == pytest.approx(0.25)
+
+
+def test_watershed_separates_two_touching_disks():
+    shape = (40, 60)
+    touching = np.maximum(disk(shape, (20, 20), 10), disk(shape, (20, 37), 10)).astype(float)
+    assert np.unique(touching > 0.5).size == 2  # one connected blob
+    labels = separate_instances(touching, threshold=0.5, min_distance=5)
+    assert labels.dtype == np.uint16 and labels.max() == 2
+    left, right = labels[20, 12], labels[20, 45]
+    assert left != right and left > 0 and right > 0
+    truth = disk(shape, (20, 20), 10) + 2 * (disk(shape, (20, 37), 10) & ~disk(shape, (20, 20), 10))
+    assert dsb_score(truth.astype(np.uint16), labels) > 0.8
+
+
+def test_watershed_keeps_a_single_disk_whole_and_drops_specks():
+    probability = disk((30, 30), (15, 15), 8).astype(float)
+    probability[1, 1] = 1.0  # a one-pixel speck
+    labels = separate_instances(probability, min_size=4)
+    assert labels.max() == 1 and labels[1, 1] == 0
+    assert separate_instances(np.zeros((5, 5))).max() == 0
