@@ -12,4 +12,6 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     # ${oc.env:VAR, default} lets the environment choose e.g. the MLflow tracking URI.
     "custom_resolvers": {"oc.env": oc.env},
+    # Environments (conf/baseline, conf/paper) override single nested keys, not whole groups.
+    "merge_strategy": {"parameters": "soft", "mlflow": "soft"},
 }
