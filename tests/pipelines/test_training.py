@@ -57,12 +57,16 @@ AUGMENTATION = {"copies_per_image": 1, "transforms": {"output_size": 16}}
 
 def test_class_weights_use_training_masks_only():
     preprocessed, _, split = _data()
-    weights = compute_class_weights(preprocessed, split)
+    weights = compute_class_weights(preprocessed, split, {"class_weight_power": 1.0})
     masks = [preprocessed[f"img{i}/mask"] for i in (0, 1)]
     nucleus = sum(m.sum() for m in masks) / sum(m.size for m in masks)
     median = np.median([1 - nucleus, nucleus])
     assert weights["nucleus"] == pytest.approx(median / nucleus)
     assert weights["background"] == pytest.approx(median / (1 - nucleus))
+    tempered = compute_class_weights(preprocessed, split, {"class_weight_power": 0.5})
+    assert tempered["nucleus"] == pytest.approx((median / nucleus) ** 0.5)
+    assert compute_class_weights(preprocessed, split, {"class_weight_power": 0.0}) == {
+        "background": 1.0, "nucleus": 1.0}
 
 
 @pytest.mark.parametrize("mode", ["offline", "online"])

@@ -42,12 +42,14 @@ def _ids(split: pd.DataFrame, name: str) -> list[str]:
 
 
 def compute_class_weights(
-    preprocessed: Mapping[str, np.ndarray], split: pd.DataFrame
+    preprocessed: Mapping[str, np.ndarray], split: pd.DataFrame, params: Mapping[str, Any]
 ) -> dict[str, float]:
     """Median-frequency-balanced class weights from the *training* masks (never validation
-    or test): ``{"background": w0, "nucleus": w1}``."""
+    or test), raised to ``params["class_weight_power"]``: 1 is the paper's weighting, 0 an
+    unweighted loss, values between temper it. Returns ``{"background": w0, "nucleus": w1}``."""
     masks = [preprocessed[f"{image_id}/mask"] for image_id in _ids(split, "train")]
     weights = median_frequency_class_weights(masks, num_classes=len(CLASS_NAMES))
+    weights = np.where(weights > 0, weights, 1.0) ** float(params.get("class_weight_power", 1.0))
     result = {name: float(w) for name, w in zip(CLASS_NAMES, weights, strict=True)}
     logger.info("Class weights (median frequency balancing): %s", result)
     return result

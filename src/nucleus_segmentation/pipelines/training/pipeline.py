@@ -15,7 +15,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 compute_class_weights,
-                inputs=["preprocessed_images", "data_split"],
+                inputs=["preprocessed_images", "data_split", "params:training"],
                 outputs="class_weights",
                 name="compute_class_weights",
             ),
