@@ -34,18 +34,48 @@ def train(env: str) -> dict:
     return result
 
 
-def latest_run(env: str):
+def full_data_runs() -> list:
+    """Every finished MLflow training run on the full stage1_train, oldest first."""
     mlflow.set_tracking_uri(f"sqlite:///{PROJECT / 'mlflow.db'}")
     runs = mlflow.search_runs(
         experiment_names=["nucleus_segmentation"],
         output_format="list",
-        filter_string=f"tags.`mlflow.runName` = 'training@{env}' and status = 'FINISHED'",
-        order_by=["start_time DESC"],
-        max_results=1,
+        filter_string="tags.kedro_pipeline = 'training' and status = 'FINISHED'",
+        order_by=["start_time ASC"],
     )
-    if not runs:
-        sys.exit(f"no finished MLflow run named training@{env} in mlflow.db")
-    return runs[0]
+    return [r for r in runs if "stage1_train" in r.data.params.get("raw_data", "")]
+
+
+def row(run, peak: int | None) -> str:
+    metrics, params = run.data.metrics, run.data.params
+    minutes = (run.info.end_time - run.info.start_time) / 60000
+    best = int(
+        mlflow.MlflowClient().get_metric_history(run.info.run_id, "best.val_miou_pooled")[-1].step
+    )
+    model = "attention U-Net" if params["training.model.attention"] != "none" else "plain U-Net"
+    parts = "+".join(
+        p
+        for p, on in (
+            ("SAP", params["training.model.attention"] == "sap"),
+            ("CE", params["training.model.channel_expansion"] == "True"),
+            ("ASPP", params["training.model.aspp"] == "True"),
+        )
+        if on
+    )
+    loss = (
+        f"CE x weights^{params.get('training.class_weight_power', '1.0')}"
+        f" + {params['training.dice_weight']} Dice"
+    )
+    scores = " | ".join(
+        f"{100 * metrics[f'best.val_{k}']:.2f}"
+        for k in ("pa_pooled", "mpa_pooled", "miou_pooled", "miou_per_image", "nucleus_iou_pooled")
+    )
+    memory = f"{peak / 2**30:.1f} GiB" if peak else "-"
+    return (
+        f"| {model} {parts} | {loss} | {params['training.model.base_filters']} | "
+        f"{params['training.epochs']} | {best} | {minutes:.1f} | {scores} | {memory} | "
+        f"`{run.info.run_id[:8]}` {datetime.fromtimestamp(run.info.start_time / 1000):%Y-%m-%d} |"
+    )
 
 
 def main() -> None:
@@ -53,48 +83,26 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     measured = {} if args.report_only else {env: train(env) for env in RUNS.values()}
-    rows = []
-    for name, env in RUNS.items():
-        run = latest_run(env)
-        metrics, params = run.data.metrics, run.data.params
-        minutes = (run.info.end_time - run.info.start_time) / 60000
-        peak = measured.get(env, {}).get("peak")
-        best = int(
-            mlflow.MlflowClient()
-            .get_metric_history(run.info.run_id, "best.val_miou_pooled")[-1]
-            .step
-        )
-        rows.append(
-            f"| {name} | {params['training.model.base_filters']} | {params['training.epochs']} "
-            f"| {best} | {minutes:.1f} | "
-            + " | ".join(
-                f"{100 * metrics[f'best.val_{k}']:.2f}"
-                for k in (
-                    "pa_pooled",
-                    "mpa_pooled",
-                    "miou_pooled",
-                    "miou_per_image",
-                    "nucleus_iou_pooled",
-                )
-            )
-            + f" | {'%.1f GiB' % (peak / 2**30) if peak else 'see note'} | `{run.info.run_id[:8]}` "
-            f"{datetime.fromtimestamp(run.info.start_time / 1000):%Y-%m-%d} |"
-        )
+    runs = full_data_runs()
+    peaks = {}
+    for env, result in measured.items():  # the newest run of each environment was just made
+        mine = [r for r in runs if r.data.tags.get("kedro_env") == env]
+        peaks[mine[-1].info.run_id] = result["peak"]
     body = "\n".join(
         [
             "Commands: `python benchmarks/bench_training.py` (runs `kedro run --pipeline training`"
             " and `kedro run --pipeline training --env baseline` after `kedro run --pipeline "
-            "data_processing --params raw_data=../shared/dsb2018/stage1_train.zip`).",
+            "data_processing --params raw_data=../shared/dsb2018/stage1_train.zip`), or "
+            "`--report-only` to tabulate every finished full-data training run in `mlflow.db`.",
             "Validation split of stage1_train (100 images, whole 512x512 preprocessed images, "
-            "never trained on), the best epoch by pooled validation MIoU. Scores in %.",
+            "never trained on), best epoch by pooled validation MIoU. Scores in %.",
             "",
-            "| model | base width | epochs | best epoch | run minutes | PA | MPA | MIoU (pooled) "
-            "| MIoU (per image) | nucleus IoU | peak memory | MLflow run |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
-            *rows,
-            "| paper, Table 2 (its own test split, 512x512, GPU, 100 epochs) | 64 | 100 | | "
-            "| 89.97 "
-            "| 91.35 | 85.02 | | | | |",
+            "| model | loss | base width | epochs | best epoch | run minutes | PA | MPA | "
+            "MIoU (pooled) | MIoU (per image) | nucleus IoU | peak memory | MLflow run |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            *[row(run, peaks.get(run.info.run_id)) for run in runs],
+            "| paper, Table 2 (its own test split, 512x512, GPU, 100 epochs) | CE x weights | 64 "
+            "| 100 | | | 89.97 | 91.35 | 85.02 | | | | |",
         ]
     )
     print(write_section("training", "Full-data training (CPU default configuration)", body))

@@ -12,6 +12,7 @@ import keras
 import matplotlib.figure
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from nucleus_segmentation import bundle
 from nucleus_segmentation.imaging.augment import AugmentConfig
@@ -229,5 +230,7 @@ def plot_training_curves(history: pd.DataFrame) -> matplotlib.figure.Figure:
     losses.set(xlabel="epoch", ylabel="weighted cross-entropy", title="Loss")
     losses.legend()
     losses.grid(alpha=0.3)
+    for axis in (scores, losses):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
     return figure
