@@ -26,9 +26,13 @@ def test_base_parameters_build_the_cpu_model():
 
 @pytest.mark.parametrize(
     ("env", "expected"),
-    [("baseline", {"attention": "none", "channel_expansion": False, "aspp": False,
-                   "base_filters": 16}),
-     ("paper", {"attention": "sap", "base_filters": 64, "aspp_filters": 512})],
+    [
+        (
+            "baseline",
+            {"attention": "none", "channel_expansion": False, "aspp": False, "base_filters": 16},
+        ),
+        ("paper", {"attention": "sap", "base_filters": 64, "aspp_filters": 512}),
+    ],
 )
 def test_environments_override_only_their_keys(env, expected):
     params = _parameters(env)

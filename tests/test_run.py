@@ -126,6 +126,11 @@ def test_default_run_trains_and_tracks_everything_in_mlflow(project):
     history = client.get_metric_history(run.info.run_id, "epoch.val_miou_pooled")
     assert [m.step for m in history] == [1, 2]
     assert "best.val_nucleus_iou_pooled" in run.data.metrics
+    assert 0.0 <= run.data.metrics["test.dsb_score"] <= 1.0
+    per_modality = pd.read_csv(
+        next((project / "data/08_reporting/evaluation_per_modality.csv").glob("*/*.csv"))
+    )
+    assert "all" in set(per_modality["modality"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"class_weights.json", "training_curves.png", "training_history.csv"} <= artifacts
 

@@ -7,12 +7,14 @@ from kedro.pipeline import Pipeline
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Every pipeline folder by name; ``__default__`` is data processing plus training.
+    """Every pipeline folder by name; ``__default__`` is data processing, training and
+    evaluation.
 
     Kedro only imports the pipelines a run asks for, so composites are folders too
     (``pipelines/data_processing``) rather than sums built here.
     """
     pipelines = find_pipelines(raise_errors=True)
-    if {"data_processing", "training"} <= set(pipelines):
-        pipelines["__default__"] = pipelines["data_processing"] + pipelines["training"]
+    stages = ("data_processing", "training", "evaluation")
+    if set(stages) <= set(pipelines):
+        pipelines["__default__"] = sum((pipelines[name] for name in stages), Pipeline([]))
     return pipelines

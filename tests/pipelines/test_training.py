@@ -66,7 +66,9 @@ def test_class_weights_use_training_masks_only():
     tempered = compute_class_weights(preprocessed, split, {"class_weight_power": 0.5})
     assert tempered["nucleus"] == pytest.approx((median / nucleus) ** 0.5)
     assert compute_class_weights(preprocessed, split, {"class_weight_power": 0.0}) == {
-        "background": 1.0, "nucleus": 1.0}
+        "background": 1.0,
+        "nucleus": 1.0,
+    }
 
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
