@@ -75,3 +75,17 @@ def test_watershed_keeps_a_single_disk_whole_and_drops_specks():
     labels = separate_instances(probability, min_size=4)
     assert labels.max() == 1 and labels[1, 1] == 0
     assert separate_instances(np.zeros((5, 5))).max() == 0
+
+
+def test_probability_relief_splits_touching_disks_along_the_low_probability_valley():
+    shape = (40, 60)
+    left, right = disk(shape, (20, 20), 10), disk(shape, (20, 37), 10)
+    probability = np.maximum(left, right).astype(float)
+    probability[:, 28:30] *= 0.6  # the network is less sure between the two nuclei
+    labels = separate_instances(probability, method="probability", min_distance=5, smoothing=0)
+    assert labels.max() == 2
+    assert labels[20, 12] != labels[20, 45]
+    # The border follows the valley: every pixel left of it belongs to the left nucleus.
+    assert set(np.unique(labels[:, :28][left[:, :28] > 0])) == {labels[20, 12]}
+    with pytest.raises(ValueError, match="unknown separation method 'border'"):
+        separate_instances(probability, method="border")

@@ -48,6 +48,16 @@ def test_sgd_poly_schedule_follows_the_paper_formula():
         make_optimizer({"name": "rmsprop", "learning_rate": 0.1}, 10)
 
 
+def test_adam_takes_the_poly_schedule_on_request_and_is_constant_otherwise():
+    params = {"name": "adam", "learning_rate": 0.001, "weight_decay": 1e-4}
+    constant = make_optimizer(params, total_steps=10)
+    assert float(constant.learning_rate) == pytest.approx(0.001)
+    poly = make_optimizer({**params, "schedule": "poly", "poly_power": 1.0}, total_steps=10)
+    assert float(poly._learning_rate(5)) == pytest.approx(0.0005, rel=1e-5)
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'cosine'"):
+        make_optimizer({**params, "schedule": "cosine"}, 10)
+
+
 def test_numpy_validation_loss_hand_case():
     probabilities = np.array([[[0.9, 0.1], [0.2, 0.8]]], np.float32)  # 1x2 pixels, 2 classes
     truth = np.array([[0, 0]])

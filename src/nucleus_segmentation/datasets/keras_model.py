@@ -24,9 +24,13 @@ class KerasModelDataset(AbstractVersionedDataset[Any, Any]):
         *,
         filepath: str,
         version: Version | None = None,
+        allow_missing: bool = False,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        """``allow_missing``: load gives ``None`` instead of an error while no model (no
+        version) has been saved yet, for optional inputs such as a baseline to compare with."""
         self.metadata = metadata
+        self._allow_missing = allow_missing
         super().__init__(filepath=PurePosixPath(filepath), version=version)
 
     def load(self) -> Any:
@@ -34,6 +38,8 @@ class KerasModelDataset(AbstractVersionedDataset[Any, Any]):
 
         import nucleus_segmentation.model  # noqa: F401  (registers the custom layers)
 
+        if self._allow_missing and not self._exists():
+            return None
         path = str(self._get_load_path())
         try:
             return keras.saving.load_model(path, safe_mode=True)

@@ -109,31 +109,36 @@ class OnlineAugmentedBatches(SegmentationBatches):
 
 
 def make_optimizer(params: Mapping[str, Any], total_steps: int) -> keras.optimizers.Optimizer:
-    """Adam (paper 3.4) or SGD with momentum and the poly schedule (paper 3.1).
+    """Adam (paper 3.4) or SGD with momentum (paper 3.1), constant or poly learning rate.
 
     ``params``: ``name`` (adam | sgd), ``learning_rate``, ``weight_decay``, ``momentum``
-    (sgd), ``poly_power`` (sgd: lr = lr0 * (1 - step / total_steps) ** power), ``clipnorm``.
+    (sgd), ``schedule`` (constant | poly; default constant for adam, poly for sgd as in the
+    paper), ``poly_power`` (lr = lr0 * (1 - step / total_steps) ** power), ``clipnorm``.
     """
     name = str(params["name"]).lower()
-    rate = float(params["learning_rate"])
-    decay = float(params.get("weight_decay") or 0.0) or None
-    clipnorm = params.get("clipnorm")
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate=rate, weight_decay=decay, clipnorm=clipnorm)
-    if name == "sgd":
-        schedule = keras.optimizers.schedules.PolynomialDecay(
+    if name not in ("adam", "sgd"):
+        raise ValueError(f"unknown optimizer {name!r}: use 'adam' or 'sgd'")
+    schedule_name = str(params.get("schedule") or ("poly" if name == "sgd" else "constant"))
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = float(params["learning_rate"])
+    if schedule_name == "poly":
+        rate = keras.optimizers.schedules.PolynomialDecay(
             rate,
             decay_steps=max(1, total_steps),
             end_learning_rate=0.0,
             power=float(params.get("poly_power", 0.99)),
         )
-        return keras.optimizers.SGD(
-            learning_rate=schedule,
-            momentum=float(params["momentum"]),
-            weight_decay=decay,
-            clipnorm=clipnorm,
-        )
-    raise ValueError(f"unknown optimizer {name!r}: use 'adam' or 'sgd'")
+    elif schedule_name != "constant":
+        raise ValueError(f"unknown learning-rate schedule {schedule_name!r}: use constant or poly")
+    decay = float(params.get("weight_decay") or 0.0) or None
+    clipnorm = params.get("clipnorm")
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=rate, weight_decay=decay, clipnorm=clipnorm)
+    return keras.optimizers.SGD(
+        learning_rate=rate,
+        momentum=float(params["momentum"]),
+        weight_decay=decay,
+        clipnorm=clipnorm,
+    )
 
 
 def weighted_cross_entropy_numpy(
