@@ -131,8 +131,28 @@ def test_default_run_trains_and_tracks_everything_in_mlflow(project):
         next((project / "data/08_reporting/evaluation_per_modality.csv").glob("*/*.csv"))
     )
     assert "all" in set(per_modality["modality"])
+    # The Table-2 comparison: no plain U-Net trained yet, so three rows; also in MLflow.
+    comparison = pd.read_csv(
+        next((project / "data/08_reporting/method_comparison.csv").glob("*/*.csv"))
+    )
+    assert comparison["method"].tolist() == ["otsu", "multilevel", "attention_unet"]
+    row = comparison.set_index("method").loc["attention_unet"]
+    assert row["dsb_score"] == pytest.approx(run.data.metrics["test.dsb_score"])
+    assert run.data.metrics["comparison.otsu.miou_pooled"] == pytest.approx(
+        comparison.set_index("method").loc["otsu", "miou_pooled"]
+    )
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"class_weights.json", "training_curves.png", "training_history.csv"} <= artifacts
+    assert {
+        "class_weights.json",
+        "training_curves.png",
+        "training_history.csv",
+        "instance_postprocessing.json",
+        "method_comparison.csv",
+        "method_comparison.md",
+        "comparison_panels.png",
+        "tta_comparison.csv",
+        "evaluation_per_image.csv",
+    } <= artifacts
 
     import nucleus_segmentation.model  # noqa: F401  (registers the custom layers)
 

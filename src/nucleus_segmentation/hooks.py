@@ -1,4 +1,5 @@
-"""Project hooks: node timings in the log, so slow stages are visible in every run."""
+"""Project hooks: node timings in the log, MLflow run names and tags, and versioned
+files logged as MLflow artifacts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
+from kedro.io.core import AbstractVersionedDataset
 from kedro.pipeline import Node
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,44 @@ class MlflowRunTagsHooks:
                 "git_commit": _git_commit(),
             }
         )
+
+
+class MlflowArtifactHooks:
+    """Logs the file a dataset has just saved to the active MLflow run when its catalog entry
+    says so (``metadata: {mlflow: {artifact: true}}``), the exact version just written.
+
+    kedro-mlflow's ``MlflowArtifactDataset`` gives a wrapped versioned dataset a save version
+    of its own, which the catalog refuses (all versioned datasets of a run share one), so it
+    cannot keep every run's file on disk; this hook can. With no active run it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self._catalog = None
+
+    @hook_impl
+    def after_catalog_created(self, catalog) -> None:
+        self._catalog = catalog
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Node) -> None:
+        import mlflow
+
+        if self._catalog is None or mlflow.active_run() is None:
+            return
+        dataset = self._catalog.get(dataset_name)
+        settings = (getattr(dataset, "metadata", None) or {}).get("mlflow") or {}
+        if settings.get("artifact") is not True:
+            return
+        mlflow.log_artifact(str(saved_path(dataset)), artifact_path=settings.get("artifact_path"))
+
+
+def saved_path(dataset: Any) -> str:
+    """The local file a file-based dataset saved last: the run's version for a versioned one."""
+    if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None:
+        save_version = dataset._version.save
+        if save_version:
+            return str(dataset._get_versioned_path(save_version))
+    return str(dataset._filepath)
 
 
 def _git_commit() -> str:

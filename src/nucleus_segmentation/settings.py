@@ -2,10 +2,10 @@
 
 from omegaconf.resolvers import oc
 
-from nucleus_segmentation.hooks import MlflowRunTagsHooks, NodeTimingHooks
+from nucleus_segmentation.hooks import MlflowArtifactHooks, MlflowRunTagsHooks, NodeTimingHooks
 
 # kedro-mlflow registers its own hooks through its entry point; these are the project's.
-HOOKS = (NodeTimingHooks(), MlflowRunTagsHooks())
+HOOKS = (NodeTimingHooks(), MlflowRunTagsHooks(), MlflowArtifactHooks())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
