@@ -1,0 +1,132 @@
+"""Full-data evaluation: the Table-2 comparison, test-time variants, per-modality scores.
+
+    python benchmarks/bench_evaluation.py                 # runs `kedro run --pipeline evaluation`
+    python benchmarks/bench_evaluation.py --report-only   # tabulate the latest reports only
+
+Expects the full-data `data_processing`, `training` and (for the baseline row)
+`training --env baseline` runs to have finished. Writes the "evaluation" section of
+docs/benchmarks.md from the latest versioned reports in data/08_reporting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+from _common import PROJECT, run_measured, write_section
+
+REPORTS = PROJECT / "data" / "08_reporting"
+COMMAND = [sys.executable, "-m", "kedro", "run", "--pipeline", "evaluation"]
+
+
+def latest(name: str) -> Path:
+    """The newest version of a versioned report file."""
+    versions = sorted((REPORTS / name).glob(f"*/{name}"))
+    if not versions:
+        sys.exit(f"{REPORTS / name}: no version yet; run `kedro run --pipeline evaluation` first")
+    return versions[-1]
+
+
+def table(frame: pd.DataFrame, columns: dict[str, str], percent: set[str]) -> str:
+    """A markdown table of ``columns`` (name -> header); ``percent`` columns shown x100."""
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    for row in frame.itertuples(index=False):
+        cells = []
+        for name in columns:
+            value = getattr(row, name)
+            if name in percent:
+                cells.append(f"{100 * value:.2f}")
+            elif isinstance(value, float):
+                cells.append(f"{value:.4f}")
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def node_times(log: str) -> dict[str, float]:
+    return {m[0]: float(m[1]) for m in re.findall(r"Node '(\w+)' took\s+([\d.]+) s", log)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    timing = ""
+    if not args.report_only:
+        environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
+        result = run_measured(COMMAND, PROJECT, environment, PROJECT / "benchmark_evaluation.log")
+        if result["returncode"] != 0:
+            sys.exit(f"{' '.join(COMMAND)} failed:\n{result['log'][-3000:]}")
+        times = node_times(re.sub(r"\s+", " ", result["log"]))
+        timing = "\n".join(
+            [
+                "| node | seconds |",
+                "|---|---|",
+                *[f"| `{name}` | {seconds:.1f} |" for name, seconds in times.items()],
+                f"| whole `kedro run` (wall) | {result['wall']:.1f} |",
+                "",
+                f"Peak memory (process tree): {result['peak'] / 2**30:.2f} GiB.",
+            ]
+        )
+    comparison = pd.read_csv(latest("method_comparison.csv"))
+    tta = pd.read_csv(latest("tta_comparison.csv"))
+    modality = pd.read_csv(latest("evaluation_per_modality.csv"))
+    search = pd.read_csv(latest("separation_search.csv"))
+    scores = {
+        "pa_pooled": "PA",
+        "mpa_pooled": "MPA",
+        "miou_pooled": "MIoU",
+        "nucleus_iou_pooled": "nucleus IoU",
+        "miou_per_image": "MIoU per image",
+        "dsb_score": "DSB score",
+        "f1": "F1 @ 0.5",
+    }
+    percent = {"pa_pooled", "mpa_pooled", "miou_pooled", "nucleus_iou_pooled", "miou_per_image"}
+    body = "\n\n".join(
+        [
+            f"Command: `python benchmarks/bench_evaluation.py` (runs `{' '.join(COMMAND[2:])}`"
+            " on the latest full-data models), or `--report-only`. Held-out test split of "
+            f"stage1_train ({int(comparison['images'].iloc[0])} images, never trained or tuned "
+            "on), preprocessed 512x512 scale; pixel scores in %, pooled over the test pixels "
+            "unless marked per image.",
+            "**Comparison (paper Table 2 layout).** Paper, its own split: Otsu 79.24 / 81.15 / "
+            "70.64, ref. [14] 82.54 / 84.17 / 75.69, U-Net 87.03 / 88.34 / 81.47, ours 89.97 / "
+            "91.35 / 85.02 (PA / MPA / MIoU).",
+            table(comparison, {"description": "method", **scores}, percent),
+            "**Test-time augmentation** (the attention U-Net; `in_use` feeds the table above):",
+            table(
+                tta, {"variant": "variant", "scales": "scales", "flips": "flips", **scores}, percent
+            ),
+            "**Per modality** (attention U-Net, variant in use):",
+            table(
+                modality,
+                {"modality": "modality", "images": "images", **scores},
+                percent,
+            ),
+            "**Nucleus separation tuned on validation** (best 5 of "
+            f"{len(search)} settings, mean validation DSB score):",
+            table(
+                search.head(5),
+                {
+                    "threshold": "threshold",
+                    "method": "relief",
+                    "min_distance": "seed spacing",
+                    "smoothing": "smoothing",
+                    "min_size": "min size",
+                    "validation_dsb_score": "validation DSB score",
+                },
+                set(),
+            ),
+            *([f"**Run time** of the evaluation pipeline:\n\n{timing}"] if timing else []),
+        ]
+    )
+    print(write_section("evaluation", "Full-data evaluation (test split)", body))
+
+
+if __name__ == "__main__":
+    main()
