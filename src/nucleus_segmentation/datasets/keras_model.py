@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a loaded model came from: set as ``model.loaded_from`` by
+    :meth:`KerasModelDataset.load`, so results can record which model made them.
+
+    ``filepath`` is the ``.keras`` file read, ``version`` its Kedro version (the timestamp
+    folder; ``None`` when not versioned), ``sha256`` the file's digest.
+    """
+
+    filepath: str
+    version: str | None
+    sha256: str
 
 
 class KerasModelDataset(AbstractVersionedDataset[Any, Any]):
@@ -16,7 +32,8 @@ class KerasModelDataset(AbstractVersionedDataset[Any, Any]):
     Loads with ``safe_mode=True`` (no arbitrary code: the project's layers are registered
     serializable) and works with any Keras backend, unlike kedro-datasets'
     ``TensorFlowModelDataset``, which imports TensorFlow. Saves to a temporary file beside the
-    target and renames it into place, so a crash never leaves half a model.
+    target and renames it into place, so a crash never leaves half a model. A loaded model
+    carries ``loaded_from`` (:class:`ModelSource`: file, version, digest) for provenance.
     """
 
     def __init__(
@@ -42,9 +59,11 @@ class KerasModelDataset(AbstractVersionedDataset[Any, Any]):
             return None
         path = str(self._get_load_path())
         try:
-            return keras.saving.load_model(path, safe_mode=True)
+            model = keras.saving.load_model(path, safe_mode=True)
         except (OSError, ValueError) as exc:
             raise DatasetError(f"{path}: not a loadable .keras model ({exc})") from exc
+        model.loaded_from = ModelSource(path, self.resolve_load_version(), _sha256(Path(path)))
+        return model
 
     def save(self, data: Any) -> None:
         target = Path(str(self._get_save_path()))
@@ -68,3 +87,11 @@ class KerasModelDataset(AbstractVersionedDataset[Any, Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": self._filepath, "version": self._version}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

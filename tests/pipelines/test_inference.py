@@ -1,0 +1,317 @@
+"""The inference pipeline on a folder of exactly known images, with a fake and a real model."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.io.core import DatasetError, Version
+from kedro.runner import SequentialRunner
+
+from nucleus_segmentation.datasets import (
+    ImageFolderDataset,
+    InferenceOutputDataset,
+    KerasModelDataset,
+    ModelSource,
+)
+from nucleus_segmentation.imaging.rle import rles_to_labels
+from nucleus_segmentation.model import UNetConfig, build_attention_unet
+from nucleus_segmentation.pipelines.inference.nodes import (
+    encode_submission,
+    segment_images,
+    tabulate_nuclei,
+)
+from nucleus_segmentation.pipelines.inference.pipeline import create_pipeline
+from nucleus_segmentation.settings import CONFIG_LOADER_ARGS
+from tests.conftest import disk, fluorescence_image, png_bytes
+
+# Keras' TensorFlow backend calls np.array(x, copy=False) on tensors (numpy 2 warns).
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+# The network sees the image itself: no inversion, equalization or smoothing to undo.
+PREPROCESSING = {
+    "invert": {"enabled": False, "brightness_threshold": 127.0},
+    "resize": {"enabled": True, "size": [32, 32], "interpolation": "auto"},  # forced off
+    "equalize": {"enabled": False, "method": "clahe", "clip_limit": 2.0, "tile_grid": 8},
+    "smooth": {"enabled": False, "kernel_size": 5, "sigma": 1.0},
+}
+PARAMS = {
+    "scale": 1.0,
+    "tile_size": 512,
+    "tile_overlap": 32,
+    "multiple": 16,
+    "batch_size": 2,
+    "tta": {"scales": [1.0], "flips": ["none"]},
+    "overlay": {"colour": [255, 255, 0], "mode": "inner"},
+}
+SEPARATION = {"threshold": 0.5, "method": "distance", "min_distance": 3, "smoothing": 0.0}
+SEPARATION["min_size"] = 1
+STAMP = "2026-01-31T12.00.00.000Z"
+SOURCE = ModelSource("data/06_models/attention_unet.keras/v1/attention_unet.keras", "v1", "ab12")
+
+# Disks (centre, radius) of each test image; the 1000 x 700 one is predicted in 3 x 2 tiles
+# and has disks across the tile boundaries (rows 339/340 and 660/661, column 349/350).
+CELLS16 = [((20, 25), 8), ((55, 70), 10)]
+BIG = [((100, 100), 12), ((340, 350), 15), ((660, 200), 9), ((900, 650), 20), ((500, 349), 11)]
+SUB = [((30, 40), 9)]
+
+
+class Echo:
+    """A "model" whose nucleus probability is its input (0..1); records what it was given."""
+
+    def __init__(self, loaded_from=None):
+        self.shapes = []
+        if loaded_from is not None:
+            self.loaded_from = loaded_from
+
+    def predict_on_batch(self, batch):
+        self.shapes.append(batch.shape)
+        return np.concatenate([1 - batch, batch], axis=-1)
+
+
+def _disks(shape, disks):
+    return np.any([disk(shape, centre, radius) > 0 for centre, radius in disks], axis=0)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "my images"
+    (root / "sub").mkdir(parents=True)
+    cells16 = np.where(_disks((80, 96), CELLS16), 40000, 1000).astype(np.uint16)
+    assert cv2.imwrite(str(root / "cells16.tif"), cells16)
+    (root / "rgba.png").write_bytes(png_bytes(fluorescence_image()))  # disks (20,20), (40,55)
+    big = np.where(_disks((1000, 700), BIG), 220, 20).astype(np.uint8)
+    (root / "big.png").write_bytes(png_bytes(big))
+    sub = np.dstack([np.where(_disks((64, 80), SUB), 180, 5).astype(np.uint8)] * 3)
+    (root / "sub" / "rgba.png").write_bytes(png_bytes(sub))
+    (root / "blank.png").write_bytes(png_bytes(np.full((40, 40), 7, np.uint8)))
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00 truncated")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "readme.txt").write_text("not an image")
+    return root
+
+
+def _images(folder: Path):
+    return ImageFolderDataset(path=str(folder)).load()
+
+
+def test_every_readable_image_is_segmented_and_bad_files_are_reported(folder):
+    model = Echo(SOURCE)
+    labels, report, manifest = segment_images(
+        _images(folder), model, SEPARATION, PREPROCESSING, PARAMS
+    )
+    assert list(labels) == ["big", "blank", "cells16", "rgba", "sub/rgba"]
+    expected = {
+        "big": _disks((1000, 700), BIG),
+        "blank": np.zeros((40, 40), bool),
+        "cells16": _disks((80, 96), CELLS16),
+        "rgba": _disks((64, 80), [((20, 20), 8), ((40, 55), 8)]),
+        "sub/rgba": _disks((64, 80), SUB),
+    }
+    for image_id, truth in expected.items():
+        assert labels[image_id].dtype == np.uint16
+        np.testing.assert_array_equal(labels[image_id] > 0, truth, err_msg=image_id)
+    assert [int(labels[k].max()) for k in expected] == [5, 0, 2, 2, 1]
+    # Tiled (3 x 2 tiles of 512, two per call) yet one nucleus per disk across boundaries.
+    assert model.shapes.count((2, 512, 512, 1)) == 3
+    assert report.to_dict("records") == [
+        {"file": "corrupt.png", "problem": "not a readable image (corrupt or unsupported format)"},
+        {"file": "empty.jpg", "problem": "file is empty (0 bytes)"},
+    ]
+    assert manifest["model"] == {"file": SOURCE.filepath, "version": "v1", "sha256": "ab12"} | {
+        "name": "Echo"
+    }
+    assert manifest["input_folder"] == str(folder.resolve())
+    assert manifest["parameters"]["preprocessing"]["resize"] == {"enabled": False}
+    assert manifest["parameters"]["instance_postprocessing"] == SEPARATION
+    assert manifest["parameters"]["inference"]["tile_size"] == 512
+    assert manifest["images"][2] == {
+        "id": "cells16",
+        "file": "cells16.tif",
+        "height": 80,
+        "width": 96,
+        "nuclei": 2,
+    }
+    assert manifest["skipped"] == report.to_dict("records")
+    json.dumps(manifest)  # plain JSON
+
+
+def test_nuclei_table_and_submission_match_the_label_maps(folder):
+    images = _images(folder)
+    labels, _, _ = segment_images(images, Echo(), SEPARATION, PREPROCESSING, PARAMS)
+    nuclei = tabulate_nuclei(images, labels)
+    assert nuclei.columns.tolist()[:3] == ["image", "nucleus_id", "area_px"]
+    cells = nuclei[nuclei["image"] == "cells16"].sort_values("area_px")
+    assert cells["area_px"].tolist() == [int(disk((80, 96), c, r).sum()) for c, r in CELLS16]
+    assert cells[["centroid_y", "centroid_x"]].values.tolist() == [[20, 25], [55, 70]]
+    assert cells[["bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x"]].values.tolist() == [
+        [12, 17, 29, 34],
+        [45, 60, 66, 81],
+    ]
+    assert (cells["mean_intensity"] == 40000.0).all()  # 16-bit units
+    assert nuclei.groupby("image").size().to_dict() == {"big": 5, "cells16": 2, "rgba": 2} | {
+        "sub/rgba": 1
+    }
+    submission = encode_submission(labels)
+    assert submission.columns.tolist() == ["ImageId", "EncodedPixels"]
+    assert submission[submission["ImageId"] == "blank"]["EncodedPixels"].tolist() == [""]
+    for image_id, label_map in labels.items():
+        rles = submission.loc[submission["ImageId"] == image_id, "EncodedPixels"].tolist()
+        rles = [rle for rle in rles if rle]
+        np.testing.assert_array_equal(rles_to_labels(rles, label_map.shape), label_map)
+    # Pixels numbered from 1, top to bottom then left to right: rows 1-2 of columns 1 and 2.
+    square = np.zeros((4, 5), np.uint16)
+    square[1:3, 1:3] = 1
+    assert encode_submission({"sq": square})["EncodedPixels"].tolist() == ["6 2 10 2"]
+
+
+def test_scale_rescales_the_network_input_and_not_the_labels(folder):
+    model = Echo()
+    params = {**PARAMS, "scale": 2.0}
+    only = _images(folder)
+    only.files = {"cells16": only.files["cells16"]}
+    labels, _, manifest = segment_images(only, model, SEPARATION, PREPROCESSING, params)
+    assert model.shapes == [(1, 160, 192, 1)]
+    assert labels["cells16"].shape == (80, 96) and labels["cells16"].max() == 2
+    np.testing.assert_array_equal(labels["cells16"] > 0, _disks((80, 96), CELLS16))
+    assert manifest["parameters"]["preprocessing"]["resize"] == {
+        "enabled": True,
+        "scale": 2.0,
+        "interpolation": "auto",
+    }
+
+
+def test_a_folder_without_usable_images_stops_naming_it(folder, tmp_path):
+    for name in ("big.png", "blank.png", "cells16.tif", "rgba.png", "sub/rgba.png"):
+        (folder / name).unlink()
+    with pytest.raises(ValueError, match=r"my images: no usable image \(2 image file") as caught:
+        segment_images(_images(folder), Echo(), SEPARATION, PREPROCESSING, PARAMS)
+    assert "corrupt.png: not a readable image" in str(caught.value)
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"texts: no usable image \(no image file"):
+        segment_images(_images(tmp_path / "texts"), Echo(), SEPARATION, PREPROCESSING, PARAMS)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"tile_size": 500}, "multiple of multiple"),
+        ({"tile_overlap": 512}, "tile_overlap"),
+        ({"scale": 0}, "scale must be positive"),
+        ({"tta": {"scales": [1.0], "flips": ["diagonal"]}}, "tta.flips"),
+        ({"overlay": {"colour": [0, 0], "mode": "inner"}}, "three values"),
+    ],
+)
+def test_bad_settings_stop_before_any_image_is_read(folder, change, message):
+    model = Echo()
+    with pytest.raises(ValueError, match=message):
+        segment_images(_images(folder), model, SEPARATION, PREPROCESSING, {**PARAMS, **change})
+    with pytest.raises(ValueError, match="unknown keys"):
+        segment_images(_images(folder), model, {**SEPARATION, "sigma": 1}, PREPROCESSING, PARAMS)
+    assert model.shapes == []
+
+
+def _catalog(images, model, output):
+    return DataCatalog(
+        {
+            "inference_images": MemoryDataset(images, copy_mode="assign"),
+            "trained_model": MemoryDataset(model, copy_mode="assign"),
+            "instance_postprocessing": MemoryDataset(SEPARATION),
+            "params:preprocessing": MemoryDataset(PREPROCESSING),
+            "params:inference": MemoryDataset(PARAMS),
+            "inference_output": output,
+        }
+    )
+
+
+def test_pipeline_writes_one_complete_folder_and_refuses_to_overwrite(folder, tmp_path):
+    output = InferenceOutputDataset(path=str(tmp_path / "out"), version=Version(None, STAMP))
+    SequentialRunner().run(create_pipeline(), _catalog(_images(folder), Echo(SOURCE), output))
+    result = tmp_path / "out" / STAMP
+    ids = ["big", "blank", "cells16", "rgba", "sub/rgba"]
+    for kind, suffix in (("masks", "png"), ("labels", "tif"), ("overlays", "png")):
+        assert (
+            sorted(
+                p.relative_to(result / kind).with_suffix("").as_posix()
+                for p in (result / kind).rglob(f"*.{suffix}")
+            )
+            == ids
+        )
+    mask = cv2.imread(str(result / "masks" / "cells16.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(mask, np.where(_disks((80, 96), CELLS16), 255, 0))
+    labels = cv2.imread(str(result / "labels" / "big.tif"), cv2.IMREAD_UNCHANGED)
+    assert labels.dtype == np.uint16 and labels.shape == (1000, 700) and labels.max() == 5
+    overlay = cv2.imread(str(result / "overlays" / "sub" / "rgba.png"))[..., ::-1]
+    assert overlay.shape == (64, 80, 3) and (overlay == (255, 255, 0)).all(axis=2).sum() > 20
+    submission = pd.read_csv(result / "submission.csv", keep_default_na=False)
+    assert len(submission) == 5 + 1 + 2 + 2 + 1
+    assert pd.read_csv(result / "report.csv")["file"].tolist() == ["corrupt.png", "empty.jpg"]
+    assert len(pd.read_csv(result / "nuclei.csv")) == 10
+    manifest = json.loads((result / "manifest.json").read_text())
+    assert manifest["version"] == STAMP and manifest["model"]["version"] == "v1"
+    before = {p: p.read_bytes() for p in result.rglob("*") if p.is_file()}
+    again = InferenceOutputDataset(path=str(tmp_path / "out"), version=Version(None, STAMP))
+    with pytest.raises(DatasetError, match="already exists"):
+        SequentialRunner().run(create_pipeline(), _catalog(_images(folder), Echo(), again))
+    assert {p: p.read_bytes() for p in result.rglob("*") if p.is_file()} == before
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [STAMP]
+
+
+def test_pipeline_with_a_real_model_records_its_file_and_version(folder, tmp_path):
+    for name in ("big.png", "corrupt.png", "empty.jpg"):
+        (folder / name).unlink()
+    keras.utils.set_random_seed(0)
+    config = {"base_filters": 4, "depth": 2, "aspp_rates": [1, 2], "sap_grid": [2, 2]}
+    model_file = tmp_path / "models" / "tiny.keras"
+    store = KerasModelDataset(filepath=str(model_file), version=Version(None, "v1"))
+    store.save(build_attention_unet(UNetConfig.from_params({**config, "aspp_filters": 8})))
+    trained = KerasModelDataset(filepath=str(model_file), version=Version(None, None))
+    catalog = DataCatalog(
+        {
+            "inference_images": ImageFolderDataset(path=str(folder)),
+            "trained_model": trained,
+            "instance_postprocessing": MemoryDataset(SEPARATION),
+            "params:preprocessing": MemoryDataset(PREPROCESSING),
+            "params:inference": MemoryDataset(PARAMS),
+            "inference_output": InferenceOutputDataset(path=str(tmp_path / "out")),
+        }
+    )
+    SequentialRunner().run(create_pipeline(), catalog)
+    (result,) = (tmp_path / "out").iterdir()
+    manifest = json.loads((result / "manifest.json").read_text())
+    saved = model_file / "v1" / "tiny.keras"
+    assert manifest["model"]["file"] == str(saved) and manifest["model"]["version"] == "v1"
+    assert manifest["model"]["sha256"] == hashlib.sha256(saved.read_bytes()).hexdigest()
+    assert [image["id"] for image in manifest["images"]] == ["blank", "cells16", "rgba", "sub/rgba"]
+    for image in manifest["images"]:
+        labels = cv2.imread(str(result / "labels" / f"{image['id']}.tif"), cv2.IMREAD_UNCHANGED)
+        assert labels.shape == (image["height"], image["width"])
+        assert labels.max() == image["nuclei"]
+    assert manifest["version"] == result.name
+
+
+@pytest.mark.filterwarnings("ignore:register_new_resolver:UserWarning")
+def test_the_catalog_takes_the_folders_from_runtime_params(folder, tmp_path):
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    runtime = {"inference_input": str(folder), "inference_output": str(tmp_path / "results")}
+    loader = OmegaConfigLoader(str(conf), **CONFIG_LOADER_ARGS, runtime_params=runtime)
+    catalog = DataCatalog.from_config(
+        {k: v for k, v in loader["catalog"].items() if k.startswith("inference_")}
+    )
+    images = catalog.load("inference_images")
+    assert images.path == folder and "sub/rgba" in images
+    output = catalog.get("inference_output")
+    assert isinstance(output, InferenceOutputDataset) and output._version is not None
+    assert output._describe()["path"] == str(tmp_path / "results")
+    defaults = OmegaConfigLoader(str(conf), **CONFIG_LOADER_ARGS)
+    assert defaults["catalog"]["inference_images"]["path"] == "data/01_raw/inference_examples"
+    params = defaults["parameters"]["inference"]
+    assert (params["scale"], params["tile_size"], params["tile_overlap"]) == (1.0, 1024, 64)
+    assert params["tta"] == {"scales": [1.0], "flips": ["none"]}
