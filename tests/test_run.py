@@ -24,6 +24,7 @@ from nucleus_segmentation.datasets.npz import NpzDataset
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE = Path("data/01_raw/dsb2018_sample")
+EXAMPLES = Path("data/01_raw/inference_examples")
 pytestmark = pytest.mark.slow
 
 
@@ -35,6 +36,7 @@ def project(tmp_path, monkeypatch) -> Path:
     (root / "conf" / "local").mkdir()
     (root / "src").mkdir()  # the package is imported from the installed project
     shutil.copytree(PROJECT / SAMPLE, root / SAMPLE)
+    shutil.copytree(PROJECT / EXAMPLES, root / EXAMPLES)
     for name in ("pyproject.toml", ".telemetry"):
         shutil.copy(PROJECT / name, root / name)
     monkeypatch.chdir(root)
@@ -162,3 +164,57 @@ def test_default_run_trains_and_tracks_everything_in_mlflow(project):
     pyfunc = mlflow.pyfunc.load_model(models[0].model_uri)
     prediction = pyfunc.predict(np.zeros((1, 32, 48, 1), np.float32))
     assert np.asarray(prediction).shape == (1, 32, 48, 2)
+
+    _inference_on_odd_inputs(project, client)
+
+
+def _inference_on_odd_inputs(project: Path, client) -> None:
+    """`kedro run --pipeline inference` after the default run: the user's own odd folder."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    user = project / "my images"
+    shutil.copytree(project / EXAMPLES, user / "plate 1")
+    wide = cv2.resize(cv2.imread(str(user / "plate 1" / "stained_crop.jpg")), (1000, 700))
+    cv2.imwrite(str(user / "wide.png"), wide)  # 1000x700 (width x height), 8-bit RGB
+    (user / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (user / "empty.tif").write_bytes(b"")
+    out = project / "results"
+    args = ("--pipeline", "inference", "--params", f"inference_input={user},inference_output={out}")
+    result = _cli(project, *args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (first,) = out.iterdir()
+    manifest = json.loads((first / "manifest.json").read_text())
+    model_versions = [v.name for v in (project / "data/06_models/attention_unet.keras").iterdir()]
+    assert manifest["model"]["version"] == model_versions[-1]
+    sizes = {i["id"]: (i["height"], i["width"]) for i in manifest["images"]}
+    assert sizes["wide"] == (700, 1000)
+    assert set(sizes) == {
+        "wide",
+        "plate 1/fluorescence_rgba",
+        "plate 1/stained_crop",
+        "plate 1/fluorescence_16bit",
+    }
+    report = pd.read_csv(first / "report.csv")
+    assert sorted(Path(f).name for f in report["file"]) == ["corrupt.png", "empty.tif"]
+    labels = cv2.imread(str(first / "labels" / "wide.tif"), cv2.IMREAD_UNCHANGED)
+    assert labels.shape == (700, 1000) and labels.dtype == np.uint16
+    mask = cv2.imread(str(first / "masks" / "plate 1" / "fluorescence_16bit.png"), 0)
+    assert mask.shape == (360, 480)
+    overlay = cv2.imread(str(first / "overlays" / "wide.png"))
+    assert overlay.shape == (700, 1000, 3)
+    nuclei = pd.read_csv(first / "nuclei.csv")
+    assert (
+        nuclei.groupby("image")["nucleus_id"].max()
+        == pd.Series({i["id"]: i["nuclei"] for i in manifest["images"] if i["nuclei"]}).sort_index()
+    ).all()
+    submission = pd.read_csv(first / "submission.csv")
+    assert list(submission.columns) == ["ImageId", "EncodedPixels"]
+    # A second run never touches the first one's folder.
+    before = {p: p.stat().st_mtime_ns for p in first.rglob("*")}
+    again = _cli(project, *args)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert len(list(out.iterdir())) == 2
+    assert {p: p.stat().st_mtime_ns for p in first.rglob("*")} == before
