@@ -1,0 +1,167 @@
+"""Inference speed and memory: seconds per 512x512 image (network + post-processing) and the
+throughput of `kedro run --pipeline inference` on a folder of 100 DSB images.
+
+    python benchmarks/bench_inference.py     # writes the "inference" section of docs/benchmarks.md
+
+Needs a trained model (`kedro run --pipeline training`), the tuned separation
+(`kedro run --pipeline evaluation`) and the ingested full data (`data_processing` on
+stage1_train): the images are the 100 test-split images, written as PNG at their own sizes
+(from 256x256 to 1040x1388) to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+from _common import PROJECT, run_measured, write_section  # noqa: E402
+from kedro.io.core import Version  # noqa: E402
+from kedro_datasets.json import JSONDataset  # noqa: E402
+
+from nucleus_segmentation.datasets import KerasModelDataset, NpzDataset  # noqa: E402
+from nucleus_segmentation.datasets.image_folder import ImageFolder, index_images  # noqa: E402
+from nucleus_segmentation.imaging.codec import encode_png  # noqa: E402
+from nucleus_segmentation.imaging.geometry import resize_image  # noqa: E402
+from nucleus_segmentation.parallel import available_cores  # noqa: E402
+from nucleus_segmentation.pipelines.inference.nodes import segment_images  # noqa: E402
+
+LATEST = Version(None, None)
+
+
+def latest_file(folder: str, name: str) -> Path:
+    versions = sorted((PROJECT / folder / name).glob(f"*/{name}"))
+    if not versions:
+        sys.exit(f"{PROJECT / folder / name}: no version yet (see this script's docstring)")
+    return versions[-1]
+
+
+def test_images() -> dict[str, np.ndarray]:
+    """The test-split images of the latest ingested set, as stored (RGB/RGBA/gray, own size)."""
+    split = pd.read_csv(latest_file("data/03_primary", "data_split.csv"))
+    ingested = NpzDataset(filepath=str(latest_file("data/02_intermediate", "ingested_images.npz")))
+    bundle = ingested.load()
+    ids = split.loc[split["split"] == "test", "image_id"].tolist()
+    return {image_id: bundle[f"{image_id}/image"] for image_id in ids}
+
+
+def write_folder(images: dict[str, np.ndarray], folder: Path, size: int | None = None) -> None:
+    folder.mkdir(parents=True)
+    for image_id, image in images.items():
+        if size:
+            image = resize_image(image[..., :3] if image.ndim == 3 else image, (size, size), "auto")
+        elif image.ndim == 3 and image.shape[2] == 4:
+            image = image[..., :3]
+        (folder / f"{image_id}.png").write_bytes(encode_png(image))
+
+
+def params() -> tuple[dict, dict]:
+    conf = PROJECT / "conf" / "base"
+    preprocessing = yaml.safe_load((conf / "parameters_preprocessing.yml").read_text())
+    inference = yaml.safe_load((conf / "parameters_inference.yml").read_text())
+    return preprocessing["preprocessing"], inference["inference"]
+
+
+def per_image_seconds(images: dict[str, np.ndarray], scratch: Path, count: int = 20) -> dict:
+    """Median and mean seconds per 512x512 image of `segment_images` (decode, preprocess,
+    network, watershed), after one warm-up image (graph tracing happens once per shape)."""
+    model = KerasModelDataset(filepath="data/06_models/attention_unet.keras", version=LATEST)
+    model = model.load()
+    postprocessing = JSONDataset(
+        filepath="data/06_models/instance_postprocessing.json", version=LATEST
+    ).load()
+    preprocessing, inference = params()
+    folder = scratch / "512"
+    write_folder(dict(list(images.items())[: count + 1]), folder, size=512)
+    files = index_images(folder)
+    names = sorted(files)
+    warm = ImageFolder(folder, {names[0]: files[names[0]]})
+    segment_images(warm, model, postprocessing, preprocessing, inference)
+    times = []
+    for name in names[1:]:
+        one = ImageFolder(folder, {name: files[name]})
+        started = time.perf_counter()
+        segment_images(one, model, postprocessing, preprocessing, inference)
+        times.append(time.perf_counter() - started)
+    return {
+        "median": statistics.median(times),
+        "mean": statistics.fmean(times),
+        "count": len(times),
+        "model": model.loaded_from.version,
+    }
+
+
+def folder_run(images: dict[str, np.ndarray], scratch: Path) -> dict:
+    folder, out = scratch / "folder", scratch / "out"
+    write_folder(images, folder)
+    command = [
+        sys.executable,
+        "-m",
+        "kedro",
+        "run",
+        "--pipeline",
+        "inference",
+        "--params",
+        f"inference_input={folder},inference_output={out}",
+    ]
+    environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
+    result = run_measured(command, PROJECT, environment, PROJECT / "benchmark_inference.log")
+    if result["returncode"] != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{result['log'][-3000:]}")
+    log = re.sub(r"\s+", " ", result["log"])
+    nodes = {m[0]: float(m[1]) for m in re.findall(r"Node '(\w+)' took\s+([\d.]+) s", log)}
+    pixels = sum(image.shape[0] * image.shape[1] for image in images.values())
+    return {**result, "nodes": nodes, "megapixels": pixels / 1e6}
+
+
+def main() -> None:
+    os.chdir(PROJECT)
+    images = test_images()
+    with tempfile.TemporaryDirectory() as scratch:
+        single = per_image_seconds(images, Path(scratch))
+        peak_in_process = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        folder = folder_run(images, Path(scratch))
+    nodes = folder["nodes"]
+    body = "\n".join(
+        [
+            "Command: `python benchmarks/bench_inference.py`. CPU default model "
+            f"(`attention_unet.keras` version {single['model']}), separation tuned by "
+            f"`evaluation`, no test-time augmentation; {available_cores()} cores.",
+            "",
+            "| figure | measured | target |",
+            "|---|---|---|",
+            f"| seconds per 512x512 image, network + post-processing (median of "
+            f"{single['count']}; decode, preprocessing, watershed included) "
+            f"| {single['median']:.3f} s (mean {single['mean']:.3f}) | <= 0.5 s |",
+            f"| folder of {len(images)} test images at their own sizes "
+            f"({folder['megapixels']:.1f} Mpixel): `segment_images` node "
+            f"| {nodes.get('segment_images', float('nan')):.1f} s = "
+            f"{len(images) / nodes.get('segment_images', float('nan')):.2f} images/s | |",
+            f"| same, whole `kedro run --pipeline inference` (start-up, model load, writing "
+            f"masks, 16-bit labels, overlays, tables) | {folder['wall']:.1f} s = "
+            f"{len(images) / folder['wall']:.2f} images/s | |",
+            f"| peak memory, `kedro run` process tree | {folder['peak'] / 2**30:.2f} GiB | |",
+            f"| peak memory, the 512x512 loop in one process | {peak_in_process:.2f} GiB | |",
+            "",
+            "Node times of the folder run: "
+            + ", ".join(f"`{name}` {seconds:.1f} s" for name, seconds in nodes.items())
+            + ".",
+            "For reference, Cellpose's published figure is 0.65 s per 512x512 image for its "
+            "network alone on a 10-core CPU.",
+        ]
+    )
+    print(write_section("inference", "Inference (`inference` pipeline)", body))
+
+
+if __name__ == "__main__":
+    main()
