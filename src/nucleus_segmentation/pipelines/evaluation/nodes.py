@@ -311,6 +311,29 @@ def segment_test_with_baselines(
     return results
 
 
+def _compared_methods(
+    baselines: Mapping[str, Mapping[str, np.ndarray]],
+    variants: Mapping[str, Mapping[str, np.ndarray]],
+    postprocessing: Mapping[str, Any],
+    params: Mapping[str, Any],
+) -> dict[str, tuple[Mapping[str, np.ndarray], dict[str, Any]]]:
+    """``{method: (probabilities, separation settings)}`` in Table-2 order, present ones only.
+
+    Thresholding baselines give 0/1 maps, so their nuclei are separated on the distance relief
+    (a flat probability has no valleys); the networks use the tuned ``postprocessing``.
+    """
+    methods = {**baselines, "attention_unet": variants[params["tta"]["use"]]}
+    binary = {**postprocessing, "method": "distance", "threshold": 0.5}
+    return {
+        method: (
+            methods[method],
+            binary if method in ("otsu", "multilevel") else dict(postprocessing),
+        )
+        for method in METHOD_NAMES
+        if method in methods
+    }
+
+
 def compare_methods(
     baselines: Mapping[str, Mapping[str, np.ndarray]],
     variants: Mapping[str, Mapping[str, np.ndarray]],
@@ -330,14 +353,11 @@ def compare_methods(
         markdown document, and ``{"<method>.<score>": ...}`` for MLflow.
     """
     modality = split.set_index("image_id")["modality"].to_dict()
-    methods = {**baselines, "attention_unet": variants[params["tta"]["use"]]}
-    binary = {**postprocessing, "method": "distance", "threshold": 0.5}
     rows = []
-    for method in METHOD_NAMES:
-        if method not in methods:
-            continue
-        settings = binary if method in ("otsu", "multilevel") else postprocessing
-        _, summary = _score(*_instances(methods[method], settings), preprocessed, modality)
+    for method, (probabilities, settings) in _compared_methods(
+        baselines, variants, postprocessing, params
+    ).items():
+        _, summary = _score(*_instances(probabilities, settings), preprocessed, modality)
         overall = summary.set_index("modality").loc["all"]
         rows.append(
             {
@@ -419,13 +439,11 @@ def plot_comparison_panels(
     """Paper Fig. 8: for a few test images of each modality, original | each baseline | ours
     | ground truth, every segmentation drawn as nucleus contours over the image."""
     figures = params["figures"]
-    methods = {**baselines, "attention_unet": variants[params["tta"]["use"]]}
-    columns = [m for m in METHOD_NAMES if m in methods]
+    methods = _compared_methods(baselines, variants, postprocessing, params)
     examples = _pick_examples(
-        split, methods["attention_unet"], int(figures["per_modality"]), int(figures["seed"])
+        split, methods["attention_unet"][0], int(figures["per_modality"]), int(figures["seed"])
     )
-    binary = {**postprocessing, "method": "distance", "threshold": 0.5}
-    titles = ["original", *[METHOD_NAMES[m].split(" (")[0] for m in columns], "ground truth"]
+    titles = ["original", *[METHOD_NAMES[m].split(" (")[0] for m in methods], "ground truth"]
     size = float(figures["panel_inches"])
     figure = matplotlib.figure.Figure(
         figsize=(size * len(titles), size * max(1, len(examples))), dpi=int(figures["dpi"])
@@ -434,9 +452,8 @@ def plot_comparison_panels(
     for row, (image_id, modality) in enumerate(examples):
         image = preprocessed[f"{image_id}/image"]
         panels = [np.repeat(image[..., None], 3, axis=2)]
-        for method in columns:
-            settings = binary if method in ("otsu", "multilevel") else postprocessing
-            labels = separate_instances(methods[method][image_id], **settings)
+        for probabilities, settings in methods.values():
+            labels = separate_instances(probabilities[image_id], **settings)
             panels.append(_with_contours(image, labels, (255, 200, 0)))
         panels.append(_with_contours(image, preprocessed[f"{image_id}/labels"], (0, 255, 0)))
         for column, (panel, title) in enumerate(zip(panels, titles, strict=True)):
