@@ -115,7 +115,7 @@ def main() -> None:
                 {
                     "threshold": "threshold",
                     "method": "relief",
-                    "min_distance": "seed spacing",
+                    "seed_depth": "seed depth",
                     "smoothing": "smoothing",
                     "min_size": "min size",
                     "validation_dsb_score": "validation DSB score",

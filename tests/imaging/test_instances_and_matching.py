@@ -61,7 +61,7 @@ def test_watershed_separates_two_touching_disks():
     shape = (40, 60)
     touching = np.maximum(disk(shape, (20, 20), 10), disk(shape, (20, 37), 10)).astype(float)
     assert np.unique(touching > 0.5).size == 2  # one connected blob
-    labels = separate_instances(touching, threshold=0.5, min_distance=5)
+    labels = separate_instances(touching, threshold=0.5, seed_depth=1.0)
     assert labels.dtype == np.uint16 and labels.max() == 2
     left, right = labels[20, 12], labels[20, 45]
     assert left != right and left > 0 and right > 0
@@ -82,10 +82,27 @@ def test_probability_relief_splits_touching_disks_along_the_low_probability_vall
     left, right = disk(shape, (20, 20), 10), disk(shape, (20, 37), 10)
     probability = np.maximum(left, right).astype(float)
     probability[:, 28:30] *= 0.6  # the network is less sure between the two nuclei
-    labels = separate_instances(probability, method="probability", min_distance=5, smoothing=0)
+    labels = separate_instances(probability, method="probability", smoothing=0)
     assert labels.max() == 2
     assert labels[20, 12] != labels[20, 45]
     # The border follows the valley: every pixel left of it belongs to the left nucleus.
     assert set(np.unique(labels[:, :28][left[:, :28] > 0])) == {labels[20, 12]}
     with pytest.raises(ValueError, match="unknown separation method 'border'"):
         separate_instances(probability, method="border")
+
+
+@pytest.mark.parametrize("method", ["distance", "probability"])
+@pytest.mark.parametrize("smoothing", [0.0, 1.0, 2.0])
+def test_elongated_nuclei_stay_whole(method, smoothing):
+    rod = np.zeros((40, 100))
+    rod[14:26, 10:90] = 1.0  # 12 x 80 px: a flat distance ridge along its middle
+    yy, xx = np.mgrid[:40, :100]
+    ellipse = (((yy - 20) / 8.0) ** 2 + ((xx - 50) / 40.0) ** 2 <= 1).astype(float)
+    for probability in (rod, ellipse):
+        labels = separate_instances(probability, method=method, smoothing=smoothing)
+        assert labels.max() == 1
+
+
+def test_seed_depth_must_be_positive():
+    with pytest.raises(ValueError, match="seed_depth must be > 0"):
+        separate_instances(np.ones((4, 4)), seed_depth=0)

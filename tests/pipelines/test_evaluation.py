@@ -33,7 +33,7 @@ PARAMS = {
         "search": {
             "threshold": [0.5],
             "method": ["distance"],
-            "min_distance": [3, 30],
+            "seed_depth": [1.0, 20.0],
             "smoothing": [0.0],
             "min_size": [1],
         },
@@ -41,7 +41,7 @@ PARAMS = {
     "baselines": {"seed": 0, "multilevel": {"levels": 2, "nucleus_classes": 1}},
     "figures": {"per_modality": 1, "seed": 0, "panel_inches": 1.0, "dpi": 40},
 }
-SEPARATION = {"threshold": 0.5, "method": "distance", "min_distance": 3, "smoothing": 0.0}
+SEPARATION = {"threshold": 0.5, "method": "distance", "seed_depth": 1.0, "smoothing": 0.0}
 SEPARATION["min_size"] = 1
 
 
@@ -91,10 +91,10 @@ def test_separation_is_tuned_on_validation_by_the_instance_score():
     preprocessed = bundle.pack([("v0", {"labels": truth})])
     probability = {"v0": (truth > 0).astype(np.float32)}
     best, table = tune_instance_separation(probability, preprocessed, PARAMS)
-    # Seeds 30 px apart cannot split the two nuclei 17 px apart: one merged object, whose IoU
-    # with the larger nucleus is just above 0.5: 1 TP, 1 FN at t = 0.50 only -> 0.5 / 10.
-    assert best["min_distance"] == 3 and isinstance(best["min_distance"], int)
-    assert table["min_distance"].tolist() == [3, 30]
+    # Seeds must rise 20 px above the neck: no maximum does, so the two nuclei stay one object
+    # whose IoU with the larger nucleus is just above 0.5: 1 TP, 1 FN at t = 0.50 only -> 0.05.
+    assert best["seed_depth"] == 1.0 and isinstance(best["seed_depth"], float)
+    assert table["seed_depth"].tolist() == [1.0, 20.0]
     assert table["validation_dsb_score"].iloc[0] > 0.8
     assert table["validation_dsb_score"].iloc[1] == pytest.approx(0.05)
     with pytest.raises(ValueError, match="validation split is empty"):
@@ -156,7 +156,7 @@ def test_evaluation_pipeline_runs_end_to_end():
         }
     )
     SequentialRunner().run(create_pipeline(), catalog)
-    assert catalog.load("instance_postprocessing")["min_distance"] == 3
+    assert catalog.load("instance_postprocessing")["seed_depth"] == 1.0
     comparison = catalog.load("method_comparison_table")
     assert comparison["method"].tolist() == ["otsu", "multilevel", "attention_unet"]
     per_image = catalog.load("evaluation_per_image_table")

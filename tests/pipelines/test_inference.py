@@ -50,7 +50,7 @@ PARAMS = {
     "tta": {"scales": [1.0], "flips": ["none"]},
     "overlay": {"colour": [255, 255, 0], "mode": "inner"},
 }
-SEPARATION = {"threshold": 0.5, "method": "distance", "min_distance": 3, "smoothing": 0.0}
+SEPARATION = {"threshold": 0.5, "method": "distance", "seed_depth": 1.0, "smoothing": 0.0}
 SEPARATION["min_size"] = 1
 STAMP = "2026-01-31T12.00.00.000Z"
 SOURCE = ModelSource("data/06_models/attention_unet.keras/v1/attention_unet.keras", "v1", "ab12")

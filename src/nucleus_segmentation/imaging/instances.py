@@ -2,50 +2,54 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
-from skimage.feature import peak_local_max
+from skimage.morphology import h_maxima
 from skimage.segmentation import relabel_sequential, watershed
+
+METHODS = ("distance", "probability")
 
 
 def separate_instances(
     probability: np.ndarray,
     threshold: float = 0.5,
     method: str = "distance",
-    min_distance: int = 4,
+    seed_depth: float = 1.0,
     smoothing: float = 1.0,
     min_size: int = 8,
 ) -> np.ndarray:
-    """Nucleus probability map -> instance label map (uint16, 0 background, 1..N).
+    """Nucleus probability map (HxW, 0..1) -> instance label map (uint16, 0 background, 1..N).
 
     The mask ``probability > threshold`` is split where the distance to the background has
-    separate maxima: each maximum (at least ``min_distance`` pixels from a higher one, on the
-    distance map smoothed by ``smoothing`` pixels) seeds one nucleus, and the watershed of
-    the negated distance grows the seeds back to the mask. Two round nuclei touching at a
-    neck come out as two; an elongated nucleus with a single ridge stays one. Objects under
-    ``min_size`` pixels are dropped (noise), and ids are renumbered consecutively.
+    separate maxima. Seeds are the regional maxima of the distance map (smoothed by
+    ``smoothing`` pixels) that rise at least ``seed_depth`` pixels above the saddle towards
+    any higher maximum, each connected maximum one seed: two round nuclei touching at a neck
+    come out as two, while the flat ridge of an elongated nucleus is a single seed, so a rod
+    stays whole. A component without a seed gets one of its own. Objects under ``min_size``
+    pixels are dropped (noise), and ids are renumbered consecutively.
 
     ``method`` picks the relief the seeds are grown on: ``distance`` (the negated distance
     map: borders where the mask narrows) or ``probability`` (the negated nucleus probability,
     smoothed the same way: borders along the network's own low-confidence valleys).
     """
-    if method not in ("distance", "probability"):
+    if method not in METHODS:
         raise ValueError(f"unknown separation method {method!r}: use distance or probability")
+    if not seed_depth > 0:
+        raise ValueError(f"seed_depth must be > 0 pixels, got {seed_depth!r}")
     mask = probability > threshold
     if not mask.any():
         return np.zeros(probability.shape, dtype=np.uint16)
     distance = ndimage.distance_transform_edt(mask)
     if smoothing > 0:
         distance = ndimage.gaussian_filter(distance, smoothing)
+    eight = np.ones((3, 3), dtype=bool)
+    markers, count = ndimage.label(h_maxima(distance, seed_depth).astype(bool) & mask, eight)
     components, _ = ndimage.label(mask)
-    peaks = peak_local_max(
-        distance, min_distance=max(1, int(min_distance)), labels=components, exclude_border=False
-    )
-    markers = np.zeros(mask.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    # A component without a peak (tiny or flat) still gets a seed of its own.
     unseeded = np.setdiff1d(np.unique(components[mask]), np.unique(components[markers > 0]))
-    for offset, component in enumerate(unseeded, start=len(peaks) + 1):
+    for offset, component in enumerate(unseeded, start=count + 1):
         markers[components == component] = offset
     relief = distance
     if method == "probability":
@@ -56,3 +60,17 @@ def separate_instances(
         labels = np.where(sizes[labels] < min_size, 0, labels)
     relabelled, _, _ = relabel_sequential(labels)
     return relabelled.astype(np.uint16)
+
+
+def score_separations(
+    item: tuple[np.ndarray, np.ndarray], settings: Sequence[Mapping[str, Any]]
+) -> list[float]:
+    """DSB score of one (probability, true label map) pair under each separation setting.
+
+    A module-level function without Keras imports, so tuning can run it in worker processes
+    cheaply.
+    """
+    from nucleus_segmentation.imaging.matching import dsb_score
+
+    probability, truth = item
+    return [dsb_score(truth, separate_instances(probability, **s)) for s in settings]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from skimage.segmentation import find_boundaries
 
-from nucleus_segmentation.imaging.instances import separate_instances
+from nucleus_segmentation.imaging.instances import score_separations, separate_instances
 from nucleus_segmentation.imaging.matching import detection_scores, dsb_score
 from nucleus_segmentation.imaging.threshold import multilevel_segment, otsu_segment
 from nucleus_segmentation.model.metrics import evaluate_segmentation
@@ -95,14 +95,6 @@ def predict_test_images(
     return results
 
 
-def _separation_scores(
-    item: tuple[np.ndarray, np.ndarray], settings: Sequence[Mapping[str, Any]]
-) -> list[float]:
-    """DSB score of one validation image under each post-processing setting (worker task)."""
-    probability, truth = item
-    return [dsb_score(truth, separate_instances(probability, **s)) for s in settings]
-
-
 def tune_instance_separation(
     probabilities: Mapping[str, np.ndarray],
     preprocessed: Mapping[str, np.ndarray],
@@ -111,7 +103,7 @@ def tune_instance_separation(
     """Choose how nuclei are separated by the mean DSB score on the *validation* split.
 
     Every combination of ``params["instances"]["search"]`` (threshold, watershed relief
-    ``method`` distance | probability, seed ``min_distance``, ``smoothing``, ``min_size``) is
+    ``method`` distance | probability, ``seed_depth``, ``smoothing``, ``min_size``) is
     scored; the test split is never looked at.
 
     Returns:
@@ -120,7 +112,7 @@ def tune_instance_separation(
         best first.
     """
     search = params["instances"]["search"]
-    keys = ("threshold", "method", "min_distance", "smoothing", "min_size")
+    keys = ("threshold", "method", "seed_depth", "smoothing", "min_size")
     settings = [
         dict(zip(keys, values, strict=True))
         for values in itertools.product(*(search[k] for k in keys))
@@ -131,7 +123,7 @@ def tune_instance_separation(
     scores = np.array(
         list(
             parallel_map(
-                functools.partial(_separation_scores, settings=settings),
+                functools.partial(score_separations, settings=settings),
                 items,
                 params["instances"].get("n_workers", "auto"),
                 chunksize=1,

@@ -27,7 +27,7 @@ from nucleus_segmentation.model.predict import FLIPS, predict_with_tta
 
 logger = logging.getLogger(__name__)
 NUCLEUS = 1  # class index of "nucleus" in the network's softmax output
-POSTPROCESSING_KEYS = ("threshold", "method", "min_distance", "smoothing", "min_size")
+POSTPROCESSING_KEYS = ("threshold", "method", "seed_depth", "smoothing", "min_size")
 REPORT_COLUMNS = ["file", "problem"]
 
 
