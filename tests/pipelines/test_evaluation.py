@@ -1,5 +1,7 @@
 """Evaluation nodes on exact cases, and the whole pipeline through SequentialRunner."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -104,9 +106,9 @@ def test_separation_is_tuned_on_validation_by_the_instance_score():
 def test_comparison_table_has_a_row_per_method_and_skips_a_missing_baseline():
     preprocessed, split = _test_data()
     ours = {k: preprocessed[f"{k}/mask"].astype(np.float32) for k in ("img2", "img3")}
-    without = segment_test_with_baselines(preprocessed, split, None, PARAMS)
+    without = segment_test_with_baselines(preprocessed, split, Echo(), None, PARAMS)
     assert sorted(without) == ["multilevel", "otsu"]
-    with_model = segment_test_with_baselines(preprocessed, split, Echo(), PARAMS)
+    with_model = segment_test_with_baselines(preprocessed, split, Echo(), Echo(), PARAMS)
     assert sorted(with_model["unet_baseline"]) == ["img2", "img3"]
     table, markdown, metrics = compare_methods(
         with_model, {"plain": ours}, preprocessed, split, SEPARATION, PARAMS
@@ -120,10 +122,23 @@ def test_comparison_table_has_a_row_per_method_and_skips_a_missing_baseline():
     assert markdown.count("\n| ") == 5  # header + four methods
 
 
+def test_the_model_under_evaluation_is_not_compared_with_itself():
+    preprocessed, split = _test_data()
+    model, same = Echo(), Echo()
+    model.loaded_from = same.loaded_from = SimpleNamespace(filepath="m/1/unet_baseline.keras")
+    assert "unet_baseline" not in segment_test_with_baselines(
+        preprocessed, split, model, same, PARAMS
+    )
+    params = {**PARAMS, "model_label": "U-Net (plain)"}
+    ours = {k: preprocessed[f"{k}/mask"].astype(np.float32) for k in ("img2", "img3")}
+    table, _, _ = compare_methods({}, {"plain": ours}, preprocessed, split, SEPARATION, params)
+    assert table["description"].tolist() == ["U-Net (plain)"]
+
+
 def test_comparison_panels_show_every_method_and_the_truth():
     preprocessed, split = _test_data()
     ours = {k: preprocessed[f"{k}/mask"].astype(np.float32) for k in ("img2", "img3")}
-    baselines = segment_test_with_baselines(preprocessed, split, None, PARAMS)
+    baselines = segment_test_with_baselines(preprocessed, split, Echo(), None, PARAMS)
     figure = plot_comparison_panels(
         baselines, {"plain": ours}, preprocessed, split, SEPARATION, PARAMS
     )

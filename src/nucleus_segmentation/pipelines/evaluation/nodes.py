@@ -33,6 +33,13 @@ METHOD_NAMES = {
 }
 
 
+def _label(method: str, params: Mapping[str, Any]) -> str:
+    """A method's row label; the evaluated model's comes from ``params["model_label"]``."""
+    if method == "attention_unet":
+        return str(params.get("model_label") or METHOD_NAMES[method])
+    return METHOD_NAMES[method]
+
+
 def _ids(split: pd.DataFrame, which: str) -> list[str]:
     return split.loc[split["split"] == which, "image_id"].tolist()
 
@@ -263,6 +270,7 @@ def evaluate_test_predictions(
 def segment_test_with_baselines(
     preprocessed: Mapping[str, np.ndarray],
     split: pd.DataFrame,
+    model: keras.Model,
     baseline_model: keras.Model | None,
     params: Mapping[str, Any],
 ) -> dict[str, dict[str, np.ndarray]]:
@@ -270,7 +278,8 @@ def segment_test_with_baselines(
 
     ``otsu`` and ``multilevel`` (differential evolution, seeded) threshold the preprocessed
     image (0/1 maps); ``unet_baseline`` is the plain U-Net from ``--env baseline``, predicted
-    like ours, and is left out with a warning when it has not been trained yet.
+    like ``model``; it is left out with a warning when it has not been trained yet, and when
+    it is the very file under evaluation (``kedro run --env baseline``).
     """
     ids = _ids(split, "test")
     images = [preprocessed[f"{image_id}/image"] for image_id in ids]
@@ -290,7 +299,12 @@ def segment_test_with_baselines(
             for k, image in zip(ids, images, strict=True)
         },
     }
-    if baseline_model is None:
+    same_file = getattr(getattr(baseline_model, "loaded_from", None), "filepath", 0) == getattr(
+        getattr(model, "loaded_from", None), "filepath", 1
+    )
+    if same_file:
+        logger.info("The baseline is the model under evaluation: no separate baseline row.")
+    elif baseline_model is None:
         logger.warning(
             "No plain U-Net baseline model: the comparison leaves it out. Train it with "
             "`kedro run --pipeline training --env baseline`."
@@ -354,7 +368,7 @@ def compare_methods(
         rows.append(
             {
                 "method": method,
-                "description": METHOD_NAMES[method],
+                "description": _label(method, params),
                 "images": int(overall["images"]),
                 **{s: float(overall[s]) for s in _TABLE_SCORES},
             }
@@ -435,7 +449,7 @@ def plot_comparison_panels(
     examples = _pick_examples(
         split, methods["attention_unet"][0], int(figures["per_modality"]), int(figures["seed"])
     )
-    titles = ["original", *[METHOD_NAMES[m].split(" (")[0] for m in methods], "ground truth"]
+    titles = ["original", *[_label(m, params).split(" (")[0] for m in methods], "ground truth"]
     size = float(figures["panel_inches"])
     figure = matplotlib.figure.Figure(
         figsize=(size * len(titles), size * max(1, len(examples))), dpi=int(figures["dpi"])

@@ -54,7 +54,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 segment_test_with_baselines,
-                inputs=[*_DATA, "baseline_model", "params:evaluation"],
+                inputs=[*_DATA, "trained_model", "baseline_model", "params:evaluation"],
                 outputs="baseline_probabilities",
                 name="segment_test_with_baselines",
             ),
