@@ -114,11 +114,16 @@ def folder_run(images: dict[str, np.ndarray], scratch: Path) -> dict:
         "--params",
         f"inference_input={folder},inference_output={out}",
     ]
-    environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
+    environment = {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "1",
+        "DO_NOT_TRACK": "1",
+        "COLUMNS": "200",  # one log line per node time
+    }
     result = run_measured(command, PROJECT, environment, PROJECT / "benchmark_inference.log")
     if result["returncode"] != 0:
         sys.exit(f"{' '.join(command)} failed:\n{result['log'][-3000:]}")
-    log = re.sub(r"\s+", " ", result["log"])
+    log = re.sub(r"\s+", " ", re.sub(r"\S+\.py:\d+", " ", result["log"]))
     nodes = {m[0]: float(m[1]) for m in re.findall(r"Node '(\w+)' took\s+([\d.]+) s", log)}
     pixels = sum(image.shape[0] * image.shape[1] for image in images.values())
     return {**result, "nodes": nodes, "megapixels": pixels / 1e6}
