@@ -128,6 +128,8 @@ def test_default_run_trains_and_tracks_everything_in_mlflow(project):
     history = client.get_metric_history(run.info.run_id, "epoch.val_miou_pooled")
     assert [m.step for m in history] == [1, 2]
     assert "best.val_nucleus_iou_pooled" in run.data.metrics
+    split = pd.read_csv(next((project / "data/03_primary/data_split.csv").glob("*/*.csv")))
+    assert run.data.metrics["data.train_images"] == (split["split"] == "train").sum()
     assert 0.0 <= run.data.metrics["test.dsb_score"] <= 1.0
     per_modality = pd.read_csv(
         next((project / "data/08_reporting/evaluation_per_modality.csv").glob("*/*.csv"))

@@ -10,6 +10,7 @@ from nucleus_segmentation import bundle
 from nucleus_segmentation.pipelines.training import nodes
 from nucleus_segmentation.pipelines.training.nodes import (
     compute_class_weights,
+    describe_training_data,
     plot_training_curves,
     train_segmentation_model,
 )
@@ -53,6 +54,22 @@ PARAMS = {
     "resume": True,
 }
 AUGMENTATION = {"copies_per_image": 1, "transforms": {"output_size": 16}}
+
+
+def test_training_data_size_counts_splits_and_samples_per_epoch():
+    _, augmented, split = _data()
+    split.loc[3, "split"] = "test"
+    offline = describe_training_data(augmented, split, PARAMS, AUGMENTATION)
+    assert {k: v["value"] for k, v in offline.items()} == {
+        "train_images": 2.0,
+        "validation_images": 1.0,
+        "test_images": 1.0,
+        "train_samples": 2.0,  # the stored augmented copies
+    }
+    online = describe_training_data(
+        augmented, split, {**PARAMS, "augmentation_mode": "online"}, {"copies_per_image": 5}
+    )
+    assert online["train_samples"] == {"value": 10.0, "step": 0}
 
 
 def test_class_weights_use_training_masks_only():

@@ -56,6 +56,25 @@ def compute_class_weights(
     return result
 
 
+def describe_training_data(
+    augmented: Mapping[str, np.ndarray],
+    split: pd.DataFrame,
+    params: Mapping[str, Any],
+    augmentation_params: Mapping[str, Any],
+) -> dict[str, dict]:
+    """How much data the run learns and validates from, as MLflow metrics (``data.<name>``),
+    so runs on the sample and on the full set are told apart in the MLflow UI: images per
+    split and the training samples an epoch passes over (the stored augmented copies when
+    ``augmentation_mode`` is ``offline``; as many crops drawn afresh when ``online``)."""
+    counts = {f"{name}_images": len(_ids(split, name)) for name in ("train", "validation", "test")}
+    if params["augmentation_mode"] == "offline":
+        counts["train_samples"] = len(bundle.sample_ids(augmented))
+    else:
+        copies = int(augmentation_params["copies_per_image"])
+        counts["train_samples"] = counts["train_images"] * copies
+    return {name: {"value": float(value), "step": 0} for name, value in counts.items()}
+
+
 def _training_batches(augmented, preprocessed, split, params, augmentation_params, steps):
     seed, batch = int(params["seed"]), int(params["batch_size"])
     mode = params["augmentation_mode"]

@@ -4,6 +4,7 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from nucleus_segmentation.pipelines.training.nodes import (
     compute_class_weights,
+    describe_training_data,
     log_model_to_mlflow,
     plot_training_curves,
     train_segmentation_model,
@@ -18,6 +19,17 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["preprocessed_images", "data_split", "params:training"],
                 outputs="class_weights",
                 name="compute_class_weights",
+            ),
+            node(
+                describe_training_data,
+                inputs=[
+                    "augmented_images",
+                    "data_split",
+                    "params:training",
+                    "params:augmentation",
+                ],
+                outputs="training_data_size",
+                name="describe_training_data",
             ),
             node(
                 train_segmentation_model,
