@@ -100,9 +100,25 @@ def test_cli_unusable_input_exits_nonzero_naming_the_file(project):
     empty = project / "empty.zip"
     zipfile.ZipFile(empty, "w").close()
     result = _cli(project, "--pipeline", "ingestion", "--params", f"raw_data={empty}")
-    assert result.returncode != 0
-    assert "empty.zip: zip archive contains no DSB image folders" in result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "Error: dsb_raw: " in result.stderr
+    assert "empty.zip: zip archive contains no DSB image folders" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
     assert not list((project / "data").glob("02_intermediate/*/*"))
+
+
+def test_cli_inference_without_a_model_or_folder_says_what_is_missing(project):
+    args = ("--pipeline", "inference", "--params")
+    no_model = _cli(project, *args, f"inference_input={project / EXAMPLES}")
+    assert no_model.returncode == 1
+    assert "attention_unet.keras: no saved model yet" in no_model.stderr
+    assert "kedro run --pipeline training" in no_model.stderr
+    missing = project / "no such folder"
+    no_folder = _cli(project, *args, f"inference_input={missing}")
+    assert no_folder.returncode == 1
+    assert f"{missing}: image folder does not exist" in no_folder.stderr
+    for result in (no_model, no_folder):
+        assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_default_run_trains_and_tracks_everything_in_mlflow(project):

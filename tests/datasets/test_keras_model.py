@@ -3,9 +3,10 @@
 import keras
 import numpy as np
 import pytest
-from kedro.io.core import DatasetError, Version
+from kedro.io.core import Version
 
 from nucleus_segmentation.datasets import KerasModelDataset
+from nucleus_segmentation.datasets.errors import InputDatasetError
 
 
 def _model():
@@ -18,7 +19,7 @@ def test_optional_model_loads_as_none_until_one_is_saved(tmp_path):
     optional = KerasModelDataset(filepath=path, version=Version(None, None), allow_missing=True)
     assert optional.load() is None
     required = KerasModelDataset(filepath=path, version=Version(None, None))
-    with pytest.raises(DatasetError):
+    with pytest.raises(InputDatasetError, match=r"baseline.keras: no saved model yet .*training"):
         required.load()
     model = _model()
     KerasModelDataset(filepath=path, version=Version(None, "2026-01-01T00.00.00.000Z")).save(model)
@@ -27,3 +28,12 @@ def test_optional_model_loads_as_none_until_one_is_saved(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     assert loaded.loaded_from.version == "2026-01-01T00.00.00.000Z"
     assert loaded.loaded_from.filepath.endswith("2026-01-01T00.00.00.000Z/baseline.keras")
+
+
+def test_a_pinned_version_that_does_not_exist_is_named(tmp_path):
+    path = str(tmp_path / "model.keras")
+    saved = KerasModelDataset(filepath=path, version=Version(None, "2026-01-01T00.00.00.000Z"))
+    saved.save(_model())
+    pinned = KerasModelDataset(filepath=path, version=Version("2026-02-02T00.00.00.000Z", None))
+    with pytest.raises(InputDatasetError, match="2026-02-02T00.00.00.000Z/model.keras: not a"):
+        pinned.load()

@@ -20,13 +20,14 @@ import numpy as np
 import pandas as pd
 from kedro.io.core import AbstractDataset, DatasetError
 
+from nucleus_segmentation.datasets.errors import InputDatasetError
 from nucleus_segmentation.imaging.codec import InvalidImageError, decode_image
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-class DSBSourceError(DatasetError):
+class DSBSourceError(InputDatasetError):
     """The raw data as a whole cannot be used (missing, empty, unsafe archive)."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from kedro.io.core import AbstractDataset, DatasetError
 
+from nucleus_segmentation.datasets.errors import InputDatasetError
 from nucleus_segmentation.imaging.codec import InvalidImageError, decode_image
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class ImageFolderDataset(AbstractDataset[None, ImageFolder]):
     def load(self) -> ImageFolder:
         if not self._path.is_dir():
             problem = "is not a folder" if self._path.exists() else "does not exist"
-            raise DatasetError(
+            raise InputDatasetError(
                 f"{self._path}: image folder {problem} (give one with "
                 "kedro run --pipeline inference --params inference_input=<folder>)"
             )

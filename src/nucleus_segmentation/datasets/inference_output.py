@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
 
+from nucleus_segmentation.datasets.errors import InputDatasetError
 from nucleus_segmentation.imaging.codec import encode_png
 
 MANIFEST = "manifest.json"
@@ -72,7 +73,7 @@ class InferenceOutputDataset(AbstractVersionedDataset[Mapping[str, Any], Path]):
         metadata: free-form (kedro-viz layer).
         """
         if label_format not in LABEL_SUFFIXES:
-            raise DatasetError(
+            raise InputDatasetError(
                 f"InferenceOutputDataset: label_format {label_format!r}, use one of "
                 f"{sorted(LABEL_SUFFIXES)}"
             )
@@ -107,7 +108,7 @@ class InferenceOutputDataset(AbstractVersionedDataset[Mapping[str, Any], Path]):
             temporary = root / f".{version}.{uuid.uuid4().hex[:8]}.partial"
             temporary.mkdir()
         except OSError as exc:
-            raise DatasetError(
+            raise InputDatasetError(
                 f"{root}: cannot create the inference output folder ({exc})"
             ) from exc
         try:
@@ -116,14 +117,16 @@ class InferenceOutputDataset(AbstractVersionedDataset[Mapping[str, Any], Path]):
             os.rename(temporary, target)
         except OSError as exc:
             shutil.rmtree(temporary, ignore_errors=True)
-            raise DatasetError(f"{target}: could not write the inference result ({exc})") from exc
+            raise InputDatasetError(
+                f"{target}: could not write the inference result ({exc})"
+            ) from exc
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
 
     def _refuse_existing(self, target: Path) -> None:
         if target.exists():
-            raise DatasetError(
+            raise InputDatasetError(
                 f"{target} already exists: an inference result is never overwritten. Run "
                 "again for a new timestamp, or choose another folder with "
                 "--params inference_output=<folder>."

@@ -11,6 +11,8 @@ from typing import Any
 
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
 
+from nucleus_segmentation.datasets.errors import InputDatasetError
+
 
 @dataclass(frozen=True)
 class ModelSource:
@@ -55,13 +57,19 @@ class KerasModelDataset(AbstractVersionedDataset[Any, Any]):
 
         import nucleus_segmentation.model  # noqa: F401  (registers the custom layers)
 
-        if self._allow_missing and not self._exists():
-            return None
+        if not self._exists():
+            if self._allow_missing:
+                return None
+            if self._version is None or self._version.load is None:
+                raise InputDatasetError(
+                    f"{self._filepath}: no saved model yet (train one with "
+                    "kedro run --pipeline training)"
+                )
         path = str(self._get_load_path())
         try:
             model = keras.saving.load_model(path, safe_mode=True)
         except (OSError, ValueError) as exc:
-            raise DatasetError(f"{path}: not a loadable .keras model ({exc})") from exc
+            raise InputDatasetError(f"{path}: not a loadable .keras model ({exc})") from exc
         model.loaded_from = ModelSource(path, self.resolve_load_version(), _sha256(Path(path)))
         return model
 

@@ -21,6 +21,8 @@ from kedro.io.core import (
     get_protocol_and_path,
 )
 
+from nucleus_segmentation.datasets.errors import InputDatasetError
+
 
 class NpzDataset(AbstractVersionedDataset[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]):
     """Saves ``dict[str, np.ndarray]`` as one ``.npz`` (a zip of ``.npy`` members) and loads
@@ -70,7 +72,7 @@ class NpzDataset(AbstractVersionedDataset[Mapping[str, np.ndarray], Mapping[str,
         self._save_args = {**self.DEFAULT_SAVE_ARGS, **(save_args or {})}
         unknown = set(self._save_args) - {"compresslevel"}
         if unknown:
-            raise DatasetError(f"NpzDataset({filepath}): unknown save_args {sorted(unknown)}")
+            raise InputDatasetError(f"NpzDataset({filepath}): unknown save_args {sorted(unknown)}")
         super().__init__(
             filepath=PurePosixPath(path),
             version=version,
@@ -86,7 +88,7 @@ class NpzDataset(AbstractVersionedDataset[Mapping[str, np.ndarray], Mapping[str,
             with self._fs.open(load_path, "rb") as stream:
                 return np.load(io.BytesIO(stream.read()), allow_pickle=False)
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise DatasetError(f"{load_path}: not a readable .npz file ({exc})") from exc
+            raise InputDatasetError(f"{load_path}: not a readable .npz file ({exc})") from exc
 
     def save(self, data: Mapping[str, np.ndarray]) -> None:
         if not isinstance(data, Mapping):

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from nucleus_segmentation.errors import ParameterError
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -50,7 +52,7 @@ class AugmentConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(params) - known
         if unknown:
-            raise ValueError(
+            raise ParameterError(
                 f"unknown augmentation parameter(s) {sorted(unknown)}; known: {sorted(known)}"
             )
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}

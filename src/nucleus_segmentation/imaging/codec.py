@@ -5,8 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from nucleus_segmentation.errors import InputProblem
 
-class InvalidImageError(ValueError):
+
+class InvalidImageError(ValueError, InputProblem):
     """An image or mask that cannot be used; ``name`` is the file, ``problem`` says why."""
 
     def __init__(self, name: str, problem: str) -> None:

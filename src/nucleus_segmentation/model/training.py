@@ -19,6 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.augment import AugmentConfig, augment_sample, sample_rng
 from nucleus_segmentation.model.metrics import evaluate_segmentation
 from nucleus_segmentation.model.predict import predict_probabilities, to_network_input
@@ -117,7 +118,7 @@ def make_optimizer(params: Mapping[str, Any], total_steps: int) -> keras.optimiz
     """
     name = str(params["name"]).lower()
     if name not in ("adam", "sgd"):
-        raise ValueError(f"unknown optimizer {name!r}: use 'adam' or 'sgd'")
+        raise ParameterError(f"unknown optimizer {name!r}: use 'adam' or 'sgd'")
     schedule_name = str(params.get("schedule") or ("poly" if name == "sgd" else "constant"))
     rate: float | keras.optimizers.schedules.LearningRateSchedule = float(params["learning_rate"])
     if schedule_name == "poly":
@@ -128,7 +129,9 @@ def make_optimizer(params: Mapping[str, Any], total_steps: int) -> keras.optimiz
             power=float(params.get("poly_power", 0.99)),
         )
     elif schedule_name != "constant":
-        raise ValueError(f"unknown learning-rate schedule {schedule_name!r}: use constant or poly")
+        raise ParameterError(
+            f"unknown learning-rate schedule {schedule_name!r}: use constant or poly"
+        )
     decay = float(params.get("weight_decay") or 0.0) or None
     clipnorm = params.get("clipnorm")
     if name == "adam":

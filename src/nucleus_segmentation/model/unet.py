@@ -33,6 +33,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.model.layers import ASPP, AttentionFusion, LocalResponseNormalization
 
 ATTENTIONS = ("sap", "gap", "none")
@@ -97,31 +98,33 @@ class UNetConfig:
         }
         for key, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+                raise ParameterError(f"{key} must be a positive integer, got {value!r}")
         if self.attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+            raise ParameterError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         for key in ("channel_expansion", "aspp", "lrn"):
             if not isinstance(getattr(self, key), bool):
-                raise ValueError(f"{key} must be true or false, got {getattr(self, key)!r}")
+                raise ParameterError(f"{key} must be true or false, got {getattr(self, key)!r}")
         if len(grid) != 2 or not all(isinstance(v, int) and 1 <= v <= 7 for v in grid):
-            raise ValueError(f"sap_grid must be two integers in 1..7, got {self.sap_grid!r}")
+            raise ParameterError(f"sap_grid must be two integers in 1..7, got {self.sap_grid!r}")
         if not self.aspp_rates or not all(isinstance(r, int) and r >= 1 for r in self.aspp_rates):
-            raise ValueError(f"aspp_rates must be positive integers, got {self.aspp_rates!r}")
+            raise ParameterError(f"aspp_rates must be positive integers, got {self.aspp_rates!r}")
         if self.aspp_filters is not None and (
             not isinstance(self.aspp_filters, int) or self.aspp_filters < 1
         ):
-            raise ValueError(f"aspp_filters must be a positive integer, got {self.aspp_filters!r}")
+            raise ParameterError(
+                f"aspp_filters must be a positive integer, got {self.aspp_filters!r}"
+            )
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {self.num_classes!r}")
+            raise ParameterError(f"num_classes must be an integer >= 2, got {self.num_classes!r}")
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None) -> UNetConfig:
-        """Config from a parameters dict (``params:model``); unknown keys raise ValueError."""
+        """Config from a parameters dict (``params:model``); unknown keys raise ParameterError."""
         params = dict(params or {})
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(params) - known)
         if unknown:
-            raise ValueError(f"unknown model parameters {unknown}; known: {sorted(known)}")
+            raise ParameterError(f"unknown model parameters {unknown}; known: {sorted(known)}")
         return cls(**params)
 
     @classmethod

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from nucleus_segmentation import bundle
+from nucleus_segmentation.errors import DataProblem
 from nucleus_segmentation.imaging.augment import AugmentConfig, augment_sample, sample_rng
 from nucleus_segmentation.imaging.masks import labels_to_mask
 from nucleus_segmentation.parallel import parallel_map
@@ -51,7 +52,7 @@ def augment_training_images(
     seed, copies = int(params["seed"]), int(params["copies_per_image"])
     train_ids = split.loc[split["split"] == "train", "image_id"].tolist()
     if not train_ids:
-        raise ValueError("the split has no training image to augment")
+        raise DataProblem("the split has no training image to augment")
     tasks = (
         (image_id, preprocessed[f"{image_id}/image"], preprocessed[f"{image_id}/labels"])
         for image_id in train_ids

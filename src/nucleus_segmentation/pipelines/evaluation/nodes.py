@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from skimage.segmentation import find_boundaries
 
+from nucleus_segmentation.errors import DataProblem, ParameterError
 from nucleus_segmentation.imaging.instances import score_separations, separate_instances
 from nucleus_segmentation.imaging.matching import detection_scores, dsb_score
 from nucleus_segmentation.imaging.threshold import multilevel_segment, otsu_segment
@@ -92,7 +93,7 @@ def predict_test_images(
     unknown = [name for name in names if name not in tta["variants"]]
     if unknown:
         known = list(tta["variants"])
-        raise ValueError(f"evaluation.tta: no variant named {unknown}; known: {known}")
+        raise ParameterError(f"evaluation.tta: no variant named {unknown}; known: {known}")
     results = {}
     for name in names:
         results[name] = dict(
@@ -126,7 +127,7 @@ def tune_instance_separation(
     ]
     items = [(p, preprocessed[f"{image_id}/labels"]) for image_id, p in probabilities.items()]
     if not items:
-        raise ValueError("the validation split is empty: nothing to tune post-processing on")
+        raise DataProblem("the validation split is empty: nothing to tune post-processing on")
     scores = np.array(
         list(
             parallel_map(
@@ -254,7 +255,7 @@ def evaluate_test_predictions(
         if name == use:
             chosen = per_image, per_modality, overall
     if chosen is None:
-        raise ValueError(f"test predictions of the variant in use ({use!r}) are missing")
+        raise ParameterError(f"test predictions of the variant in use ({use!r}) are missing")
     per_image, per_modality, overall = chosen
     metrics = {str(k): {"value": float(v), "step": 0} for k, v in overall.items()}
     logger.info(

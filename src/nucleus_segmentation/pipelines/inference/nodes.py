@@ -15,6 +15,7 @@ import pandas as pd
 
 import nucleus_segmentation
 from nucleus_segmentation.datasets.image_folder import ImageFolder
+from nucleus_segmentation.errors import DataProblem, ParameterError
 from nucleus_segmentation.imaging.codec import InvalidImageError
 from nucleus_segmentation.imaging.geometry import resize_image
 from nucleus_segmentation.imaging.instances import separate_instances
@@ -80,7 +81,7 @@ def segment_images(
         )
     if not labels:
         found = f"{len(problems)} image file(s), none readable" if problems else "no image file"
-        raise ValueError(
+        raise DataProblem(
             f"{images.path}: no usable image ({found}; PNG, TIFF or JPEG, 8- or 16-bit)"
             + "".join(f"\n  {p['file']}: {p['problem']}" for p in problems[:10])
         )
@@ -183,7 +184,7 @@ def _check_settings(params: Mapping[str, Any]) -> dict[str, Any]:
         problems.append(f"tta.flips must be a non-empty subset of {sorted(FLIPS)}, got {flips}")
     contour_colour(params["overlay"]["colour"], params["overlay"]["mode"])
     if problems:
-        raise ValueError("params:inference: " + "; ".join(problems))
+        raise ParameterError("params:inference: " + "; ".join(problems))
     return {
         "scale": scale,
         "tile_size": tile_size,
@@ -201,7 +202,7 @@ def _check_settings(params: Mapping[str, Any]) -> dict[str, Any]:
 def _check_postprocessing(postprocessing: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(postprocessing) - set(POSTPROCESSING_KEYS))
     if unknown:
-        raise ValueError(
+        raise DataProblem(
             f"instance_postprocessing has unknown keys {unknown}; expected {POSTPROCESSING_KEYS}"
         )
     return dict(postprocessing)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from nucleus_segmentation import bundle
 from nucleus_segmentation.datasets.dsb import DSBSource, RawSample
+from nucleus_segmentation.errors import InputProblem, ParameterError
 from nucleus_segmentation.imaging.codec import InvalidImageError
 from nucleus_segmentation.imaging.colour import classify_modality, drop_alpha
 from nucleus_segmentation.imaging.masks import (
@@ -40,7 +41,7 @@ METADATA_COLUMNS = [
 REJECTED_COLUMNS = ["image_id", "file", "problem", "action"]
 
 
-class IngestionError(RuntimeError):
+class IngestionError(RuntimeError, InputProblem):
     """No usable image in the raw data: the run must stop."""
 
 
@@ -149,9 +150,9 @@ def split_by_modality(metadata: pd.DataFrame, params: Mapping[str, Any]) -> pd.D
     """
     ratios = {name: float(value) for name, value in params["ratios"].items()}
     if set(ratios) != {"train", "validation", "test"} or min(ratios.values()) < 0:
-        raise ValueError(f"split ratios need train, validation, test >= 0; got {ratios}")
+        raise ParameterError(f"split ratios need train, validation, test >= 0; got {ratios}")
     if abs(sum(ratios.values()) - 1.0) > 1e-6:
-        raise ValueError(f"split ratios must sum to 1, got {sum(ratios.values())}")
+        raise ParameterError(f"split ratios must sum to 1, got {sum(ratios.values())}")
     column = params.get("stratify_by", "modality")
     rng = np.random.default_rng(int(params["seed"]))
     parts = []

@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from nucleus_segmentation import bundle
+from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.augment import AugmentConfig
 from nucleus_segmentation.model.losses import (
     PixelWeightedCrossEntropy,
@@ -99,7 +100,7 @@ def _training_batches(augmented, preprocessed, split, params, augmentation_param
             workers=int(params.get("online_workers", 2)),
         )
         return feeder, len(ids) * int(augmentation_params["copies_per_image"])
-    raise ValueError(f"unknown augmentation_mode {mode!r}: use 'offline' or 'online'")
+    raise ParameterError(f"unknown augmentation_mode {mode!r}: use 'offline' or 'online'")
 
 
 def _fingerprint(params, augmentation_params, split, samples) -> str:
