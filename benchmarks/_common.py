@@ -4,7 +4,9 @@ marked section of docs/benchmarks.md."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,6 +48,37 @@ def run_measured(command: list[str], cwd: Path, env: dict, log_path: Path) -> di
         "returncode": process.returncode,
         "log": log_path.read_text(),
     }
+
+
+def kedro_run(
+    pipeline: str, *args: str, log_path: Path, cwd: Path = PROJECT, env: dict | None = None
+) -> dict:
+    """``python -m kedro run --pipeline <pipeline> <args>`` under :func:`run_measured`, with
+    telemetry off and wide log lines (one line per node time, which the scripts parse); ends
+    the script with the log's tail when the run fails."""
+    command = [sys.executable, "-m", "kedro", "run", "--pipeline", pipeline, *args]
+    environment = {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "1",
+        "DO_NOT_TRACK": "1",
+        "COLUMNS": "200",
+        **(env or {}),
+    }
+    result = run_measured(command, cwd, environment, log_path)
+    if result["returncode"] != 0:
+        sys.exit(
+            f"{' '.join(command)} failed (exit {result['returncode']}):\n{result['log'][-3000:]}"
+        )
+    return result
+
+
+def latest_version(folder: Path, name: str, hint: str) -> Path:
+    """The newest version ``folder/name/<version>/name`` of a versioned file; ends the script
+    naming the folder and ``hint`` (what to run first) when there is none."""
+    versions = sorted((folder / name).glob(f"*/{name}"))
+    if not versions:
+        sys.exit(f"{folder / name}: no version yet; {hint}")
+    return versions[-1]
 
 
 def write_section(name: str, title: str, body: str, output: Path = BENCHMARKS_MD) -> str:

@@ -12,16 +12,14 @@ between the ``data_processing`` markers.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import psutil
-from _common import PROJECT, run_measured, write_section
+from _common import PROJECT, kedro_run, write_section
 
 NODE_TIME = re.compile(r"Node '(\w+)' took ([\d.]+) s")
 
@@ -33,27 +31,15 @@ def run(raw_data: str, copies: int, workdir: Path) -> dict:
     shutil.copy(PROJECT / "pyproject.toml", workdir / "pyproject.toml")
     shutil.copy(PROJECT / ".telemetry", workdir / ".telemetry")
     raw = str(Path(raw_data).resolve())
-    command = [
-        sys.executable,
-        "-m",
-        "kedro",
-        "run",
-        "--pipeline",
+    result = kedro_run(
         "data_processing",
         "--params",
         f"raw_data={raw},augmentation.copies_per_image={copies}",
-    ]
-    env = {
-        **os.environ,
-        "KEDRO_DISABLE_TELEMETRY": "1",
-        "DO_NOT_TRACK": "1",
-        "COLUMNS": "200",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
-    }
-    result = run_measured(command, workdir, env, workdir / "run.log")
+        log_path=workdir / "run.log",
+        cwd=workdir,
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"},
+    )
     text, wall, peak = result["log"], result["wall"], result["peak"]
-    if result["returncode"] != 0:
-        sys.exit(f"kedro run failed (exit {result['returncode']}):\n{text[-3000:]}")
     nodes = {name: float(seconds) for name, seconds in NODE_TIME.findall(text)}
     counts = re.search(r"Split: (\{.*?\})", text)
     return {

@@ -11,24 +11,18 @@ docs/benchmarks.md from the latest versioned reports in data/08_reporting.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
-from _common import PROJECT, run_measured, write_section
+from _common import PROJECT, kedro_run, latest_version, write_section
 
 REPORTS = PROJECT / "data" / "08_reporting"
-COMMAND = [sys.executable, "-m", "kedro", "run", "--pipeline", "evaluation"]
 
 
 def latest(name: str) -> Path:
     """The newest version of a versioned report file."""
-    versions = sorted((REPORTS / name).glob(f"*/{name}"))
-    if not versions:
-        sys.exit(f"{REPORTS / name}: no version yet; run `kedro run --pipeline evaluation` first")
-    return versions[-1]
+    return latest_version(REPORTS, name, "run `kedro run --pipeline evaluation` first")
 
 
 def table(frame: pd.DataFrame, columns: dict[str, str], percent: set[str]) -> str:
@@ -67,15 +61,7 @@ def main() -> None:
         log = log_path.read_text() if log_path.exists() else ""
         wall, peak = args.wall, args.peak_gib
     else:
-        environment = {
-            **os.environ,
-            "KEDRO_DISABLE_TELEMETRY": "1",
-            "DO_NOT_TRACK": "1",
-            "COLUMNS": "200",  # one log line per node time
-        }
-        result = run_measured(COMMAND, PROJECT, environment, log_path)
-        if result["returncode"] != 0:
-            sys.exit(f"{' '.join(COMMAND)} failed:\n{result['log'][-3000:]}")
+        result = kedro_run("evaluation", log_path=log_path)
         log, wall, peak = result["log"], result["wall"], result["peak"] / 2**30
     times = node_times(log)
     timing = "\n".join(
@@ -104,8 +90,9 @@ def main() -> None:
     percent = {"pa_pooled", "mpa_pooled", "miou_pooled", "nucleus_iou_pooled", "miou_per_image"}
     body = "\n\n".join(
         [
-            f"Command: `python benchmarks/bench_evaluation.py` (runs `{' '.join(COMMAND[2:])}`"
-            " on the latest full-data models), or `--report-only`. Held-out test split of "
+            "Command: `python benchmarks/bench_evaluation.py` (runs `kedro run --pipeline "
+            "evaluation` on the latest full-data models), or `--report-only`. "
+            "Held-out test split of "
             f"stage1_train ({int(comparison['images'].iloc[0])} images, never trained or tuned "
             "on), preprocessed 512x512 scale; pixel scores in %, pooled over the test pixels "
             "unless marked per image.",

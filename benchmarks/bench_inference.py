@@ -15,7 +15,6 @@ import os
 import re
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
-from _common import PROJECT, run_measured, write_section  # noqa: E402
+from _common import PROJECT, kedro_run, latest_version, write_section  # noqa: E402
 from kedro.io.core import Version  # noqa: E402
 from kedro_datasets.json import JSONDataset  # noqa: E402
 
@@ -40,10 +39,7 @@ LATEST = Version(None, None)
 
 
 def latest_file(folder: str, name: str) -> Path:
-    versions = sorted((PROJECT / folder / name).glob(f"*/{name}"))
-    if not versions:
-        sys.exit(f"{PROJECT / folder / name}: no version yet (see this script's docstring)")
-    return versions[-1]
+    return latest_version(PROJECT / folder, name, "see this script's docstring")
 
 
 def test_images() -> dict[str, np.ndarray]:
@@ -104,25 +100,12 @@ def per_image_seconds(images: dict[str, np.ndarray], scratch: Path, count: int =
 def folder_run(images: dict[str, np.ndarray], scratch: Path) -> dict:
     folder, out = scratch / "folder", scratch / "out"
     write_folder(images, folder)
-    command = [
-        sys.executable,
-        "-m",
-        "kedro",
-        "run",
-        "--pipeline",
+    result = kedro_run(
         "inference",
         "--params",
         f"inference_input={folder},inference_output={out}",
-    ]
-    environment = {
-        **os.environ,
-        "KEDRO_DISABLE_TELEMETRY": "1",
-        "DO_NOT_TRACK": "1",
-        "COLUMNS": "200",  # one log line per node time
-    }
-    result = run_measured(command, PROJECT, environment, PROJECT / "benchmark_inference.log")
-    if result["returncode"] != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{result['log'][-3000:]}")
+        log_path=PROJECT / "benchmark_inference.log",
+    )
     log = re.sub(r"\s+", " ", re.sub(r"\S+\.py:\d+", " ", result["log"]))
     nodes = {m[0]: float(m[1]) for m in re.findall(r"Node '(\w+)' took\s+([\d.]+) s", log)}
     pixels = sum(image.shape[0] * image.shape[1] for image in images.values())

@@ -15,25 +15,17 @@ the "training" section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from datetime import datetime
 
 import mlflow
-from _common import PROJECT, run_measured, write_section
+from _common import PROJECT, kedro_run, write_section
 
 RUNS = {"attention U-Net (SAP + CE + ASPP)": "local", "plain U-Net baseline": "baseline"}
 
 
 def train(env: str) -> dict:
-    command = [sys.executable, "-m", "kedro", "run", "--pipeline", "training"]
-    if env != "local":
-        command += ["--env", env]
-    environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
-    result = run_measured(command, PROJECT, environment, PROJECT / f"benchmark_training_{env}.log")
-    if result["returncode"] != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{result['log'][-3000:]}")
-    return result
+    extra = [] if env == "local" else ["--env", env]
+    return kedro_run("training", *extra, log_path=PROJECT / f"benchmark_training_{env}.log")
 
 
 FULL_DATA_TRAIN_IMAGES = 200  # the embedded sample has 20 training images, stage1_train 464
