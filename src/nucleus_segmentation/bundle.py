@@ -8,11 +8,9 @@ bundle, a loaded bundle reads arrays only when asked, and insertion order is kep
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
-
-FIELDS = ("image", "labels", "mask")
 
 
 def pack(samples: Iterable[tuple[str, Mapping[str, np.ndarray]]]) -> dict[str, np.ndarray]:
@@ -26,6 +24,18 @@ def pack(samples: Iterable[tuple[str, Mapping[str, np.ndarray]]]) -> dict[str, n
     return bundle
 
 
+def field(bundle: Mapping[str, np.ndarray], sample_id: str, name: str) -> np.ndarray:
+    """One field (``image``, ``labels`` or ``mask``) of one sample.
+
+    Raises:
+        KeyError: naming the sample and field when the bundle has no such array.
+    """
+    try:
+        return bundle[f"{sample_id}/{name}"]
+    except KeyError:
+        raise KeyError(f"bundle has no {name!r} for sample {sample_id!r}") from None
+
+
 def sample_ids(bundle: Mapping[str, np.ndarray]) -> list[str]:
     """Ids in bundle order, each once."""
     return list(dict.fromkeys(key.rsplit("/", 1)[0] for key in bundle))
@@ -35,13 +45,3 @@ def get_sample(bundle: Mapping[str, np.ndarray], sample_id: str) -> dict[str, np
     """{field: array} of one sample."""
     prefix = f"{sample_id}/"
     return {key[len(prefix) :]: bundle[key] for key in bundle if key.startswith(prefix)}
-
-
-def iter_samples(bundle: Mapping[str, np.ndarray]) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
-    """(sample_id, {field: array}) for every sample, in bundle order, reading one at a time."""
-    fields_by_id: dict[str, list[str]] = {}
-    for key in bundle:
-        sample_id, field = key.rsplit("/", 1)
-        fields_by_id.setdefault(sample_id, []).append(field)
-    for sample_id, fields in fields_by_id.items():
-        yield sample_id, {field: bundle[f"{sample_id}/{field}"] for field in fields}

@@ -8,7 +8,7 @@ from nucleus_segmentation.pipelines.ingestion.nodes import (
     IngestionError,
     encode_instances_as_rle,
     ingest_dsb_images,
-    split_by_modality,
+    split_by_acquisition,
 )
 from tests.conftest import disk, write_sample
 
@@ -91,20 +91,20 @@ SPLIT = {
 
 def test_split_is_stratified_seeded_and_covers_rare_modalities():
     metadata = _metadata({"fluorescence": 50, "stained": 10, "brightfield": 3})
-    split = split_by_modality(metadata, SPLIT)
+    split = split_by_acquisition(metadata, SPLIT)
     table = pd.crosstab(split["modality"], split["split"])
     assert table.loc["fluorescence"].tolist() == [10, 30, 10]  # columns: test, train, validation
     assert table.loc["stained"].tolist() == [2, 6, 2]
     assert table.loc["brightfield"].tolist() == [1, 1, 1]
     pd.testing.assert_frame_equal(
-        split, split_by_modality(metadata.sample(frac=1, random_state=1), SPLIT)
+        split, split_by_acquisition(metadata.sample(frac=1, random_state=1), SPLIT)
     )
-    other = split_by_modality(metadata, {**SPLIT, "seed": 4})
+    other = split_by_acquisition(metadata, {**SPLIT, "seed": 4})
     assert not other["split"].equals(split["split"])
 
 
 def test_split_ratios_are_validated():
     with pytest.raises(ValueError, match="must sum to 1"):
-        split_by_modality(
+        split_by_acquisition(
             _metadata({"x": 4}), {**SPLIT, "ratios": {"train": 0.9, "validation": 0.2, "test": 0.2}}
         )

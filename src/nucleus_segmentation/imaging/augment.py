@@ -23,7 +23,13 @@ class AugmentConfig:
 
     output_size: side of the square output crop.
     crop_scale: (min, max) crop side as a fraction of the shorter image side; the crop is
-        resized to ``output_size``, so values other than output_size / side zoom.
+        resized to ``output_size``, so values other than output_size / side zoom. Used
+        when ``zoom_range`` is None (the paper's protocol on 512x512 images).
+    zoom_range: (min, max) magnification of the crop, drawn log-uniformly: the crop side is
+        ``output_size / zoom`` source pixels (at most the shorter image side), so nuclei keep
+        their size in pixels up to this jitter. For images kept on their own grid (the
+        ``native`` scale policy), where a relative crop would zoom small images in and
+        large ones out.
     flip_probability: chance of a horizontal flip, and independently of a vertical flip.
     gain_range, offset_range: gray perturbation v -> v * gain + offset on the 0..1 scale.
     corner_shift: largest shift of each of the three corners (top-left, top-right,
@@ -34,6 +40,7 @@ class AugmentConfig:
 
     output_size: int = 256
     crop_scale: tuple[float, float] = (0.4, 0.6)
+    zoom_range: tuple[float, float] | None = None
     flip_probability: float = 0.5
     gain_range: tuple[float, float] = (0.8, 1.2)
     offset_range: tuple[float, float] = (-0.2, 0.2)
@@ -56,6 +63,9 @@ class AugmentConfig:
                 f"unknown augmentation parameter(s) {sorted(unknown)}; known: {sorted(known)}"
             )
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+        zoom = values.get("zoom_range")
+        if zoom is not None and (len(zoom) != 2 or not 0 < zoom[0] <= zoom[1]):
+            raise ParameterError(f"zoom_range must be [min, max] with 0 < min <= max, got {zoom}")
         return cls(**values)
 
 
@@ -72,8 +82,13 @@ def _sampling_map(
     height, width = shape
     size = config.output_size
     # Random crop: a square window of the source, later resized to size x size.
-    scale = rng.uniform(*config.crop_scale)
-    side = min(height, width) * scale if config.crop else float(min(height, width))
+    if config.zoom_range is not None:
+        low, high = np.log(config.zoom_range[0]), np.log(config.zoom_range[1])
+        side = size / float(np.exp(rng.uniform(low, high)))
+    else:
+        side = min(height, width) * rng.uniform(*config.crop_scale)
+    if not config.crop:
+        side = float(min(height, width))
     side = max(1.0, min(side, float(min(height, width))))
     x0 = rng.uniform(0.0, width - side) if config.crop else (width - side) / 2
     y0 = rng.uniform(0.0, height - side) if config.crop else (height - side) / 2

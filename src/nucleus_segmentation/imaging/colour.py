@@ -80,3 +80,27 @@ def invert_bright_background(gray: np.ndarray, brightness_threshold: float = 127
     if float(np.median(gray)) > brightness_threshold:
         return 255 - gray
     return gray.copy()
+
+
+PROFILE_COLUMNS = ("gray_mean", "gray_std", "gray_p99", "red_mean", "green_mean", "blue_mean")
+
+
+def intensity_profile(image: np.ndarray) -> dict[str, float]:
+    """What an acquisition looks like, in uint8 gray levels (0..255): the mean, standard
+    deviation and 99th percentile of the gray image, and the mean of each colour channel
+    (all three equal the gray mean for a gray image). Tiles of one acquisition (same
+    instrument, sample and settings) share these closely; other acquisitions rarely do."""
+    image = drop_alpha(to_uint8(image))
+    gray = to_grayscale(image).astype(np.float32)
+    channels = (
+        [float(image[..., c].mean()) for c in range(3)]
+        if image.ndim == 3
+        else [float(gray.mean())] * 3
+    )
+    return dict(
+        zip(
+            PROFILE_COLUMNS,
+            [float(gray.mean()), float(gray.std()), float(np.percentile(gray, 99)), *channels],
+            strict=True,
+        )
+    )

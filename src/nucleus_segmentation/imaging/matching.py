@@ -57,3 +57,22 @@ def detection_scores(truth: np.ndarray, prediction: np.ndarray, threshold: float
     recall = tp / (tp + fn) if tp + fn else float(fp == 0)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
+
+
+def matched_area_errors(
+    truth: np.ndarray, prediction: np.ndarray, threshold: float = 0.5
+) -> np.ndarray:
+    """Signed relative area error ``(predicted - true) / true`` of every true nucleus matched
+    at IoU > ``threshold`` (one value per match; empty when nothing matches). Negative means
+    the predicted outline is too tight, positive too loose."""
+    if threshold < 0.5:
+        raise ValueError("thresholds below 0.5 allow one nucleus to match several")
+    iou = instance_iou(truth, prediction)
+    rows, columns = np.nonzero(iou > threshold)
+    if rows.size == 0:
+        return np.zeros(0, dtype=np.float64)
+    true_ids = np.unique(truth)
+    pred_ids = np.unique(prediction)
+    true_area = np.bincount(np.searchsorted(true_ids, truth.ravel()))[true_ids != 0]
+    pred_area = np.bincount(np.searchsorted(pred_ids, prediction.ravel()))[pred_ids != 0]
+    return (pred_area[columns] - true_area[rows]) / true_area[rows].astype(np.float64)

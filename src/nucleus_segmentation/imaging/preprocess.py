@@ -12,22 +12,27 @@ from nucleus_segmentation.imaging.enhance import equalize_histogram, gaussian_sm
 from nucleus_segmentation.imaging.geometry import resize_image
 
 
-def preprocess_image(image: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+def preprocess_image(
+    image: np.ndarray,
+    params: Mapping[str, Any],
+    size: tuple[int, int] | None = None,
+    interpolation: str = "auto",
+) -> np.ndarray:
     """Raw image (HxW or HxWxC, uint8/uint16) -> preprocessed HxW uint8 network input.
 
-    Steps, each switched by ``params[step]["enabled"]``: grayscale (always: the network takes
-    one channel), ``invert`` bright backgrounds, ``resize`` to ``size`` = [height, width],
-    ``equalize`` (``method`` global or clahe), ``smooth`` (Gaussian ``kernel_size``, ``sigma``).
-    Grayscale is taken before resizing: both are linear, so the order does not change the
-    result, and resizing one channel is three times cheaper.
+    Steps, each but resizing switched by ``params[step]["enabled"]``: grayscale (always: the
+    network takes one channel), ``invert`` bright backgrounds, resize to ``size`` =
+    (height, width) when given (the scale policy of :mod:`nucleus_segmentation.segment`
+    decides it), ``equalize`` (``method`` global or clahe), ``smooth`` (Gaussian
+    ``kernel_size``, ``sigma``). Grayscale is taken before resizing: both are linear, so the
+    order does not change the result, and resizing one channel is three times cheaper.
     """
     gray = to_grayscale(to_uint8(image))
     invert = params["invert"]
     if invert["enabled"]:
         gray = invert_bright_background(gray, invert["brightness_threshold"])
-    resize = params["resize"]
-    if resize["enabled"]:
-        gray = resize_image(gray, tuple(resize["size"]), resize["interpolation"])
+    if size is not None and tuple(size) != gray.shape:
+        gray = resize_image(gray, tuple(size), interpolation)
     equalize = params["equalize"]
     if equalize["enabled"]:
         gray = equalize_histogram(

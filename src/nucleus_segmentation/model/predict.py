@@ -4,8 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
+
+# Test-time flips: the array axes each one reverses.
+FLIPS = {"none": (), "horizontal": (1,), "vertical": (0,), "both": (0, 1)}
+
+
+def output_stride(model) -> int:
+    """Input size / deepest feature map size of a U-Net: 2 ** (its stride-2 poolings).
+
+    Read off the model itself, so a model always gets inputs it can take, whatever the
+    configuration it was trained with. Models without such layers (test doubles) take any
+    size: 1.
+    """
+    strides = 1
+    for layer in getattr(model, "layers", ()):
+        pool = getattr(layer, "strides", None)
+        if type(layer).__name__ == "MaxPooling2D" and tuple(pool or ()) == (2, 2):
+            strides *= 2
+    return strides
 
 
 def to_network_input(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -49,60 +66,3 @@ def predict_probabilities(
                 height, width = images[i].shape[:2]
                 results[i] = probability[:height, :width]
     return results  # type: ignore[return-value]
-
-
-FLIPS = {"none": (), "horizontal": (1,), "vertical": (0,), "both": (0, 1)}
-
-
-def _flip(image: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    return np.flip(image, axes) if axes else image
-
-
-def _rescale(image: np.ndarray, scale: float) -> np.ndarray:
-    """Resize HxW(xK) by ``scale`` (at least 16 px a side); area when shrinking, else linear."""
-    height, width = image.shape[:2]
-    size = (max(16, round(width * scale)), max(16, round(height * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image, size, interpolation=interpolation)
-
-
-def _resize_to(probability: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    if probability.shape[:2] == shape:
-        return probability
-    resized = cv2.resize(probability, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    return resized.reshape(shape + probability.shape[2:])
-
-
-def predict_with_tta(
-    model,
-    images: Sequence[np.ndarray],
-    multiple: int = 16,
-    batch_size: int = 4,
-    scales: Sequence[float] = (1.0,),
-    flips: Sequence[str] = ("none",),
-) -> list[np.ndarray]:
-    """Class probabilities averaged over test-time variants: every scale x every flip.
-
-    Each image is resized by each of ``scales`` (the paper's multi-scale inference uses 0.55
-    to 1.55), flipped by each of ``flips`` (none | horizontal | vertical | both), predicted
-    whole, flipped back and resized back to its own size; the softmax outputs are averaged.
-    ``scales=(1.0,)`` and ``flips=("none",)`` is plain :func:`predict_probabilities`.
-    Returns one HxWxK float32 array per image, at the image's own size.
-    """
-    unknown = sorted(set(flips) - set(FLIPS))
-    if unknown or not flips or not scales:
-        raise ValueError(f"test-time flips must be a non-empty subset of {sorted(FLIPS)}")
-    if any(float(scale) <= 0 for scale in scales):
-        raise ValueError(f"test-time scales must be positive, got {list(scales)}")
-    totals: list[np.ndarray | None] = [None] * len(images)
-    for scale in scales:
-        scaled = [_rescale(image, float(scale)) if scale != 1 else image for image in images]
-        for flip in flips:
-            axes = FLIPS[flip]
-            flipped = [np.ascontiguousarray(_flip(image, axes)) for image in scaled]
-            predicted = predict_probabilities(model, flipped, multiple, batch_size)
-            for index, probability in enumerate(predicted):
-                restored = _resize_to(_flip(probability, axes), images[index].shape[:2])
-                totals[index] = restored if totals[index] is None else totals[index] + restored
-    count = len(scales) * len(flips)
-    return [np.asarray(total / count, dtype=np.float32) for total in totals]  # type: ignore[operator]

@@ -21,8 +21,15 @@ import numpy as np
 
 from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.augment import AugmentConfig, augment_sample, sample_rng
+from nucleus_segmentation.imaging.instances import separate_instances
+from nucleus_segmentation.imaging.matching import dsb_score
 from nucleus_segmentation.model.metrics import evaluate_segmentation
-from nucleus_segmentation.model.predict import predict_probabilities, to_network_input
+from nucleus_segmentation.model.predict import to_network_input
+from nucleus_segmentation.segment import (
+    SegmentationSettings,
+    check_separation,
+    nucleus_probability,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -157,39 +164,52 @@ def weighted_cross_entropy_numpy(
 
 
 class ValidationMetrics(keras.callbacks.Callback):
-    """After each epoch: predict the whole validation images (any size) and add ``val_loss``
-    and ``val_<score>_<pooled|per_image>`` (PA, MPA, MIoU, nucleus IoU) to the logs, with the
-    same metric code as evaluation. Keeps the weights of the best ``monitor`` epoch."""
+    """After each epoch, segment the whole validation images exactly as inference does
+    (:func:`nucleus_segmentation.segment.nucleus_probability` on the raw image, then the
+    watershed with ``separation``), score them against their own-grid labels, and add to the
+    logs ``val_loss``, ``val_<score>_<pooled|per_image>`` (PA, MPA, MIoU, nucleus IoU, of the
+    mask ``instances > 0`` that users get) and ``val_dsb_score``. Keeps the weights of the
+    best ``monitor`` epoch."""
 
     def __init__(
         self,
         images: Sequence[np.ndarray],
-        masks: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
         class_weights: Sequence[float],
+        preprocessing: Mapping[str, Any],
+        settings: SegmentationSettings,
+        separation: Mapping[str, Any],
         monitor: str = "val_miou_pooled",
-        multiple: int = 16,
-        batch_size: int = 4,
         best: float = -math.inf,
     ):
         super().__init__()
-        self.images, self.masks = list(images), [np.asarray(m, np.int64) for m in masks]
+        self.images, self.labels = list(images), list(labels)
+        self.masks = [(np.asarray(t) > 0).astype(np.int64) for t in self.labels]
         self.class_weights, self.monitor = list(class_weights), monitor
-        self.multiple, self.batch_size = multiple, batch_size
+        self.preprocessing, self.settings = dict(preprocessing), settings
+        self.separation = check_separation(separation, "segmentation.separation")
         self.best, self.best_weights, self.best_epoch = best, None, None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
-        probabilities = predict_probabilities(
-            self.model, self.images, self.multiple, self.batch_size
-        )
-        predictions = [p.argmax(-1) for p in probabilities]
-        scores = evaluate_segmentation(self.masks, predictions)
+        probabilities = [
+            nucleus_probability(self.model, image, self.preprocessing, self.settings)
+            for image in self.images
+        ]
+        instances = [separate_instances(p, **self.separation) for p in probabilities]
+        scores = evaluate_segmentation(self.masks, [(i > 0).astype(np.int64) for i in instances])
         losses = [
-            weighted_cross_entropy_numpy(p, t, self.class_weights)
+            weighted_cross_entropy_numpy(np.stack([1.0 - p, p], axis=-1), t, self.class_weights)
             for p, t in zip(probabilities, self.masks, strict=True)
         ]
         logs["val_loss"] = float(np.mean(losses))
         logs.update({f"val_{k}": float(v) for k, v in scores.items() if k != "images"})
+        logs["val_dsb_score"] = float(
+            np.mean([dsb_score(t, i) for t, i in zip(self.labels, instances, strict=True)])
+        )
+        if self.monitor not in logs:
+            known = sorted(k for k in logs if k.startswith("val_"))
+            raise ParameterError(f"training.monitor {self.monitor!r} is not one of {known}")
         if logs[self.monitor] > self.best:
             self.best, self.best_epoch = logs[self.monitor], epoch
             self.best_weights = self.model.get_weights()

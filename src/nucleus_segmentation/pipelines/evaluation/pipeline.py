@@ -1,4 +1,8 @@
-"""``evaluation``: trained model + held-out data -> tuned separation, scores, comparison."""
+"""``evaluation``: trained model + held-out raw images -> tuned separation, scores, comparison.
+
+Every prediction goes through :mod:`nucleus_segmentation.segment` (the path inference runs),
+every score is taken on the images' own grid against their own labels.
+"""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -9,10 +13,12 @@ from nucleus_segmentation.pipelines.evaluation.nodes import (
     predict_test_images,
     predict_validation_images,
     segment_test_with_baselines,
+    separate_test_instances,
     tune_instance_separation,
 )
 
-_DATA = ["preprocessed_images", "data_split"]
+_DATA = ["ingested_images", "data_split"]
+_PATH = ["params:preprocessing", "params:segmentation"]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -20,30 +26,42 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 predict_validation_images,
-                inputs=["trained_model", *_DATA, "params:evaluation"],
+                inputs=["trained_model", *_DATA, *_PATH],
                 outputs="validation_probabilities",
                 name="predict_validation_images",
             ),
             node(
                 tune_instance_separation,
-                inputs=["validation_probabilities", "preprocessed_images", "params:evaluation"],
+                inputs=["validation_probabilities", "ingested_images", "params:evaluation"],
                 outputs=["instance_postprocessing", "separation_search_table"],
                 name="tune_instance_separation",
             ),
             node(
                 predict_test_images,
-                inputs=["trained_model", *_DATA, "params:evaluation"],
+                inputs=["trained_model", *_DATA, *_PATH, "params:evaluation"],
                 outputs="test_probabilities",
                 name="predict_test_images",
             ),
             node(
-                evaluate_test_predictions,
+                segment_test_with_baselines,
+                inputs=[*_DATA, "baseline_model", *_PATH, "params:evaluation"],
+                outputs="baseline_probabilities",
+                name="segment_test_with_baselines",
+            ),
+            node(
+                separate_test_instances,
                 inputs=[
                     "test_probabilities",
-                    *_DATA,
+                    "baseline_probabilities",
                     "instance_postprocessing",
                     "params:evaluation",
                 ],
+                outputs="test_instances",
+                name="separate_test_instances",
+            ),
+            node(
+                evaluate_test_predictions,
+                inputs=["test_instances", *_DATA, "params:evaluation", "params:segmentation"],
                 outputs=[
                     "evaluation_per_image_table",
                     "evaluation_per_modality_table",
@@ -53,20 +71,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="evaluate_test_predictions",
             ),
             node(
-                segment_test_with_baselines,
-                inputs=[*_DATA, "trained_model", "baseline_model", "params:evaluation"],
-                outputs="baseline_probabilities",
-                name="segment_test_with_baselines",
-            ),
-            node(
                 compare_methods,
-                inputs=[
-                    "baseline_probabilities",
-                    "test_probabilities",
-                    *_DATA,
-                    "instance_postprocessing",
-                    "params:evaluation",
-                ],
+                inputs=["test_instances", *_DATA, "params:evaluation"],
                 outputs=[
                     "method_comparison_table",
                     "method_comparison_markdown",
@@ -76,13 +82,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 plot_comparison_panels,
-                inputs=[
-                    "baseline_probabilities",
-                    "test_probabilities",
-                    *_DATA,
-                    "instance_postprocessing",
-                    "params:evaluation",
-                ],
+                inputs=["test_instances", *_DATA, "params:evaluation"],
                 outputs="comparison_panels",
                 name="plot_comparison_panels",
             ),

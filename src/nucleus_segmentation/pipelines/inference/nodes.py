@@ -15,20 +15,14 @@ import pandas as pd
 
 import nucleus_segmentation
 from nucleus_segmentation.datasets.image_folder import ImageFolder
-from nucleus_segmentation.errors import DataProblem, ParameterError
+from nucleus_segmentation.errors import DataProblem
 from nucleus_segmentation.imaging.codec import InvalidImageError
-from nucleus_segmentation.imaging.geometry import resize_image
-from nucleus_segmentation.imaging.instances import separate_instances
 from nucleus_segmentation.imaging.measure import NUCLEUS_COLUMNS, measure_nuclei
 from nucleus_segmentation.imaging.overlay import contour_colour, draw_contours, mask_image
-from nucleus_segmentation.imaging.preprocess import preprocess_image
 from nucleus_segmentation.imaging.rle import labels_to_rles
-from nucleus_segmentation.imaging.tiling import predict_tiled
-from nucleus_segmentation.model.predict import FLIPS, predict_with_tta
+from nucleus_segmentation.segment import SegmentationSettings, check_separation, segment_image
 
 logger = logging.getLogger(__name__)
-NUCLEUS = 1  # class index of "nucleus" in the network's softmax output
-POSTPROCESSING_KEYS = ("threshold", "method", "seed_depth", "smoothing", "min_size")
 REPORT_COLUMNS = ["file", "problem"]
 
 
@@ -37,16 +31,16 @@ def segment_images(
     model: keras.Model,
     postprocessing: Mapping[str, Any],
     preprocessing: Mapping[str, Any],
+    segmentation: Mapping[str, Any],
     params: Mapping[str, Any],
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame, dict[str, Any]]:
-    """Segment every image of the folder, one image at a time.
+    """Segment every image of the folder, one image at a time, with
+    :func:`nucleus_segmentation.segment.segment_image`: the path evaluation scores.
 
-    Each image is prepared as in training (``preprocessing``, but at its own size: resizing
-    only by ``params["scale"]``), its nucleus probability predicted whole or in tiles
-    (``tile_size``, ``tile_overlap``; test-time ``tta`` scales and flips), brought back to
-    the image's size, and split into nuclei by :func:`separate_instances` with the tuned
-    ``postprocessing``. A file that cannot be decoded (empty, corrupt) is skipped and
-    reported.
+    ``preprocessing`` and ``segmentation`` (scale policy, tiling, test-time variants) are
+    those the model was trained and evaluated with; ``postprocessing`` is the separation
+    tuned by evaluation. A file that cannot be decoded (empty, corrupt) is skipped and
+    reported. ``params`` (``overlay``) is checked before any image is read.
 
     Returns:
         ``(labels, report, manifest)``: ``{image id: HxW uint16 label map}`` at each image's
@@ -54,11 +48,11 @@ def segment_images(
         of the input folder, the model (file, version, digest) and every setting used.
 
     Raises:
-        ValueError: invalid settings, or no usable image in the folder at all.
+        DataProblem: no usable image in the folder at all.
     """
-    settings = _check_settings(params)
-    separation = _check_postprocessing(postprocessing)
-    predict = functools.partial(_predict_nucleus, model, settings)
+    settings = SegmentationSettings.from_params(segmentation)
+    separation = check_separation(postprocessing, "instance_postprocessing")
+    contour_colour(params["overlay"]["colour"], params["overlay"]["mode"])
     labels: dict[str, np.ndarray] = {}
     problems: list[dict[str, str]] = []
     for image_id, load in images.items():
@@ -69,8 +63,7 @@ def segment_images(
             problems.append({"file": exc.name, "problem": exc.problem})
             continue
         started = time.perf_counter()
-        probability = _nucleus_probability(predict, image, preprocessing, settings)
-        labels[image_id] = separate_instances(probability, **separation)
+        labels[image_id] = segment_image(model, image, preprocessing, settings, separation)
         logger.info(
             "Segmented %s (%dx%d): %d nuclei in %.2f s",
             images.files[image_id],
@@ -162,123 +155,17 @@ def _overlay(
     return draw_contours(images.read(image_id), labels, colour, mode)
 
 
-def _check_settings(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``params:inference`` as plain values, checked before any image is read."""
-    scale, multiple = float(params["scale"]), int(params["multiple"])
-    tile_size, overlap = int(params["tile_size"]), int(params["tile_overlap"])
-    batch_size = int(params["batch_size"])
-    scales = [float(s) for s in params["tta"]["scales"]]
-    flips = [str(f) for f in params["tta"]["flips"]]
-    problems = []
-    if scale <= 0:
-        problems.append(f"scale must be positive, got {scale}")
-    if multiple < 1 or tile_size < multiple or tile_size % multiple:
-        problems.append(f"tile_size ({tile_size}) must be a multiple of multiple ({multiple})")
-    if not 0 <= overlap < tile_size:
-        problems.append(f"tile_overlap ({overlap}) must be in [0, tile_size)")
-    if batch_size < 1:
-        problems.append(f"batch_size must be at least 1, got {batch_size}")
-    if not scales or min(scales) <= 0:
-        problems.append(f"tta.scales must be positive numbers, got {scales}")
-    if not flips or set(flips) - set(FLIPS):
-        problems.append(f"tta.flips must be a non-empty subset of {sorted(FLIPS)}, got {flips}")
-    contour_colour(params["overlay"]["colour"], params["overlay"]["mode"])
-    if problems:
-        raise ParameterError("params:inference: " + "; ".join(problems))
-    return {
-        "scale": scale,
-        "tile_size": tile_size,
-        "tile_overlap": overlap,
-        "multiple": multiple,
-        "batch_size": batch_size,
-        "tta": {"scales": scales, "flips": flips},
-        "overlay": {
-            "colour": [int(c) for c in params["overlay"]["colour"]],
-            "mode": str(params["overlay"]["mode"]),
-        },
-    }
-
-
-def _check_postprocessing(postprocessing: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(postprocessing) - set(POSTPROCESSING_KEYS))
-    if unknown:
-        raise DataProblem(
-            f"instance_postprocessing has unknown keys {unknown}; expected {POSTPROCESSING_KEYS}"
-        )
-    return dict(postprocessing)
-
-
-def _network_preprocessing(
-    preprocessing: Mapping[str, Any], shape: tuple[int, ...], scale: float
-) -> dict[str, Any]:
-    """The training preprocessing with resizing off, or set to rescale by ``scale``."""
-    resize = dict(preprocessing.get("resize") or {})
-    resize["enabled"] = scale != 1.0
-    resize["size"] = [max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))]
-    resize.setdefault("interpolation", "auto")
-    return {**preprocessing, "resize": resize}
-
-
-def _predict_nucleus(
-    model: keras.Model, settings: Mapping[str, Any], tiles: Sequence[np.ndarray]
-) -> list[np.ndarray]:
-    """uint8 HxW network inputs -> their HxW float32 nucleus probabilities."""
-    probabilities = predict_with_tta(
-        model,
-        tiles,
-        settings["multiple"],
-        settings["batch_size"],
-        scales=settings["tta"]["scales"],
-        flips=settings["tta"]["flips"],
-    )
-    return [probability[..., NUCLEUS] for probability in probabilities]
-
-
-def _nucleus_probability(
-    predict: Callable[[Sequence[np.ndarray]], list[np.ndarray]],
-    image: np.ndarray,
-    preprocessing: Mapping[str, Any],
-    settings: Mapping[str, Any],
-) -> np.ndarray:
-    """Decoded image -> HxW float32 nucleus probability at the image's own size."""
-    height, width = image.shape[:2]
-    network_input = preprocess_image(
-        image, _network_preprocessing(preprocessing, image.shape, settings["scale"])
-    )
-    probability = predict_tiled(
-        predict,
-        network_input,
-        settings["tile_size"],
-        settings["tile_overlap"],
-        settings["batch_size"],
-    )
-    if probability.shape != (height, width):
-        # Back to the image's size on the probability, never on the labels: the watershed
-        # then runs at the image's own resolution.
-        probability = resize_image(probability, (height, width), "auto")
-    return probability
-
-
 def _manifest(
     images: ImageFolder,
     model: keras.Model,
     labels: Mapping[str, np.ndarray],
     problems: Sequence[Mapping[str, str]],
     preprocessing: Mapping[str, Any],
-    settings: Mapping[str, Any],
+    settings: SegmentationSettings,
     separation: Mapping[str, Any],
 ) -> dict[str, Any]:
     """What produced this result: input folder, model file and version, all settings."""
     source = getattr(model, "loaded_from", None)
-    resize = dict(preprocessing.get("resize") or {})
-    effective_resize = {"enabled": False}
-    if settings["scale"] != 1.0:
-        interpolation = resize.get("interpolation", "auto")
-        effective_resize = {
-            "enabled": True,
-            "scale": settings["scale"],
-            "interpolation": interpolation,
-        }
     return {
         "pipeline": "inference",
         "software": {
@@ -294,8 +181,8 @@ def _manifest(
             "name": getattr(model, "name", type(model).__name__),
         },
         "parameters": {
-            "preprocessing": {**preprocessing, "resize": effective_resize},
-            "inference": dict(settings),
+            "preprocessing": dict(preprocessing),
+            "segmentation": settings.to_params(),
             "instance_postprocessing": dict(separation),
         },
         "images": [

@@ -25,6 +25,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "trained_model",
                     "instance_postprocessing",
                     "params:preprocessing",
+                    "params:segmentation",
                     "params:inference",
                 ],
                 outputs=["inference_labels", "inference_report", "inference_manifest"],

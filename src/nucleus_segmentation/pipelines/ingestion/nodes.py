@@ -9,12 +9,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.cluster.hierarchy import fcluster, linkage
 
 from nucleus_segmentation import bundle
 from nucleus_segmentation.datasets.dsb import DSBSource, RawSample
 from nucleus_segmentation.errors import InputProblem, ParameterError
 from nucleus_segmentation.imaging.codec import InvalidImageError
-from nucleus_segmentation.imaging.colour import classify_modality, drop_alpha
+from nucleus_segmentation.imaging.colour import (
+    PROFILE_COLUMNS,
+    classify_modality,
+    drop_alpha,
+    intensity_profile,
+)
 from nucleus_segmentation.imaging.masks import (
     MergedMasks,
     labels_to_mask,
@@ -37,7 +43,9 @@ METADATA_COLUMNS = [
     "mean_nucleus_area",
     "label_source",
     "image_file",
+    *PROFILE_COLUMNS,
 ]
+SPLITS = ("train", "validation", "test")
 REJECTED_COLUMNS = ["image_id", "file", "problem", "action"]
 
 
@@ -72,6 +80,7 @@ def _ingest_one(image_id: str, source: DSBSource, params: Mapping[str, Any]) -> 
         "mean_nucleus_area": float(areas.mean()) if areas.size else 0.0,
         "label_source": raw.label_source,
         "image_file": raw.image_file,
+        **intensity_profile(image),
     }
     notes = [(name, "mask is empty (no nonzero pixel)", "mask dropped") for name in merged.empty]
     notes += [
@@ -138,15 +147,58 @@ def encode_instances_as_rle(
     return pd.DataFrame(records, columns=["ImageId", "EncodedPixels"])
 
 
-def split_by_modality(metadata: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
-    """Seeded train/validation/test split of image ids, stratified by ``params["stratify_by"]``.
+def group_acquisitions(metadata: pd.DataFrame, params: Mapping[str, Any]) -> pd.Series:
+    """Acquisition group of every image (a string per row of ``metadata``).
 
-    Within each stratum the ids are shuffled with ``params["seed"]`` and cut by
-    ``params["ratios"]``; a stratum of 3 or more images gives at least one image to every
-    split with a nonzero ratio, so rare modalities (brightfield) are always evaluated.
+    Images of one acquisition share the modality and the image size, and their intensity
+    profile (gray mean, spread and 99th percentile, colour-channel means, in gray levels)
+    and typical nucleus size differ little. Within each (modality, height, width) stratum,
+    images are clustered hierarchically (average linkage, Chebyshev distance: the largest
+    difference of any one feature) with gray levels in units of ``intensity_scale`` and the
+    log of the mean nucleus area in units of ``area_scale``, cut where clusters are more
+    than ``distance`` units apart on average. Average linkage, not single: single linkage
+    chains one stratum's many similar-looking acquisitions into one giant group (321 of the
+    334 256x256 fluorescence images of stage1_train). The scales are fixed numbers, not
+    fitted to the data. ``enabled: false`` makes every image its own group (a random split).
+    """
+    if not params.get("enabled", True):
+        return metadata["image_id"].astype(str).rename("group")
+    intensity, area = float(params["intensity_scale"]), float(params["area_scale"])
+    distance = float(params["distance"])
+    if min(intensity, area, distance) <= 0:
+        raise ParameterError(
+            f"split.grouping intensity_scale, area_scale and distance must be positive, got "
+            f"{intensity}, {area}, {distance}"
+        )
+    features = np.column_stack(
+        [metadata[column].to_numpy(float) / intensity for column in PROFILE_COLUMNS]
+        + [np.log(metadata["mean_nucleus_area"].to_numpy(float) + 1.0) / area]
+    )
+    groups = pd.Series("", index=metadata.index, name="group")
+    strata = metadata.groupby(["modality", "height", "width"], sort=True).indices
+    for (modality, height, width), rows in strata.items():
+        prefix = f"{modality}-{height}x{width}"
+        if len(rows) == 1:
+            groups.iloc[rows] = f"{prefix}-1"
+            continue
+        links = linkage(features[rows], method="average", metric="chebyshev")
+        clusters = fcluster(links, t=distance, criterion="distance")
+        groups.iloc[rows] = [f"{prefix}-{c}" for c in clusters]
+    return groups
+
+
+def split_by_acquisition(metadata: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+    """Seeded train/validation/test split in which no acquisition straddles two splits.
+
+    Images are grouped by :func:`group_acquisitions` (``params["grouping"]``); within each
+    stratum (``params["stratify_by"]``, the modality) the groups are shuffled with
+    ``params["seed"]`` and each goes whole to the split furthest below its share of the
+    stratum's images (``params["ratios"]``) that it does not overfill by more than half that
+    share (else to training). A stratum of 3 or more groups gives at least one
+    group to every split with a nonzero ratio, so rare modalities are always evaluated.
 
     Returns:
-        Table ``image_id, <stratum column>, split`` sorted by image id.
+        Table ``image_id, <stratum column>, group, split`` sorted by image id.
     """
     ratios = {name: float(value) for name, value in params["ratios"].items()}
     if set(ratios) != {"train", "validation", "test"} or min(ratios.values()) < 0:
@@ -154,21 +206,41 @@ def split_by_modality(metadata: pd.DataFrame, params: Mapping[str, Any]) -> pd.D
     if abs(sum(ratios.values()) - 1.0) > 1e-6:
         raise ParameterError(f"split ratios must sum to 1, got {sum(ratios.values())}")
     column = params.get("stratify_by", "modality")
+    table = metadata[["image_id", column]].assign(
+        group=group_acquisitions(metadata, params["grouping"])
+    )
     rng = np.random.default_rng(int(params["seed"]))
-    parts = []
-    for stratum, group in metadata.groupby(column, sort=True):
-        ids = np.sort(group["image_id"].to_numpy())
-        rng.shuffle(ids)
-        counts = {}
-        for name in ("validation", "test"):
-            count = int(round(ratios[name] * len(ids)))
-            if ratios[name] > 0 and len(ids) >= 3:
-                count = max(count, 1)
-            counts[name] = count
-        n_val, n_test = counts["validation"], counts["test"]
-        n_train = len(ids) - n_val - n_test
-        labels = ["train"] * n_train + ["validation"] * n_val + ["test"] * n_test
-        parts.append(pd.DataFrame({"image_id": ids, column: stratum, "split": labels}))
-    split = pd.concat(parts).sort_values("image_id").reset_index(drop=True)
-    logger.info("Split: %s", split["split"].value_counts().to_dict())
+    assigned: dict[str, str] = {}
+    for _, stratum in table.groupby(column, sort=True):
+        sizes = stratum.groupby("group").size().sort_index()
+        names = sizes.index.to_numpy()
+        rng.shuffle(names)
+        counts = dict.fromkeys(SPLITS, 0)
+        members: dict[str, list[str]] = {name: [] for name in SPLITS}
+        for group in names:
+            deficit = {s: ratios[s] * len(stratum) - counts[s] for s in SPLITS}
+            # A group that would overfill validation or test by more than half of its
+            # share goes to training: one acquisition must not make up a whole test split.
+            fits = [
+                s
+                for s in SPLITS
+                if s == "train" or sizes[group] <= deficit[s] + 0.5 * ratios[s] * len(stratum)
+            ]
+            chosen = max(fits, key=lambda s: (deficit[s], -SPLITS.index(s)))
+            counts[chosen] += int(sizes[group])
+            members[chosen].append(group)
+        if len(names) >= 3:
+            for empty in [s for s in SPLITS if ratios[s] > 0 and not members[s]]:
+                donor = max(SPLITS, key=lambda s: len(members[s]))
+                smallest = min(members[donor], key=lambda g: sizes[g])
+                members[donor].remove(smallest)
+                members[empty].append(smallest)
+        assigned.update({group: name for name, groups in members.items() for group in groups})
+    split = table.assign(split=table["group"].map(assigned))
+    split = split.sort_values("image_id").reset_index(drop=True)
+    logger.info(
+        "Split by acquisition: %d groups; images %s",
+        split["group"].nunique(),
+        split["split"].value_counts().to_dict(),
+    )
     return split

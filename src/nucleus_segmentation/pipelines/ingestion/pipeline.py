@@ -5,7 +5,7 @@ from kedro.pipeline import Pipeline, node, pipeline
 from nucleus_segmentation.pipelines.ingestion.nodes import (
     encode_instances_as_rle,
     ingest_dsb_images,
-    split_by_modality,
+    split_by_acquisition,
 )
 
 
@@ -25,10 +25,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="encode_instances_as_rle",
             ),
             node(
-                split_by_modality,
+                split_by_acquisition,
                 inputs=["image_metadata", "params:split"],
                 outputs="data_split",
-                name="split_by_modality",
+                name="split_by_acquisition",
             ),
         ]
     )

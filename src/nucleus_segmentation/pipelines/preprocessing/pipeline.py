@@ -10,7 +10,12 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 preprocess_images,
-                inputs=["ingested_images", "image_metadata", "params:preprocessing"],
+                inputs=[
+                    "ingested_images",
+                    "image_metadata",
+                    "params:preprocessing",
+                    "params:segmentation",
+                ],
                 outputs="preprocessed_images",
                 name="preprocess_images",
             ),

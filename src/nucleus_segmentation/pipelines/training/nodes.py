@@ -34,6 +34,7 @@ from nucleus_segmentation.model.training import (
     progress_verbosity,
 )
 from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet
+from nucleus_segmentation.segment import SegmentationSettings
 
 logger = logging.getLogger(__name__)
 CLASS_NAMES = ("background", "nucleus")
@@ -116,17 +117,23 @@ def _fingerprint(params, augmentation_params, split, samples) -> str:
 def train_segmentation_model(
     augmented: Mapping[str, np.ndarray],
     preprocessed: Mapping[str, np.ndarray],
+    ingested: Mapping[str, np.ndarray],
     split: pd.DataFrame,
     class_weights: Mapping[str, float],
     params: Mapping[str, Any],
     augmentation_params: Mapping[str, Any],
+    preprocessing_params: Mapping[str, Any],
+    segmentation_params: Mapping[str, Any],
 ) -> tuple[keras.Model, pd.DataFrame, dict[str, list[dict]], dict[str, dict]]:
     """Train the U-Net configured by ``params["model"]``; keep the best validation epoch.
 
     Trains on the stored augmented set (``augmentation_mode: offline``) or on crops drawn on
     the fly from the preprocessed training images (``online``); validates every epoch on the
-    whole validation images; checkpoints every epoch to ``params["checkpoint_dir"]`` and,
-    with ``resume: true``, continues an interrupted run with the same settings from there.
+    whole *ingested* validation images through the segmentation path inference uses
+    (``preprocessing_params``, ``segmentation_params``: scale policy, tiling, TTA and the
+    default separation), against their own-grid labels; checkpoints every epoch to
+    ``params["checkpoint_dir"]`` and, with ``resume: true``, continues an interrupted run
+    with the same settings from there.
 
     Returns:
         ``(model, history, metric_history, best_metrics)``: the model with the weights of the
@@ -148,14 +155,15 @@ def train_segmentation_model(
         feeder.steps = max(1, samples // int(params["batch_size"]))
     weights = [float(class_weights[name]) for name in CLASS_NAMES]
     config = UNetConfig.from_params(dict(params["model"]))
-    validation_ids = _ids(split, "validation")[: params.get("max_validation_images")]
+    validation_ids = _ids(split, "validation")[: params["max_validation_images"]]
     validation = ValidationMetrics(
-        [preprocessed[f"{i}/image"] for i in validation_ids],
-        [preprocessed[f"{i}/mask"] for i in validation_ids],
+        [bundle.field(ingested, i, "image") for i in validation_ids],
+        [bundle.field(ingested, i, "labels") for i in validation_ids],
         weights,
+        preprocessing_params,
+        SegmentationSettings.from_params(segmentation_params),
+        segmentation_params["separation"],
         monitor=params["monitor"],
-        multiple=config.output_stride,
-        batch_size=int(params.get("validation_batch_size", 4)),
     )
     fingerprint = _fingerprint(params, augmentation_params, split, samples)
     directory = params["checkpoint_dir"]

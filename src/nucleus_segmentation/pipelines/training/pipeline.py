@@ -36,10 +36,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "augmented_images",
                     "preprocessed_images",
+                    "ingested_images",
                     "data_split",
                     "class_weights",
                     "params:training",
                     "params:augmentation",
+                    "params:preprocessing",
+                    "params:segmentation",
                 ],
                 outputs=[
                     "trained_model",

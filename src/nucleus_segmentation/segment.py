@@ -1,0 +1,256 @@
+"""The one path from an image to nuclei.
+
+Training's per-epoch validation, evaluation and inference all call :func:`nucleus_probability`
+and :func:`segment_image`, so a score is only ever measured on the path users run:
+
+raw image (any size, 8/16-bit, gray/RGB/RGBA)
+  -> the trained preprocessing (grayscale, inversion, equalization, smoothing)
+  -> the scale policy: the image's own grid (``native``, optionally times ``factor``) or a
+     fixed size (``fixed``: the paper's 512x512)
+  -> whole or tiled prediction, padded to the model's output stride
+  -> test-time flips and scales, probabilities averaged
+  -> nucleus probability back on the image's own pixel grid
+  -> separated instances (marker-controlled watershed, settings tuned on validation).
+
+Settings are one parameter group, ``segmentation`` (``conf/base/parameters.yml``), read by
+:meth:`SegmentationSettings.from_params`. Nothing here imports Kedro; the model is anything
+with Keras' ``predict_on_batch`` taking (B, H, W, 1) float32 in 0..1 and returning
+(B, H, W, K) class probabilities, class 1 = nucleus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from nucleus_segmentation.errors import DataProblem, ParameterError
+from nucleus_segmentation.imaging.geometry import resize_image, resize_labels
+from nucleus_segmentation.imaging.instances import METHODS, separate_instances
+from nucleus_segmentation.imaging.preprocess import preprocess_image
+from nucleus_segmentation.imaging.tiling import predict_tiled
+from nucleus_segmentation.model.predict import FLIPS, output_stride, predict_probabilities
+
+NUCLEUS = 1  # class index of "nucleus" in the network's softmax output
+SCALE_MODES = ("native", "fixed")
+SEPARATION_KEYS = ("threshold", "method", "seed_depth", "smoothing", "min_size")
+
+
+@dataclass(frozen=True)
+class ScalePolicy:
+    """Where the network sees an image: the same rule in training, evaluation and inference.
+
+    mode: ``native`` keeps the image's own pixel grid, resized isotropically by ``factor``
+        (> 1 when a user's nuclei are much smaller in pixels than DSB's, < 1 when larger);
+        ``fixed`` resizes every image to ``size`` = (height, width), whatever its aspect
+        ratio (the paper's protocol, ``--env paper``).
+    interpolation: for the image (labels always nearest neighbour): auto | area | linear |
+        cubic; the probability goes back to the image's grid bilinearly.
+    """
+
+    mode: str = "native"
+    factor: float = 1.0
+    size: tuple[int, int] = (512, 512)
+    interpolation: str = "auto"
+
+    def __post_init__(self):
+        object.__setattr__(self, "size", tuple(int(v) for v in self.size))
+        if self.mode not in SCALE_MODES:
+            raise ParameterError(f"segmentation.scale.mode must be one of {SCALE_MODES}")
+        if not float(self.factor) > 0:
+            raise ParameterError(f"segmentation.scale.factor must be positive, got {self.factor}")
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ParameterError(f"segmentation.scale.size must be [height, width], {self.size}")
+
+    def network_shape(self, shape: Sequence[int]) -> tuple[int, int]:
+        """(height, width) the network sees for an image of ``shape`` (HxW...)."""
+        if self.mode == "fixed":
+            return self.size
+        if self.factor == 1.0:
+            return int(shape[0]), int(shape[1])
+        return max(1, round(shape[0] * self.factor)), max(1, round(shape[1] * self.factor))
+
+
+@dataclass(frozen=True)
+class SegmentationSettings:
+    """Everything between a preprocessed image and its nuclei but the model and separation.
+
+    tile_size: images (at network scale) up to this many pixels a side are predicted whole,
+        larger ones in tiles of this size, neighbours sharing at least ``tile_overlap`` px.
+    batch_size: tiles per network call.
+    tta_scales, tta_flips: test-time variants (every scale x every flip: none | horizontal |
+        vertical | both), class probabilities averaged; ``(1.0,)`` x ``("none",)`` is off.
+    """
+
+    scale: ScalePolicy = ScalePolicy()
+    tile_size: int = 1024
+    tile_overlap: int = 64
+    batch_size: int = 4
+    tta_scales: tuple[float, ...] = (1.0,)
+    tta_flips: tuple[str, ...] = ("none",)
+
+    def __post_init__(self):
+        object.__setattr__(self, "tta_scales", tuple(float(s) for s in self.tta_scales))
+        object.__setattr__(self, "tta_flips", tuple(str(f) for f in self.tta_flips))
+        problems = []
+        if self.tile_size < 16:
+            problems.append(f"tile_size must be at least 16, got {self.tile_size}")
+        if not 0 <= self.tile_overlap < self.tile_size:
+            problems.append(f"tile_overlap ({self.tile_overlap}) must be in [0, tile_size)")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be at least 1, got {self.batch_size}")
+        if not self.tta_scales or min(self.tta_scales) <= 0:
+            problems.append(f"tta.scales must be positive numbers, got {list(self.tta_scales)}")
+        if not self.tta_flips or set(self.tta_flips) - set(FLIPS):
+            problems.append(
+                f"tta.flips must be a non-empty subset of {sorted(FLIPS)}, got "
+                f"{list(self.tta_flips)}"
+            )
+        if problems:
+            raise ParameterError("params:segmentation: " + "; ".join(problems))
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> SegmentationSettings:
+        """From the ``segmentation`` parameter group (its ``separation`` key is read by
+        :func:`check_separation`); unknown keys are refused."""
+        known = {"scale", "tile_size", "tile_overlap", "batch_size", "tta", "separation"}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ParameterError(f"params:segmentation: unknown keys {unknown}")
+        scale = dict(params.get("scale") or {})
+        unknown = sorted(set(scale) - {f.name for f in dataclasses.fields(ScalePolicy)})
+        if unknown:
+            raise ParameterError(f"params:segmentation.scale: unknown keys {unknown}")
+        tta = dict(params.get("tta") or {})
+        return cls(
+            scale=ScalePolicy(**scale),
+            tile_size=int(params.get("tile_size", 1024)),
+            tile_overlap=int(params.get("tile_overlap", 64)),
+            batch_size=int(params.get("batch_size", 4)),
+            tta_scales=tuple(tta.get("scales", (1.0,))),
+            tta_flips=tuple(tta.get("flips", ("none",))),
+        )
+
+    def with_tta(self, scales: Sequence[float], flips: Sequence[str]) -> SegmentationSettings:
+        """The same settings with other test-time variants (for comparing them)."""
+        return dataclasses.replace(self, tta_scales=tuple(scales), tta_flips=tuple(flips))
+
+    def to_params(self) -> dict[str, Any]:
+        """Plain JSON-able form (for manifests and MLflow)."""
+        return {
+            "scale": {**dataclasses.asdict(self.scale), "size": list(self.scale.size)},
+            "tile_size": self.tile_size,
+            "tile_overlap": self.tile_overlap,
+            "batch_size": self.batch_size,
+            "tta": {"scales": list(self.tta_scales), "flips": list(self.tta_flips)},
+        }
+
+
+def check_separation(separation: Mapping[str, Any], source: str = "separation") -> dict:
+    """Keyword arguments for :func:`separate_instances`, checked: exactly the keys
+    ``SEPARATION_KEYS``, a known ``method``, threshold in (0, 1), positive seed depth."""
+    keys = set(separation)
+    if keys != set(SEPARATION_KEYS):
+        raise DataProblem(
+            f"{source}: expected the keys {list(SEPARATION_KEYS)}, got {sorted(keys)}"
+        )
+    settings = {
+        "threshold": float(separation["threshold"]),
+        "method": str(separation["method"]),
+        "seed_depth": float(separation["seed_depth"]),
+        "smoothing": float(separation["smoothing"]),
+        "min_size": int(separation["min_size"]),
+    }
+    if settings["method"] not in METHODS or not 0 < settings["threshold"] < 1:
+        raise DataProblem(f"{source}: method must be one of {METHODS}, threshold in (0, 1)")
+    if not settings["seed_depth"] > 0:
+        raise DataProblem(f"{source}: seed_depth must be positive")
+    return settings
+
+
+def prepare_image(
+    image: np.ndarray, preprocessing: Mapping[str, Any], scale: ScalePolicy
+) -> np.ndarray:
+    """Raw image -> the HxW uint8 network input at the scale policy's grid."""
+    size = scale.network_shape(image.shape)
+    return preprocess_image(image, preprocessing, size, scale.interpolation)
+
+
+def prepare_labels(labels: np.ndarray, scale: ScalePolicy) -> np.ndarray:
+    """A label map (or mask) on the network grid of its image: nearest neighbour, never
+    inventing ids. Only training needs this; scores are taken on the image's own grid."""
+    return resize_labels(labels, scale.network_shape(labels.shape))
+
+
+def _flip(array: np.ndarray, flip: str) -> np.ndarray:
+    axes = FLIPS[flip]
+    return np.ascontiguousarray(np.flip(array, axes)) if axes else array
+
+
+def _resize_probability(probability: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """HxW float probability to ``shape`` bilinearly (smooth, so the watershed's relief and
+    the 0.5 contour move by sub-pixel amounts, not by whole blocks)."""
+    if probability.shape[:2] == tuple(shape):
+        return probability
+    return cv2.resize(probability, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def network_probability(
+    model, network_input: np.ndarray, settings: SegmentationSettings
+) -> np.ndarray:
+    """HxW uint8 network input -> HxW float32 nucleus probability on the same grid, averaged
+    over the test-time variants; each variant is predicted whole or in tiles."""
+    stride = output_stride(model)
+
+    def predict(tiles: Sequence[np.ndarray]) -> list[np.ndarray]:
+        probabilities = predict_probabilities(model, tiles, stride, settings.batch_size)
+        return [p[..., NUCLEUS] for p in probabilities]
+
+    shape = network_input.shape[:2]
+    total = np.zeros(shape, dtype=np.float32)
+    for factor in settings.tta_scales:
+        scaled = network_input
+        if factor != 1.0:
+            size = (max(stride, round(shape[0] * factor)), max(stride, round(shape[1] * factor)))
+            scaled = resize_image(network_input, size, "auto")
+        for flip in settings.tta_flips:
+            probability = predict_tiled(
+                predict,
+                _flip(scaled, flip),
+                settings.tile_size,
+                settings.tile_overlap,
+                settings.batch_size,
+            )
+            total += _resize_probability(_flip(probability, flip), shape)
+    return total / (len(settings.tta_scales) * len(settings.tta_flips))
+
+
+def nucleus_probability(
+    model,
+    image: np.ndarray,
+    preprocessing: Mapping[str, Any],
+    settings: SegmentationSettings,
+) -> np.ndarray:
+    """Raw image (HxW or HxWxC) -> HxW float32 nucleus probability (0..1) on the image's own
+    pixel grid: preprocessing, scale policy, prediction and test-time variants, and the
+    probability resized back (never the labels, so separation runs at the image's scale)."""
+    network_input = prepare_image(image, preprocessing, settings.scale)
+    probability = network_probability(model, network_input, settings)
+    return _resize_probability(probability, image.shape[:2])
+
+
+def segment_image(
+    model,
+    image: np.ndarray,
+    preprocessing: Mapping[str, Any],
+    settings: SegmentationSettings,
+    separation: Mapping[str, Any],
+) -> np.ndarray:
+    """Raw image -> HxW uint16 instance labels (0 background, 1..N nuclei) on its own grid:
+    :func:`nucleus_probability`, then :func:`separate_instances` with ``separation``."""
+    probability = nucleus_probability(model, image, preprocessing, settings)
+    return separate_instances(probability, **check_separation(separation))
