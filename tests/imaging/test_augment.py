@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.augment import (
     AugmentConfig,
     augment_sample,
@@ -73,3 +74,25 @@ def test_gray_perturbation_formula():
 def test_unknown_parameter_is_refused():
     with pytest.raises(ValueError, match=r"unknown augmentation parameter\(s\) \['rotate'\]"):
         AugmentConfig.from_params({"rotate": 10})
+
+
+def _longest_run(row: np.ndarray) -> int:
+    changes = np.flatnonzero(np.diff(row.astype(np.int64))) + 1
+    edges = np.concatenate([[0], changes, [row.size]])
+    return int(np.diff(edges).max())
+
+
+def test_absolute_zoom_keeps_the_pixel_size_of_nuclei():
+    # Vertical stripes 10 px wide (nucleus, background, nucleus, ...) on a 96x96 image.
+    labels = ((np.arange(96) // 10) % 2).astype(np.uint16)[None, :].repeat(96, axis=0)
+    image = (labels * 200).astype(np.uint8)
+    fixed = {"flip": False, "shape_perturbation": False, "elastic": False, "output_size": 24}
+    for copy in range(5):
+        rng = sample_rng(0, "stripes", copy)
+        _, same = augment_sample(image, labels, AugmentConfig(zoom_range=(1.0, 1.0), **fixed), rng)
+        assert _longest_run(same[12]) <= 10  # a stripe never grows at zoom 1
+        rng = sample_rng(0, "stripes", copy)
+        _, big = augment_sample(image, labels, AugmentConfig(zoom_range=(2.0, 2.0), **fixed), rng)
+        assert _longest_run(big[12]) >= 12  # 12 source pixels fill the 24-pixel crop
+    with pytest.raises(ParameterError, match="zoom_range"):
+        AugmentConfig.from_params({"zoom_range": [2.0, 1.0]})

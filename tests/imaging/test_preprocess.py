@@ -17,7 +17,6 @@ from nucleus_segmentation.imaging.preprocess import preprocess_image
 
 PARAMS = {
     "invert": {"enabled": True, "brightness_threshold": 127.0},
-    "resize": {"enabled": True, "size": [32, 32], "interpolation": "auto"},
     "equalize": {"enabled": True, "method": "global", "clip_limit": 2.0, "tile_grid": 8},
     "smooth": {"enabled": True, "kernel_size": 5, "sigma": 1.0},
 }
@@ -89,7 +88,8 @@ def test_resize_labels_never_invents_ids_and_image_uses_area_when_shrinking():
 def test_preprocess_chain_shape_and_inversion():
     image = np.full((50, 60, 4), 220, np.uint8)
     image[10:20, 10:20, :3] = 30  # dark nucleus on a light background
-    out = preprocess_image(image, PARAMS)
+    assert preprocess_image(image, PARAMS).shape == (50, 60)  # no size: the own grid
+    out = preprocess_image(image, PARAMS, (32, 32))
     assert out.shape == (32, 32) and out.dtype == np.uint8
     assert out[8, 7] > out[28, 28]  # after inversion the nucleus is the bright part
 

@@ -26,10 +26,11 @@ PARAMS = {
         "seed": 1,
         "stratify_by": "modality",
         "ratios": {"train": 0.5, "validation": 0.25, "test": 0.25},
+        "grouping": {"enabled": False},
     },
+    "segmentation": {"scale": {"mode": "fixed", "size": [32, 32]}},
     "preprocessing": {
         "invert": {"enabled": True, "brightness_threshold": 127.0},
-        "resize": {"enabled": True, "size": [32, 32], "interpolation": "auto"},
         "equalize": {"enabled": True, "method": "clahe", "clip_limit": 2.0, "tile_grid": 4},
         "smooth": {"enabled": True, "kernel_size": 3, "sigma": 0.8},
     },

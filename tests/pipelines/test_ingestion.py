@@ -7,6 +7,7 @@ from nucleus_segmentation.imaging.rle import rles_to_labels
 from nucleus_segmentation.pipelines.ingestion.nodes import (
     IngestionError,
     encode_instances_as_rle,
+    group_acquisitions,
     ingest_dsb_images,
     split_by_acquisition,
 )
@@ -86,7 +87,57 @@ SPLIT = {
     "seed": 3,
     "stratify_by": "modality",
     "ratios": {"train": 0.6, "validation": 0.2, "test": 0.2},
+    "grouping": {"enabled": False},  # every image its own group: a random split
 }
+GROUPING = {"enabled": True, "intensity_scale": 8.0, "area_scale": 0.25, "distance": 2.0}
+
+
+def _acquisitions(sizes, gray_means, shape=(256, 256)):
+    """Fluorescence metadata: acquisition ``a`` has ``sizes[a]`` tiles whose gray mean
+    wobbles by under a gray level around ``gray_means[a]``."""
+    rows = []
+    for a, (size, mean) in enumerate(zip(sizes, gray_means, strict=True)):
+        for i in range(size):
+            gray = mean + 0.3 * (i % 3)
+            rows.append(
+                {
+                    "image_id": f"acq{a}_{i:02d}",
+                    "modality": "fluorescence",
+                    "height": shape[0],
+                    "width": shape[1],
+                    "mean_nucleus_area": 150.0,
+                    "gray_mean": gray,
+                    "gray_std": 10.0,
+                    "gray_p99": 80.0,
+                    "red_mean": gray,
+                    "green_mean": gray,
+                    "blue_mean": gray,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_acquisitions_are_grouped_and_never_straddle_two_splits():
+    metadata = _acquisitions([6, 5, 4, 3, 3, 2, 2], [10, 40, 70, 100, 130, 160, 190])
+    groups = group_acquisitions(metadata, GROUPING)
+    expected = metadata["image_id"].str.split("_").str[0]
+    # Exactly the acquisitions: same group within one, different groups across.
+    assert pd.crosstab(groups, expected).gt(0).sum(axis=1).eq(1).all()
+    assert groups.nunique() == 7
+    split = split_by_acquisition(metadata, {**SPLIT, "grouping": GROUPING})
+    assert split.groupby("group")["split"].nunique().eq(1).all()
+    assert set(split["split"]) == {"train", "validation", "test"}
+    # Another size is another acquisition, however alike the intensities.
+    other_size = _acquisitions([2], [10], shape=(360, 360))
+    both = group_acquisitions(pd.concat([metadata, other_size], ignore_index=True), GROUPING)
+    assert both.iloc[-1] != both.iloc[0]
+
+
+def test_an_acquisition_too_big_for_the_test_share_goes_to_training():
+    metadata = _acquisitions([30, 4, 4, 4, 4, 4], [10, 40, 70, 100, 130, 160])
+    for seed in range(5):
+        split = split_by_acquisition(metadata, {**SPLIT, "seed": seed, "grouping": GROUPING})
+        assert (split.loc[split["image_id"].str.startswith("acq0_"), "split"] == "train").all()
 
 
 def test_split_is_stratified_seeded_and_covers_rare_modalities():

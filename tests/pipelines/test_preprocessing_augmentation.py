@@ -8,10 +8,11 @@ from nucleus_segmentation.pipelines.preprocessing.nodes import preprocess_images
 
 PRE = {
     "invert": {"enabled": True, "brightness_threshold": 127.0},
-    "resize": {"enabled": True, "size": [48, 48], "interpolation": "auto"},
     "equalize": {"enabled": True, "method": "global", "clip_limit": 2.0, "tile_grid": 8},
     "smooth": {"enabled": False, "kernel_size": 5, "sigma": 1.0},
 }
+FIXED = {"scale": {"mode": "fixed", "size": [48, 48]}}
+NATIVE = {"scale": {"mode": "native"}}
 AUG = {
     "seed": 11,
     "copies_per_image": 3,
@@ -32,9 +33,13 @@ def _ingested():
     return bundle.pack(samples), pd.DataFrame({"image_id": rows})
 
 
-def test_preprocess_resizes_images_and_labels_together():
+def test_preprocess_follows_the_scale_policy_for_images_and_labels_together():
     ingested, metadata = _ingested()
-    out = preprocess_images(ingested, metadata, PRE)
+    native = preprocess_images(ingested, metadata, PRE, NATIVE)
+    for image_id in metadata["image_id"]:
+        assert native[f"{image_id}/image"].shape == ingested[f"{image_id}/image"].shape[:2]
+        np.testing.assert_array_equal(native[f"{image_id}/labels"], ingested[f"{image_id}/labels"])
+    out = preprocess_images(ingested, metadata, PRE, FIXED)
     assert bundle.sample_ids(out) == metadata["image_id"].tolist()
     for image_id in bundle.sample_ids(out):
         sample = bundle.get_sample(out, image_id)
@@ -50,7 +55,7 @@ def preprocessed_and_split():
     split = pd.DataFrame(
         {"image_id": metadata["image_id"], "split": ["train", "validation", "train", "test"]}
     )
-    return preprocess_images(ingested, metadata, PRE), split
+    return preprocess_images(ingested, metadata, PRE, FIXED), split
 
 
 def test_augmentation_uses_only_training_images(preprocessed_and_split):

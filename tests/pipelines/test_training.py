@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from nucleus_segmentation import bundle
+from nucleus_segmentation.errors import ParameterError
+from nucleus_segmentation.model.training import ValidationMetrics
 from nucleus_segmentation.pipelines.training import nodes
 from nucleus_segmentation.pipelines.training.nodes import (
     compute_class_weights,
@@ -14,6 +16,7 @@ from nucleus_segmentation.pipelines.training.nodes import (
     plot_training_curves,
     train_segmentation_model,
 )
+from nucleus_segmentation.segment import SegmentationSettings
 from tests.conftest import disk
 
 
@@ -50,10 +53,38 @@ PARAMS = {
     "jit_compile": False,
     "monitor": "val_miou_pooled",
     "max_validation_images": None,
-    "validation_batch_size": 2,
     "resume": True,
 }
 AUGMENTATION = {"copies_per_image": 1, "transforms": {"output_size": 16}}
+RAW = {  # every preprocessing step off: the stored images are what the network sees
+    "invert": {"enabled": False, "brightness_threshold": 127.0},
+    "equalize": {"enabled": False, "method": "global", "clip_limit": 2.0, "tile_grid": 8},
+    "smooth": {"enabled": False, "kernel_size": 5, "sigma": 1.0},
+}
+SEGMENTATION = {
+    "separation": {
+        "threshold": 0.5,
+        "method": "distance",
+        "seed_depth": 1.0,
+        "smoothing": 1.0,
+        "min_size": 4,
+    }
+}
+
+
+def _train(preprocessed, augmented, split, weights, params):
+    """The node, with the preprocessed images standing in for the raw ones."""
+    return train_segmentation_model(
+        augmented,
+        preprocessed,
+        preprocessed,
+        split,
+        weights,
+        params,
+        AUGMENTATION,
+        RAW,
+        SEGMENTATION,
+    )
 
 
 def test_training_data_size_counts_splits_and_samples_per_epoch():
@@ -97,8 +128,8 @@ def test_training_returns_model_history_and_best_metrics(tmp_path, mode):
         "online_workers": 1,
         "checkpoint_dir": str(tmp_path / "ckpt"),
     }
-    model, history, metric_history, best = train_segmentation_model(
-        augmented, preprocessed, split, {"background": 1.0, "nucleus": 2.0}, params, AUGMENTATION
+    model, history, metric_history, best = _train(
+        preprocessed, augmented, split, {"background": 1.0, "nucleus": 2.0}, params
     )
     assert history["epoch"].tolist() == [1, 2]
     assert {
@@ -109,6 +140,7 @@ def test_training_returns_model_history_and_best_metrics(tmp_path, mode):
         "val_nucleus_iou_pooled",
         "val_pa_pooled",
         "val_mpa_pooled",
+        "val_dsb_score",
     } <= set(history.columns)
     assert [p["step"] for p in metric_history["val_miou_pooled"]] == [1, 2]
     best_epoch = int(history["val_miou_pooled"].idxmax()) + 1
@@ -127,19 +159,55 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(tmp_path, monkeyp
     weights = {"background": 1.0, "nucleus": 2.0}
     # Simulate a run killed after its first epoch: the checkpoint is never marked complete.
     monkeypatch.setattr(nodes, "mark_checkpoint_complete", lambda directory: None)
-    _, first, _, _ = train_segmentation_model(
-        augmented, preprocessed, split, weights, params, AUGMENTATION
-    )
+    _, first, _, _ = _train(preprocessed, augmented, split, weights, params)
     monkeypatch.undo()
     with caplog.at_level(logging.INFO):
-        _, history, _, _ = train_segmentation_model(
-            augmented, preprocessed, split, weights, {**params, "epochs": 2}, AUGMENTATION
-        )
+        _, history, _, _ = _train(preprocessed, augmented, split, weights, {**params, "epochs": 2})
     assert "Resuming from" in caplog.text and "after epoch 1" in caplog.text
     assert history["epoch"].tolist() == [1, 2]
     pd.testing.assert_series_equal(history.iloc[0], first.iloc[0], check_names=False)
     # The finished run is marked complete: the next run starts afresh.
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        train_segmentation_model(augmented, preprocessed, split, weights, params, AUGMENTATION)
+        _train(preprocessed, augmented, split, weights, params)
     assert "Resuming" not in caplog.text
+
+
+class _Echo:
+    """A "model" whose nucleus probability is its input: perfect on binary images."""
+
+    def predict_on_batch(self, batch):
+        return np.concatenate([1 - batch, batch], axis=-1)
+
+    def get_weights(self):
+        return ["weights"]
+
+
+def test_validation_scores_what_the_segmentation_path_gives():
+    preprocessed, _, _ = _data()
+    images = [np.where(preprocessed[f"img{i}/labels"] > 0, 255, 0).astype(np.uint8) for i in (2, 3)]
+    labels = [preprocessed[f"img{i}/labels"] for i in (2, 3)]
+    validation = ValidationMetrics(
+        images,
+        labels,
+        [1.0, 1.0],
+        RAW,
+        SegmentationSettings(),
+        SEGMENTATION["separation"],
+        monitor="val_dsb_score",
+    )
+    validation.set_model(_Echo())
+    logs = {}
+    validation.on_epoch_end(0, logs)
+    assert logs["val_miou_pooled"] == pytest.approx(1.0)
+    assert logs["val_dsb_score"] == pytest.approx(1.0)  # two disks, each found exactly
+    assert validation.best_epoch == 0 and validation.best_weights == ["weights"]
+    # An empty image loses the nuclei: DSB score 0 for it.
+    validation.images[1] = np.zeros_like(images[1])
+    logs = {}
+    validation.on_epoch_end(1, logs)
+    assert logs["val_dsb_score"] == pytest.approx(0.5)
+    assert validation.best_epoch == 0
+    with pytest.raises(ParameterError, match="not one of"):
+        validation.monitor = "val_accuracy"
+        validation.on_epoch_end(2, {})

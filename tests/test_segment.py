@@ -1,0 +1,139 @@
+"""The one segmentation path: scale policy, tiling, test-time variants, separation."""
+
+import numpy as np
+import pytest
+
+from nucleus_segmentation.errors import DataProblem, ParameterError
+from nucleus_segmentation.model.predict import output_stride
+from nucleus_segmentation.segment import (
+    ScalePolicy,
+    SegmentationSettings,
+    check_separation,
+    network_probability,
+    nucleus_probability,
+    prepare_image,
+    prepare_labels,
+    segment_image,
+)
+from tests.conftest import disk
+
+RAW = {  # every preprocessing step off: the network sees the gray image itself
+    "invert": {"enabled": False, "brightness_threshold": 127.0},
+    "equalize": {"enabled": False, "method": "global", "clip_limit": 2.0, "tile_grid": 8},
+    "smooth": {"enabled": False, "kernel_size": 5, "sigma": 1.0},
+}
+SEPARATION = {
+    "threshold": 0.5,
+    "method": "distance",
+    "seed_depth": 1.0,
+    "smoothing": 1.0,
+    "min_size": 8,
+}
+
+
+class Echo:
+    """A "model" whose nucleus probability is the input itself (flip- and scale-equivariant);
+    it records the input sizes it was called with."""
+
+    def __init__(self):
+        self.shapes = []
+
+    def predict_on_batch(self, batch):
+        self.shapes.append(batch.shape)
+        return np.concatenate([1 - batch, batch], axis=-1)
+
+
+class LeftHalf:
+    """A "model" that calls the left half of every input nucleus: not flip-equivariant."""
+
+    def predict_on_batch(self, batch):
+        nucleus = np.zeros_like(batch)
+        nucleus[:, :, : batch.shape[2] // 2] = 1.0
+        return np.concatenate([1 - nucleus, nucleus], axis=-1)
+
+
+def test_native_policy_keeps_the_grid_and_fixed_policy_resizes_both_ways():
+    image = np.full((40, 24), 100, np.uint8)
+    assert prepare_image(image, RAW, ScalePolicy()).shape == (40, 24)
+    assert prepare_image(image, RAW, ScalePolicy(factor=2.0)).shape == (80, 48)
+    assert prepare_image(image, RAW, ScalePolicy(mode="fixed", size=(32, 32))).shape == (32, 32)
+    labels = np.zeros((40, 24), np.uint16)
+    labels[10:20, 5:15] = 7
+    fixed = prepare_labels(labels, ScalePolicy(mode="fixed", size=(20, 12)))
+    assert fixed.shape == (20, 12) and set(np.unique(fixed)) == {0, 7}
+    # The probability always comes back on the image's own grid.
+    for policy in (ScalePolicy(), ScalePolicy(mode="fixed", size=(32, 32))):
+        model = Echo()
+        settings = SegmentationSettings(scale=policy)
+        probability = nucleus_probability(model, image, RAW, settings)
+        assert probability.shape == (40, 24)
+        np.testing.assert_allclose(probability, 100 / 255, rtol=1e-5)
+        assert model.shapes[0][1:3] == prepare_image(image, RAW, policy).shape
+
+
+def test_identity_tta_is_plain_prediction_and_flips_are_undone_before_averaging():
+    image = np.zeros((32, 32), np.uint8)
+    plain = SegmentationSettings()
+    none = network_probability(LeftHalf(), image, plain)
+    assert none[:, :16].min() == 1.0 and none[:, 16:].max() == 0.0
+    both = network_probability(LeftHalf(), image, plain.with_tta([1.0], ["none", "horizontal"]))
+    np.testing.assert_array_equal(both, np.full((32, 32), 0.5, np.float32))
+    vertical = network_probability(LeftHalf(), image, plain.with_tta([1.0], ["vertical"]))
+    np.testing.assert_array_equal(vertical, none)  # a vertical flip leaves left-right alone
+    ramp = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (32, 1))
+    every = plain.with_tta([0.55, 1.0, 1.55], ["none", "horizontal", "vertical", "both"])
+    np.testing.assert_allclose(
+        network_probability(Echo(), ramp, every),
+        network_probability(Echo(), ramp, plain),
+        atol=0.02,
+    )
+
+
+def test_large_images_are_tiled_and_stitched_without_seams():
+    image = np.random.default_rng(0).integers(0, 256, (70, 90), dtype=np.uint8)
+    model = Echo()
+    settings = SegmentationSettings(tile_size=32, tile_overlap=8, batch_size=3)
+    probability = network_probability(model, image, settings)
+    np.testing.assert_allclose(probability, image / 255, rtol=1e-6)
+    assert {shape[1:3] for shape in model.shapes} == {(32, 32)}
+    assert max(shape[0] for shape in model.shapes) == 3
+
+
+def test_segment_image_separates_two_touching_disks_on_the_own_grid():
+    shape = (48, 64)
+    image = np.zeros(shape, np.uint8)
+    image[(disk(shape, (24, 22), 10) | disk(shape, (24, 41), 10)) > 0] = 255
+    labels = segment_image(Echo(), image, RAW, SegmentationSettings(), SEPARATION)
+    assert labels.shape == shape and labels.dtype == np.uint16 and labels.max() == 2
+
+
+def test_output_stride_is_read_off_the_model():
+    from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet
+
+    model = build_attention_unet(UNetConfig(base_filters=4, depth=3, aspp=False))
+    assert output_stride(model) == 8
+    assert output_stride(Echo()) == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"tta": {"scales": [1.0], "flips": ["sideways"]}}, "flips must be"),
+        ({"tta": {"scales": [0.0], "flips": ["none"]}}, "scales must be positive"),
+        ({"scale": {"mode": "stretch"}}, "mode must be one of"),
+        ({"scale": {"factor": -1}}, "factor must be positive"),
+        ({"tile_size": 64, "tile_overlap": 64}, "tile_overlap"),
+        ({"tiles": 3}, "unknown keys"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_parameter_named(params, message):
+    with pytest.raises(ParameterError, match=message):
+        SegmentationSettings.from_params(params)
+
+
+def test_separation_settings_are_checked():
+    assert check_separation(SEPARATION)["min_size"] == 8
+    with pytest.raises(DataProblem, match="expected the keys"):
+        check_separation({**SEPARATION, "extra": 1})
+    with pytest.raises(DataProblem, match="threshold"):
+        check_separation({**SEPARATION, "threshold": 1.5})
