@@ -1,7 +1,5 @@
 """Evaluation nodes on exact cases, and the whole pipeline through SequentialRunner."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,23 +11,19 @@ from nucleus_segmentation.pipelines.evaluation.nodes import (
     compare_methods,
     evaluate_test_predictions,
     plot_comparison_panels,
+    predict_test_images,
     segment_test_with_baselines,
+    separate_test_instances,
     tune_instance_separation,
 )
 from nucleus_segmentation.pipelines.evaluation.pipeline import create_pipeline
 from tests.conftest import disk
 from tests.pipelines.test_data_processing import KeptDataset
-from tests.pipelines.test_training import _data
+from tests.pipelines.test_training import RAW, _data
 
-PLAIN = {"scales": [1.0], "flips": ["none"]}
 PARAMS = {
-    "multiple": 16,
-    "batch_size": 2,
-    "tta": {
-        "use": "plain",
-        "compare": ["plain", "flips"],
-        "variants": {"plain": PLAIN, "flips": {"scales": [1.0], "flips": ["none", "horizontal"]}},
-    },
+    "compare_with_baseline": True,
+    "tta_compare": {"flips": {"scales": [1.0], "flips": ["none", "horizontal"]}},
     "instances": {
         "n_workers": 1,
         "search": {
@@ -43,6 +37,7 @@ PARAMS = {
     "baselines": {"seed": 0, "multilevel": {"levels": 2, "nucleus_classes": 1}},
     "figures": {"per_modality": 1, "seed": 0, "panel_inches": 1.0, "dpi": 40},
 }
+SEGMENTATION = {"tta": {"scales": [1.0], "flips": ["none"]}}
 SEPARATION = {"threshold": 0.5, "method": "distance", "seed_depth": 1.0, "smoothing": 0.0}
 SEPARATION["min_size"] = 1
 
@@ -55,35 +50,62 @@ class Echo:
 
 
 def _test_data():
-    preprocessed, _, split = _data()
+    """Raw images (bright disks on dark, the labels' own grid) and a split with two modalities."""
+    images, _, split = _data()
     split = split.assign(
         split=["validation", "validation", "test", "test"],
         modality=["fluorescence", "fluorescence", "fluorescence", "stained"],
     )
-    return preprocessed, split
+    return images, split
+
+
+def _labels(images, ids=("img2", "img3")):
+    return {k: images[f"{k}/labels"] for k in ids}
 
 
 def test_evaluation_scores_a_perfect_and_an_empty_prediction():
-    preprocessed, split = _test_data()
-    perfect = preprocessed["img2/mask"].astype(np.float32)
-    plain = {"img2": perfect, "img3": np.zeros_like(perfect)}
-    flips = {"img2": perfect, "img3": preprocessed["img3/mask"].astype(np.float32)}
+    images, split = _test_data()
+    perfect = _labels(images)
+    plain = {"img2": perfect["img2"], "img3": np.zeros_like(perfect["img3"])}
+    instances = {"attention_unet": plain, "tta:flips": perfect}
     per_image, per_modality, metrics, tta = evaluate_test_predictions(
-        {"plain": plain, "flips": flips}, preprocessed, split, SEPARATION, PARAMS
+        instances, images, split, PARAMS, SEGMENTATION
     )
     by_id = per_image.set_index("image_id")
     assert by_id.loc["img2", "dsb_score"] == 1.0 and by_id.loc["img2", "miou"] == 1.0
-    assert by_id.loc["img2", "dice"] == 1.0
+    assert by_id.loc["img2", "dice"] == 1.0 and by_id.loc["img2", "area_error"] == 0.0
     assert by_id.loc["img3", "dsb_score"] == 0.0 and by_id.loc["img3", "recall"] == 0.0
     assert by_id.loc["img2", "true_nuclei"] == by_id.loc["img2", "predicted_nuclei"] == 2
-    assert per_modality["modality"].tolist() == ["all", "fluorescence", "stained"]
+    assert per_modality["modality"].tolist() == ["fluorescence", "stained", "all"]
     assert metrics["dsb_score"]["value"] == 0.5
     # Pooled over both images, half the nucleus pixels are found: IoU 1/2, Dice 2/3.
     assert metrics["nucleus_iou_pooled"]["value"] == pytest.approx(0.5)
     assert metrics["dice_pooled"]["value"] == pytest.approx(2 / 3)
     rows = tta.set_index("variant")
-    assert rows.loc["plain", "in_use"] and not rows.loc["flips", "in_use"]
-    assert rows.loc["flips", "dsb_score"] == 1.0 and rows.loc["plain", "dsb_score"] == 0.5
+    assert rows.loc["in_use", "in_use"] and not rows.loc["flips", "in_use"]
+    assert rows.loc["flips", "flips"] == "none horizontal"
+    assert rows.loc["flips", "dsb_score"] == 1.0 and rows.loc["in_use", "dsb_score"] == 0.5
+
+
+def test_outlines_one_pixel_too_tight_show_as_a_negative_area_error():
+    images, split = _test_data()
+    truth = _labels(images)
+    from scipy import ndimage
+
+    tight = {
+        k: np.where(ndimage.binary_erosion(t > 0), t, 0).astype(np.uint16) for k, t in truth.items()
+    }
+    per_image, per_modality, _, _ = evaluate_test_predictions(
+        {"attention_unet": tight}, images, split, PARAMS, SEGMENTATION
+    )
+    expected = [
+        ((tight[k] == n).sum() - (truth[k] == n).sum()) / (truth[k] == n).sum()
+        for k in truth
+        for n in (1, 2)
+    ]
+    overall = per_modality.set_index("modality").loc["all"]
+    assert overall["area_error"] == pytest.approx(np.mean(expected))
+    assert overall["area_error"] < -0.2
 
 
 def test_separation_is_tuned_on_validation_by_the_instance_score():
@@ -103,16 +125,25 @@ def test_separation_is_tuned_on_validation_by_the_instance_score():
         tune_instance_separation({}, preprocessed, PARAMS)
 
 
-def test_comparison_table_has_a_row_per_method_and_skips_a_missing_baseline():
-    preprocessed, split = _test_data()
-    ours = {k: preprocessed[f"{k}/mask"].astype(np.float32) for k in ("img2", "img3")}
-    without = segment_test_with_baselines(preprocessed, split, Echo(), None, PARAMS)
+def test_every_method_is_separated_once_on_the_own_grid_and_compared():
+    images, split = _test_data()
+    without = segment_test_with_baselines(images, split, None, RAW, SEGMENTATION, PARAMS)
     assert sorted(without) == ["multilevel", "otsu"]
-    with_model = segment_test_with_baselines(preprocessed, split, Echo(), Echo(), PARAMS)
+    with_model = segment_test_with_baselines(images, split, Echo(), RAW, SEGMENTATION, PARAMS)
     assert sorted(with_model["unet_baseline"]) == ["img2", "img3"]
-    table, markdown, metrics = compare_methods(
-        with_model, {"plain": ours}, preprocessed, split, SEPARATION, PARAMS
-    )
+    variants = predict_test_images(Echo(), images, split, RAW, SEGMENTATION, PARAMS)
+    assert sorted(variants) == ["flips", "in_use"]
+    instances = separate_test_instances(variants, with_model, SEPARATION, PARAMS)
+    assert sorted(instances) == [
+        "attention_unet",
+        "multilevel",
+        "otsu",
+        "tta:flips",
+        "unet_baseline",
+    ]
+    for labels in instances.values():
+        assert labels["img2"].shape == images["img2/labels"].shape
+    table, markdown, metrics = compare_methods(instances, images, split, PARAMS)
     assert table["method"].tolist() == ["otsu", "multilevel", "unet_baseline", "attention_unet"]
     # Bright disks on a dark ground: every method finds them exactly.
     np.testing.assert_allclose(table["miou_pooled"], 1.0)
@@ -122,26 +153,22 @@ def test_comparison_table_has_a_row_per_method_and_skips_a_missing_baseline():
     assert markdown.count("\n| ") == 5  # header + four methods
 
 
-def test_the_model_under_evaluation_is_not_compared_with_itself():
-    preprocessed, split = _test_data()
-    model, same = Echo(), Echo()
-    model.loaded_from = same.loaded_from = SimpleNamespace(filepath="m/1/unet_baseline.keras")
-    assert "unet_baseline" not in segment_test_with_baselines(
-        preprocessed, split, model, same, PARAMS
-    )
-    params = {**PARAMS, "model_label": "U-Net (plain)"}
-    ours = {k: preprocessed[f"{k}/mask"].astype(np.float32) for k in ("img2", "img3")}
-    table, _, _ = compare_methods({}, {"plain": ours}, preprocessed, split, SEPARATION, params)
+def test_the_baseline_env_does_not_compare_the_model_with_itself():
+    images, split = _test_data()
+    params = {**PARAMS, "compare_with_baseline": False, "model_label": "U-Net (plain)"}
+    baselines = segment_test_with_baselines(images, split, Echo(), RAW, SEGMENTATION, params)
+    assert "unet_baseline" not in baselines
+    table, _, _ = compare_methods({"attention_unet": _labels(images)}, images, split, params)
     assert table["description"].tolist() == ["U-Net (plain)"]
 
 
 def test_comparison_panels_show_every_method_and_the_truth():
-    preprocessed, split = _test_data()
-    ours = {k: preprocessed[f"{k}/mask"].astype(np.float32) for k in ("img2", "img3")}
-    baselines = segment_test_with_baselines(preprocessed, split, Echo(), None, PARAMS)
-    figure = plot_comparison_panels(
-        baselines, {"plain": ours}, preprocessed, split, SEPARATION, PARAMS
+    images, split = _test_data()
+    baselines = segment_test_with_baselines(images, split, None, RAW, SEGMENTATION, PARAMS)
+    instances = separate_test_instances(
+        {"in_use": baselines["otsu"]}, baselines, SEPARATION, PARAMS
     )
+    figure = plot_comparison_panels(instances, images, split, PARAMS)
     titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
     assert titles == ["original", "Otsu threshold", "Multi-level threshold", "Attention U-Net"] + [
         "ground truth"
@@ -150,14 +177,16 @@ def test_comparison_panels_show_every_method_and_the_truth():
 
 
 def test_evaluation_pipeline_runs_end_to_end():
-    preprocessed, split = _test_data()
+    images, split = _test_data()
     catalog = DataCatalog(
         {
             "trained_model": MemoryDataset(Echo(), copy_mode="assign"),
             "baseline_model": MemoryDataset(None),
-            "preprocessed_images": MemoryDataset(preprocessed, copy_mode="assign"),
+            "ingested_images": MemoryDataset(images, copy_mode="assign"),
             "data_split": MemoryDataset(split),
             "params:evaluation": MemoryDataset(PARAMS),
+            "params:preprocessing": MemoryDataset(RAW),
+            "params:segmentation": MemoryDataset(SEGMENTATION),
         }
         | {
             name: KeptDataset()

@@ -37,19 +37,17 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 # The network sees the image itself: no inversion, equalization or smoothing to undo.
 PREPROCESSING = {
     "invert": {"enabled": False, "brightness_threshold": 127.0},
-    "resize": {"enabled": True, "size": [32, 32], "interpolation": "auto"},  # forced off
     "equalize": {"enabled": False, "method": "clahe", "clip_limit": 2.0, "tile_grid": 8},
     "smooth": {"enabled": False, "kernel_size": 5, "sigma": 1.0},
 }
-PARAMS = {
-    "scale": 1.0,
+SEGMENTATION = {
+    "scale": {"mode": "native", "factor": 1.0},
     "tile_size": 512,
     "tile_overlap": 32,
-    "multiple": 16,
     "batch_size": 2,
     "tta": {"scales": [1.0], "flips": ["none"]},
-    "overlay": {"colour": [255, 255, 0], "mode": "inner"},
 }
+PARAMS = {"overlay": {"colour": [255, 255, 0], "mode": "inner"}}
 SEPARATION = {"threshold": 0.5, "method": "distance", "seed_depth": 1.0, "smoothing": 0.0}
 SEPARATION["min_size"] = 1
 STAMP = "2026-01-31T12.00.00.000Z"
@@ -104,7 +102,7 @@ def _images(folder: Path):
 def test_every_readable_image_is_segmented_and_bad_files_are_reported(folder):
     model = Echo(SOURCE)
     labels, report, manifest = segment_images(
-        _images(folder), model, SEPARATION, PREPROCESSING, PARAMS
+        _images(folder), model, SEPARATION, PREPROCESSING, SEGMENTATION, PARAMS
     )
     assert list(labels) == ["big", "blank", "cells16", "rgba", "sub/rgba"]
     expected = {
@@ -128,9 +126,10 @@ def test_every_readable_image_is_segmented_and_bad_files_are_reported(folder):
         "name": "Echo"
     }
     assert manifest["input_folder"] == str(folder.resolve())
-    assert manifest["parameters"]["preprocessing"]["resize"] == {"enabled": False}
+    assert manifest["parameters"]["preprocessing"] == PREPROCESSING
     assert manifest["parameters"]["instance_postprocessing"] == SEPARATION
-    assert manifest["parameters"]["inference"]["tile_size"] == 512
+    assert manifest["parameters"]["segmentation"]["tile_size"] == 512
+    assert manifest["parameters"]["segmentation"]["scale"]["mode"] == "native"
     assert manifest["images"][2] == {
         "id": "cells16",
         "file": "cells16.tif",
@@ -144,7 +143,7 @@ def test_every_readable_image_is_segmented_and_bad_files_are_reported(folder):
 
 def test_nuclei_table_and_submission_match_the_label_maps(folder):
     images = _images(folder)
-    labels, _, _ = segment_images(images, Echo(), SEPARATION, PREPROCESSING, PARAMS)
+    labels, _, _ = segment_images(images, Echo(), SEPARATION, PREPROCESSING, SEGMENTATION, PARAMS)
     nuclei = tabulate_nuclei(images, labels)
     assert nuclei.columns.tolist()[:3] == ["image", "nucleus_id", "area_px"]
     cells = nuclei[nuclei["image"] == "cells16"].sort_values("area_px")
@@ -173,48 +172,58 @@ def test_nuclei_table_and_submission_match_the_label_maps(folder):
 
 def test_scale_rescales_the_network_input_and_not_the_labels(folder):
     model = Echo()
-    params = {**PARAMS, "scale": 2.0}
+    segmentation = {**SEGMENTATION, "scale": {"mode": "native", "factor": 2.0}}
     only = _images(folder)
     only.files = {"cells16": only.files["cells16"]}
-    labels, _, manifest = segment_images(only, model, SEPARATION, PREPROCESSING, params)
+    labels, _, manifest = segment_images(
+        only, model, SEPARATION, PREPROCESSING, segmentation, PARAMS
+    )
     assert model.shapes == [(1, 160, 192, 1)]
     assert labels["cells16"].shape == (80, 96) and labels["cells16"].max() == 2
     np.testing.assert_array_equal(labels["cells16"] > 0, _disks((80, 96), CELLS16))
-    assert manifest["parameters"]["preprocessing"]["resize"] == {
-        "enabled": True,
-        "scale": 2.0,
-        "interpolation": "auto",
-    }
+    assert manifest["parameters"]["segmentation"]["scale"]["factor"] == 2.0
 
 
 def test_a_folder_without_usable_images_stops_naming_it(folder, tmp_path):
     for name in ("big.png", "blank.png", "cells16.tif", "rgba.png", "sub/rgba.png"):
         (folder / name).unlink()
     with pytest.raises(ValueError, match=r"my images: no usable image \(2 image file") as caught:
-        segment_images(_images(folder), Echo(), SEPARATION, PREPROCESSING, PARAMS)
+        segment_images(_images(folder), Echo(), SEPARATION, PREPROCESSING, SEGMENTATION, PARAMS)
     assert "corrupt.png: not a readable image" in str(caught.value)
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "a.txt").write_text("x")
     with pytest.raises(ValueError, match=r"texts: no usable image \(no image file"):
-        segment_images(_images(tmp_path / "texts"), Echo(), SEPARATION, PREPROCESSING, PARAMS)
+        segment_images(
+            _images(tmp_path / "texts"), Echo(), SEPARATION, PREPROCESSING, SEGMENTATION, PARAMS
+        )
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
+    ("segmentation", "params", "message"),
     [
-        ({"tile_size": 500}, "multiple of multiple"),
-        ({"tile_overlap": 512}, "tile_overlap"),
-        ({"scale": 0}, "scale must be positive"),
-        ({"tta": {"scales": [1.0], "flips": ["diagonal"]}}, "tta.flips"),
-        ({"overlay": {"colour": [0, 0], "mode": "inner"}}, "three values"),
+        ({"tile_size": 8}, {}, "tile_size must be at least 16"),
+        ({"tile_overlap": 512}, {}, "tile_overlap"),
+        ({"scale": {"factor": 0}}, {}, "factor must be positive"),
+        ({"tta": {"scales": [1.0], "flips": ["diagonal"]}}, {}, "tta.flips"),
+        ({}, {"overlay": {"colour": [0, 0], "mode": "inner"}}, "three values"),
     ],
 )
-def test_bad_settings_stop_before_any_image_is_read(folder, change, message):
+def test_bad_settings_stop_before_any_image_is_read(folder, segmentation, params, message):
     model = Echo()
+    images = _images(folder)
     with pytest.raises(ValueError, match=message):
-        segment_images(_images(folder), model, SEPARATION, PREPROCESSING, {**PARAMS, **change})
-    with pytest.raises(ValueError, match="unknown keys"):
-        segment_images(_images(folder), model, {**SEPARATION, "sigma": 1}, PREPROCESSING, PARAMS)
+        segment_images(
+            images,
+            model,
+            SEPARATION,
+            PREPROCESSING,
+            {**SEGMENTATION, **segmentation},
+            {**PARAMS, **params},
+        )
+    with pytest.raises(ValueError, match="expected the keys"):
+        segment_images(
+            images, model, {**SEPARATION, "sigma": 1}, PREPROCESSING, SEGMENTATION, PARAMS
+        )
     assert model.shapes == []
 
 
@@ -225,6 +234,7 @@ def _catalog(images, model, output):
             "trained_model": MemoryDataset(model, copy_mode="assign"),
             "instance_postprocessing": MemoryDataset(SEPARATION),
             "params:preprocessing": MemoryDataset(PREPROCESSING),
+            "params:segmentation": MemoryDataset(SEGMENTATION),
             "params:inference": MemoryDataset(PARAMS),
             "inference_output": output,
         }
@@ -279,6 +289,7 @@ def test_pipeline_with_a_real_model_records_its_file_and_version(folder, tmp_pat
             "trained_model": trained,
             "instance_postprocessing": MemoryDataset(SEPARATION),
             "params:preprocessing": MemoryDataset(PREPROCESSING),
+            "params:segmentation": MemoryDataset(SEGMENTATION),
             "params:inference": MemoryDataset(PARAMS),
             "inference_output": InferenceOutputDataset(path=str(tmp_path / "out")),
         }
@@ -312,6 +323,7 @@ def test_the_catalog_takes_the_folders_from_runtime_params(folder, tmp_path):
     assert output._describe()["path"] == str(tmp_path / "results")
     defaults = OmegaConfigLoader(str(conf), **CONFIG_LOADER_ARGS)
     assert defaults["catalog"]["inference_images"]["path"] == "data/01_raw/inference_examples"
-    params = defaults["parameters"]["inference"]
-    assert (params["scale"], params["tile_size"], params["tile_overlap"]) == (1.0, 1024, 64)
+    params = defaults["parameters"]["segmentation"]
+    assert params["scale"]["mode"] == "native" and params["scale"]["factor"] == 1.0
+    assert (params["tile_size"], params["tile_overlap"]) == (1024, 64)
     assert params["tta"] == {"scales": [1.0], "flips": ["none"]}
