@@ -79,7 +79,8 @@ def test_data_processing_on_the_sample_versions_and_tracks(project):
     assert len(versions) == 2
     old, new = (NpzDataset(filepath=str(v / "preprocessed_images.npz")).load() for v in versions)
     first = bundle.sample_ids(old)[0]
-    assert old[f"{first}/image"].shape == new[f"{first}/image"].shape == (512, 512)
+    native = tuple(metadata.set_index("image_id").loc[first, ["height", "width"]])
+    assert old[f"{first}/image"].shape == new[f"{first}/image"].shape == native
     assert old[f"{first}/image"].tobytes() != new[f"{first}/image"].tobytes()
 
 
@@ -184,6 +185,34 @@ def test_default_run_trains_and_tracks_everything_in_mlflow(project):
     assert np.asarray(prediction).shape == (1, 32, 48, 2)
 
     _inference_on_odd_inputs(project, client)
+    _inference_gives_the_labels_evaluation_scored(project, split)
+
+
+def _inference_gives_the_labels_evaluation_scored(project: Path, split: pd.DataFrame) -> None:
+    """Parity: the test images' label maps behind the reported scores are byte-identical
+    to what `kedro run --pipeline inference` writes for the same files."""
+    import cv2
+
+    scored = NpzDataset(
+        filepath=str(
+            next((project / "data/07_model_output/scored_test_labels.npz").glob("*/*.npz"))
+        )
+    ).load()
+    test_ids = split.loc[split["split"] == "test", "image_id"].tolist()
+    assert sorted(bundle.sample_ids(scored)) == sorted(test_ids)
+    folder = project / "test images"
+    folder.mkdir()
+    for image_id in test_ids:
+        shutil.copy(project / SAMPLE / image_id / "images" / f"{image_id}.png", folder)
+    out = project / "parity"
+    args = f"inference_input={folder},inference_output={out}"
+    result = _cli(project, "--pipeline", "inference", "--params", args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (written,) = out.iterdir()
+    for image_id in test_ids:
+        labels = cv2.imread(str(written / "labels" / f"{image_id}.tif"), cv2.IMREAD_UNCHANGED)
+        expected = bundle.field(scored, image_id, "labels")
+        assert labels.dtype == expected.dtype and labels.tobytes() == expected.tobytes(), image_id
 
 
 def _inference_on_odd_inputs(project: Path, client) -> None:

@@ -197,6 +197,7 @@ JAX_SCRIPT = textwrap.dedent(
     from nucleus_segmentation.model.training import (
         SegmentationBatches, ValidationMetrics, make_optimizer,
     )
+    from nucleus_segmentation.segment import SegmentationSettings
     rng = np.random.default_rng(0)
     masks = (rng.random((4, 32, 32)) > 0.7).astype(np.uint8)
     images = np.where(masks > 0, 200, 30).astype(np.uint8)
@@ -205,13 +206,23 @@ JAX_SCRIPT = textwrap.dedent(
     )
     model.compile(optimizer=optimizer, loss=PixelWeightedCrossEntropy([0.5, 2.0], 1.0))
     before = [w.copy() for w in model.get_weights()]
-    validation = ValidationMetrics(list(images[:2]), list(masks[:2]), [0.5, 2.0])
+    raw = {
+        "invert": {"enabled": False, "brightness_threshold": 127.0},
+        "equalize": {"enabled": False, "method": "global", "clip_limit": 2.0, "tile_grid": 8},
+        "smooth": {"enabled": False, "kernel_size": 5, "sigma": 1.0},
+    }
+    separation = {"threshold": 0.5, "method": "distance", "seed_depth": 1.0,
+                  "smoothing": 1.0, "min_size": 1}
+    validation = ValidationMetrics(
+        list(images[:2]), list(masks[:2]), [0.5, 2.0], raw, SegmentationSettings(), separation
+    )
     history = model.fit(
         SegmentationBatches(images, masks, 2, 2, seed=1),
         epochs=2, callbacks=[validation], verbose=0,
     )
     assert all(np.isfinite(history.history["loss"])), history.history
     assert 0.0 <= history.history["val_miou_pooled"][-1] <= 1.0
+    assert 0.0 <= history.history["val_dsb_score"][-1] <= 1.0
     assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
     """
 )

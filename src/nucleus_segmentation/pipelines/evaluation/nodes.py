@@ -261,6 +261,17 @@ def separate_test_instances(
     return results
 
 
+def collect_scored_labels(
+    instances: Mapping[str, Mapping[str, np.ndarray]],
+) -> dict[str, np.ndarray]:
+    """The instance label maps the reported test scores were computed on (the model with
+    the settings in use), as a bundle ``{"<image_id>/labels": HxW uint16}``: kept, so a
+    user can check them against what ``kedro run --pipeline inference`` writes."""
+    return bundle.pack(
+        (image_id, {"labels": labels}) for image_id, labels in instances["attention_unet"].items()
+    )
+
+
 def _separate(item: tuple[str, str, np.ndarray], settings: Mapping[str, dict]) -> np.ndarray:
     method, _, probability = item
     return separate_instances(probability, **settings[method])

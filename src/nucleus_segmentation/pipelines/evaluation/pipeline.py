@@ -7,6 +7,7 @@ every score is taken on the images' own grid against their own labels.
 from kedro.pipeline import Pipeline, node, pipeline
 
 from nucleus_segmentation.pipelines.evaluation.nodes import (
+    collect_scored_labels,
     compare_methods,
     evaluate_test_predictions,
     plot_comparison_panels,
@@ -58,6 +59,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="test_instances",
                 name="separate_test_instances",
+            ),
+            node(
+                collect_scored_labels,
+                inputs="test_instances",
+                outputs="scored_test_labels",
+                name="collect_scored_labels",
             ),
             node(
                 evaluate_test_predictions,
