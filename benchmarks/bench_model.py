@@ -82,13 +82,16 @@ def main() -> None:
     crop = yaml.safe_load((PROJECT / "conf/base/parameters_augmentation.yml").read_text())[
         "augmentation"
     ]["transforms"]["output_size"]
+    paper = yaml.safe_load((PROJECT / "conf/paper/parameters_training.yml").read_text())["training"]
     batch = int(params["batch_size"])
     configs = {
         "attention U-Net, CPU default": UNetConfig.from_params(params["model"]),
         "plain U-Net baseline": UNetConfig.from_params(
             {**params["model"], "attention": "none", "channel_expansion": False, "aspp": False}
         ),
-        "attention U-Net, paper (base 64)": UNetConfig.paper(),
+        "attention U-Net, paper (base 64)": UNetConfig.from_params(
+            {**params["model"], **paper["model"]}
+        ),
     }
     peak = matmul_peak_gflops()
     rows, speed = [], []

@@ -2,23 +2,18 @@
 
 from fractions import Fraction
 
-import keras
 import numpy as np
 import pytest
 
 from nucleus_segmentation.model.metrics import (
-    ConfusionMatrixMetric,
     class_iou,
     confusion_matrix,
-    confusion_matrix_ops,
     evaluate_segmentation,
     mean_iou,
     mean_pixel_accuracy,
     nucleus_iou,
     pixel_accuracy,
     scores_from_confusion,
-    scores_from_confusion_ops,
-    segmentation_metrics,
 )
 
 # Keras' TensorFlow backend calls np.array(x, copy=False) on tensors (numpy 2 warns).
@@ -95,65 +90,3 @@ def test_per_image_skips_undefined_nucleus_iou():
     results = evaluate_segmentation([TRUTH, EMPTY_TRUTH], [PRED, EMPTY_TRUTH])
     assert results["nucleus_iou_per_image"] == pytest.approx(0.6)
     assert results["miou_per_image"] == pytest.approx((float(EXPECTED["miou"]) + 1.0) / 2)
-
-
-def test_confusion_matrix_ops_matches_numpy():
-    y_true = np.stack([TRUTH, EMPTY_TRUTH.repeat(2, 0).repeat(2, 1)])
-    y_pred = np.stack([PRED, EMPTY_PRED.repeat(2, 0).repeat(2, 1)])
-    expected = confusion_matrix(y_true, y_pred)
-    for true, pred in [
-        (y_true, _one_hot(y_pred)),
-        (y_true[..., None], _one_hot(y_pred)),
-        (_one_hot(y_true), y_pred),
-    ]:
-        cm = keras.ops.convert_to_numpy(confusion_matrix_ops(true, pred, 2))
-        np.testing.assert_array_equal(cm, expected)
-
-
-def test_confusion_matrix_ops_weights():
-    weights = np.array([2.0, 0.0], dtype="float32")
-    y_true = np.stack([TRUTH, TRUTH])
-    y_pred = _one_hot(np.stack([PRED, PRED]))
-    cm = keras.ops.convert_to_numpy(confusion_matrix_ops(y_true, y_pred, 2, weights))
-    np.testing.assert_array_equal(cm, 2 * CM)
-
-
-def test_scores_ops_match_numpy():
-    for cm in (CM, np.array([[3, 1], [0, 0]]), np.array([[4, 0], [0, 0]])):
-        ops_scores = {
-            key: float(keras.ops.convert_to_numpy(value))
-            for key, value in scores_from_confusion_ops(cm.astype("float32")).items()
-        }
-        numpy_scores = scores_from_confusion(cm)
-        for key, value in numpy_scores.items():
-            # The ops twin reports 0 where numpy reports NaN (nothing defined).
-            expected = 0.0 if np.isnan(value) else value
-            assert ops_scores[key] == pytest.approx(expected, abs=1e-6), key
-
-
-def test_streaming_metric_pools_batches_and_resets():
-    metrics = {metric.name: metric for metric in segmentation_metrics(2)}
-    assert set(metrics) == {"pa", "mpa", "miou", "nucleus_iou"}
-    for metric in metrics.values():
-        metric.update_state(TRUTH[None], _one_hot(PRED[None]))
-    for key, metric in metrics.items():
-        assert float(metric.result()) == pytest.approx(float(EXPECTED[key]), abs=1e-6)
-    # A second batch accumulates: the result is the pooled score.
-    pooled = evaluate_segmentation([TRUTH, EMPTY_TRUTH], [PRED, EMPTY_PRED])
-    for key, metric in metrics.items():
-        metric.update_state(EMPTY_TRUTH[None, ..., None], _one_hot(EMPTY_PRED[None]))
-        assert float(metric.result()) == pytest.approx(pooled[f"{key}_pooled"], abs=1e-6)
-    metric = metrics["pa"]
-    metric.reset_state()
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(metric.confusion), 0)
-
-
-def test_metric_config_round_trip():
-    metric = ConfusionMatrixMetric("mpa", num_classes=3, name="val_mpa")
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(metric), safe_mode=True
-    )
-    assert isinstance(restored, ConfusionMatrixMetric)
-    assert (restored.score, restored.num_classes, restored.name) == ("mpa", 3, "val_mpa")
-    with pytest.raises(ValueError, match="score"):
-        ConfusionMatrixMetric("dice")

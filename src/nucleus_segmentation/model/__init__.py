@@ -20,7 +20,6 @@ from nucleus_segmentation.model.losses import (
     weighted_cross_entropy,
 )
 from nucleus_segmentation.model.metrics import (
-    ConfusionMatrixMetric,
     confusion_matrix,
     evaluate_segmentation,
     mean_iou,
@@ -28,7 +27,6 @@ from nucleus_segmentation.model.metrics import (
     nucleus_iou,
     pixel_accuracy,
     scores_from_confusion,
-    segmentation_metrics,
 )
 from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet, model_summary_stats
 
@@ -38,7 +36,6 @@ __all__ = [
     "AttentionFusion",
     "ChannelAttention",
     "ChannelExpansion",
-    "ConfusionMatrixMetric",
     "LocalResponseNormalization",
     "PixelWeightedCrossEntropy",
     "UNetConfig",
@@ -52,7 +49,6 @@ __all__ = [
     "nucleus_iou",
     "pixel_accuracy",
     "scores_from_confusion",
-    "segmentation_metrics",
     "soft_dice_loss",
     "weighted_cross_entropy",
 ]

@@ -127,11 +127,6 @@ class UNetConfig:
             raise ParameterError(f"unknown model parameters {unknown}; known: {sorted(known)}")
         return cls(**params)
 
-    @classmethod
-    def paper(cls, **overrides: Any) -> UNetConfig:
-        """The paper's configuration: 64 base filters, ASPP with 512 channels."""
-        return cls(**{"base_filters": 64, "aspp_filters": 512, **overrides})
-
     def to_params(self) -> dict[str, Any]:
         """Plain dict (lists for tuples) for logging; ``from_params`` reads it back."""
         params = dataclasses.asdict(self)

@@ -54,7 +54,11 @@ def augment_training_images(
     if not train_ids:
         raise DataProblem("the split has no training image to augment")
     tasks = (
-        (image_id, preprocessed[f"{image_id}/image"], preprocessed[f"{image_id}/labels"])
+        (
+            image_id,
+            bundle.field(preprocessed, image_id, "image"),
+            bundle.field(preprocessed, image_id, "labels"),
+        )
         for image_id in train_ids
     )
     work = partial(_augment_one, config=config, copies=copies, seed=seed)

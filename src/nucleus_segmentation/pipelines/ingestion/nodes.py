@@ -142,7 +142,7 @@ def encode_instances_as_rle(
     records = [
         (image_id, rle)
         for image_id in metadata["image_id"]
-        for rle in labels_to_rles(ingested[f"{image_id}/labels"])
+        for rle in labels_to_rles(bundle.field(ingested, image_id, "labels"))
     ]
     return pd.DataFrame(records, columns=["ImageId", "EncodedPixels"])
 

@@ -50,9 +50,9 @@ def compute_class_weights(
     """Median-frequency-balanced class weights from the *training* masks (never validation
     or test), raised to ``params["class_weight_power"]``: 1 is the paper's weighting, 0 an
     unweighted loss, values between temper it. Returns ``{"background": w0, "nucleus": w1}``."""
-    masks = [preprocessed[f"{image_id}/mask"] for image_id in _ids(split, "train")]
+    masks = [bundle.field(preprocessed, image_id, "mask") for image_id in _ids(split, "train")]
     weights = median_frequency_class_weights(masks, num_classes=len(CLASS_NAMES))
-    weights = np.where(weights > 0, weights, 1.0) ** float(params.get("class_weight_power", 1.0))
+    weights = np.where(weights > 0, weights, 1.0) ** float(params["class_weight_power"])
     result = {name: float(w) for name, w in zip(CLASS_NAMES, weights, strict=True)}
     logger.info("Class weights (median frequency balancing): %s", result)
     return result
@@ -82,14 +82,14 @@ def _training_batches(augmented, preprocessed, split, params, augmentation_param
     mode = params["augmentation_mode"]
     if mode == "offline":
         ids = bundle.sample_ids(augmented)
-        images = np.stack([augmented[f"{i}/image"] for i in ids])
-        masks = np.stack([augmented[f"{i}/mask"] for i in ids])
+        images = np.stack([bundle.field(augmented, i, "image") for i in ids])
+        masks = np.stack([bundle.field(augmented, i, "mask") for i in ids])
         return SegmentationBatches(images, masks, batch, steps, seed), len(ids)
     if mode == "online":
         ids = _ids(split, "train")
         config = AugmentConfig.from_params(dict(augmentation_params["transforms"]))
-        images = [preprocessed[f"{i}/image"] for i in ids]
-        labels = [preprocessed[f"{i}/labels"] for i in ids]
+        images = [bundle.field(preprocessed, i, "image") for i in ids]
+        labels = [bundle.field(preprocessed, i, "labels") for i in ids]
         feeder = OnlineAugmentedBatches(
             images,
             labels,

@@ -1,0 +1,170 @@
+"""Scale policy, measured: the same evaluation path for models trained under each policy.
+
+    python benchmarks/bench_scale_policy.py --native-model <version> --fixed-model <version>
+    python benchmarks/bench_scale_policy.py --report-only
+
+Each configuration runs ``kedro run --pipeline evaluation`` with the model version pinned
+(``--load-versions trained_model:<version>``) and the scale policy set by ``--params``, so the
+separation is tuned on validation at the scale where it is applied and the test split is scored
+on each image's own grid, exactly as inference segments it. The default configuration runs
+last, so the latest tuned separation (what inference uses) is the default's again.
+
+Models: ``--native-model`` trained under the default (``segmentation.scale.mode=native``,
+absolute-zoom crops); ``--fixed-model`` trained under the previous recipe, every image resized
+to 512x512 (``segmentation.scale.mode=fixed``, relative crops):
+
+    kedro run --pipeline data_processing --params raw_data=../shared/dsb2018/stage1_train.zip
+    kedro run --pipeline training
+    kedro run --pipeline preprocessing,augmentation --params "segmentation.scale.mode=fixed,
+        augmentation.transforms.zoom_range=null"       # then training with the same --params
+
+Results are kept in ``benchmarks/results/scale_policy.json`` and written to the
+"scale_policy" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pandas as pd
+from _common import PROJECT, kedro_run, latest_version, write_section
+
+REPORTS = PROJECT / "data" / "08_reporting"
+RESULTS = PROJECT / "benchmarks" / "results" / "scale_policy.json"
+# (key, model flag, scale mode, description), the default last.
+CONFIGS = (
+    (
+        "fixed_model_native_path",
+        "fixed",
+        "native",
+        "512-trained model, native prediction (what inference did before: trained 512, run native)",
+    ),
+    (
+        "fixed_model_fixed_path",
+        "fixed",
+        "fixed",
+        "512-trained model, every image resized to 512x512 and back (the paper's rule, consistent)",
+    ),
+    (
+        "native_model_native_path",
+        "native",
+        "native",
+        "native-trained model, native prediction (**default**)",
+    ),
+)
+SCORES = {
+    "miou_pooled": "MIoU",
+    "nucleus_iou_pooled": "nucleus IoU",
+    "dsb_score": "DSB score",
+    "precision": "P @ 0.5",
+    "recall": "R @ 0.5",
+    "f1": "F1 @ 0.5",
+    "area_error": "area error",
+}
+
+
+def latest(name: str):
+    return latest_version(REPORTS, name, "run `kedro run --pipeline evaluation` first")
+
+
+def measure(model_version: str, mode: str) -> dict:
+    """One evaluation run; its per-modality table, validation DSB and wall time."""
+    result = kedro_run(
+        "evaluation",
+        "--load-versions",
+        f"trained_model:{model_version}",
+        "--params",
+        f"segmentation.scale.mode={mode},evaluation.tta_compare=null",
+        log_path=PROJECT / "benchmark_scale_policy.log",
+    )
+    modality = pd.read_csv(latest("evaluation_per_modality.csv"))
+    search = pd.read_csv(latest("separation_search.csv"))
+    return {
+        "model_version": model_version,
+        "scale_mode": mode,
+        "validation_dsb_score": float(search["validation_dsb_score"].iloc[0]),
+        "separation": search.iloc[0].drop(["validation_dsb_score", "images"]).to_dict(),
+        "per_modality": modality.to_dict("records"),
+        "wall_seconds": result["wall"],
+    }
+
+
+def cell(name: str, value: float) -> str:
+    if name == "area_error":
+        return f"{100 * value:+.1f} %"
+    if name in ("dsb_score", "precision", "recall", "f1"):
+        return f"{value:.3f}"
+    return f"{100 * value:.1f}"
+
+
+def report(results: dict) -> str:
+    overall = [
+        "| configuration | validation DSB (tuned) | " + " | ".join(SCORES.values()) + " |",
+        "|---|---:|" + "---:|" * len(SCORES),
+    ]
+    modality_rows = ["| configuration | modality | images | " + " | ".join(SCORES.values()) + " |"]
+    modality_rows.append("|---|---|---:|" + "---:|" * len(SCORES))
+    for key, _, _, description in CONFIGS:
+        if key not in results:
+            continue
+        run = results[key]
+        rows = {r["modality"]: r for r in run["per_modality"]}
+        all_row = rows["all"]
+        overall.append(
+            f"| {description} | {run['validation_dsb_score']:.3f} | "
+            + " | ".join(cell(k, all_row[k]) for k in SCORES)
+            + " |"
+        )
+        for name, row in rows.items():
+            if name == "all":
+                continue
+            modality_rows.append(
+                f"| {key} | {name} | {int(row['images'])} | "
+                + " | ".join(cell(k, row[k]) for k in SCORES)
+                + " |"
+            )
+    versions = ", ".join(
+        f"`{k}`: model `{v['model_version']}`, scale `{v['scale_mode']}`"
+        for k, v in results.items()
+    )
+    return "\n\n".join(
+        [
+            "Command: `python benchmarks/bench_scale_policy.py --native-model <version> "
+            "--fixed-model <version>` (one `kedro run --pipeline evaluation` per row, model "
+            "pinned, scale policy by `--params`), or `--report-only`. Runs: " + versions + ".",
+            "Test split grouped by acquisition (no acquisition on both sides), every image "
+            "scored on its own pixel grid against its own labels on the label maps inference "
+            "writes; separation tuned on validation at the scale where it is applied (the "
+            "validation DSB column is what chose the policy). Pixel scores in %, pooled; "
+            "instance scores averaged over images; area error: mean signed (predicted - true) "
+            "/ true area of nuclei matched at IoU 0.5.",
+            "\n".join(overall),
+            "**Per modality:**",
+            "\n".join(modality_rows),
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--native-model", help="trained_model version under the native policy")
+    parser.add_argument("--fixed-model", help="trained_model version under the fixed 512 policy")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    if args.report_only:
+        results = json.loads(RESULTS.read_text())
+    else:
+        models = {"native": args.native_model, "fixed": args.fixed_model}
+        results = {}
+        for key, model, mode, _ in CONFIGS:
+            if models[model]:
+                results[key] = measure(models[model], mode)
+                print(key, results[key]["validation_dsb_score"], flush=True)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=1, default=str))
+    print(write_section("scale_policy", "Scale policy (issue 8)", report(results)))
+
+
+if __name__ == "__main__":
+    main()
