@@ -8,8 +8,8 @@ import pytest
 
 from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import ParameterError
+from nucleus_segmentation.model import training
 from nucleus_segmentation.model.training import ValidationMetrics
-from nucleus_segmentation.pipelines.training import nodes
 from nucleus_segmentation.pipelines.training.nodes import (
     compute_class_weights,
     describe_training_data,
@@ -43,6 +43,7 @@ def _data(size=32, count=4):
 PARAMS = {
     "seed": 3,
     "augmentation_mode": "offline",
+    "online_workers": 1,
     "model": {"base_filters": 4, "depth": 2, "aspp_rates": [1, 2], "sap_grid": [2, 2]},
     "dice_weight": 0.0,
     "optimizer": {"name": "adam", "learning_rate": 0.01, "weight_decay": 1e-4},
@@ -158,7 +159,7 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(tmp_path, monkeyp
     params = {**PARAMS, "epochs": 1, "checkpoint_dir": str(tmp_path / "ckpt")}
     weights = {"background": 1.0, "nucleus": 2.0}
     # Simulate a run killed after its first epoch: the checkpoint is never marked complete.
-    monkeypatch.setattr(nodes, "mark_checkpoint_complete", lambda directory: None)
+    monkeypatch.setattr(training, "mark_checkpoint_complete", lambda directory: None)
     _, first, _, _ = _train(preprocessed, augmented, split, weights, params)
     monkeypatch.undo()
     with caplog.at_level(logging.INFO):

@@ -352,3 +352,69 @@ def progress_verbosity() -> int:
     """Keras fit verbosity: a progress bar in a terminal, nothing extra otherwise (the
     :class:`EpochLog` line is the one line per epoch in CI logs)."""
     return 1 if sys.stdout.isatty() else 0
+
+
+def fit_with_checkpoints(
+    build: Callable[[], keras.Model],
+    feeder: SegmentationBatches,
+    validation: ValidationMetrics,
+    *,
+    epochs: int,
+    directory: str | os.PathLike,
+    fingerprint: str,
+    resume: bool = True,
+    max_minutes: float | None = None,
+    description: str = "",
+) -> tuple[keras.Model, list[dict]]:
+    """Fit a compiled model from ``build()`` on ``feeder`` for ``epochs``, validating with
+    ``validation`` after every epoch, checkpointing to ``directory`` (:class:`Checkpoint`)
+    and stopping early by the ``max_minutes`` budget; with ``resume``, an interrupted run of
+    the same ``fingerprint`` continues from its last epoch (model, optimizer state, best
+    epoch so far, history and the feeder's position in its sample order).
+
+    Keras' ``BackupAndRestore`` restores the model, optimizer and epoch, but not the best
+    epoch's weights and score, the per-epoch history or the check that the data and
+    settings are the same, and it deletes its backup when training ends; hence
+    :class:`Checkpoint` / :func:`load_checkpoint` here.
+
+    Returns:
+        ``(model, history)``: the model with the weights of the best validation epoch, and one
+        dict per epoch (``epoch`` and the logs).
+    """
+    state = load_checkpoint(directory, fingerprint) if resume else None
+    history: list[dict] = []
+    first_epoch = 0
+    if state is not None:
+        model, first_epoch, history = state["last"], int(state["epoch"]), state["history"]
+        feeder.epoch = first_epoch
+        validation.best, validation.best_epoch = state["best"], state["best_epoch"]
+        if state["best_model"] is not None:
+            validation.best_weights = state["best_model"].get_weights()
+        logger.info("Resuming from %s after epoch %d", directory, first_epoch)
+    else:
+        model = build()
+    logger.info(
+        "Training %s (%d parameters) on %s, %d steps x %d epochs",
+        model.name,
+        model.count_params(),
+        description,
+        feeder.steps,
+        epochs,
+    )
+    callbacks = [
+        validation,
+        Checkpoint(directory, fingerprint, validation, history),
+        EpochLog(epochs, first_epoch),
+        TimeBudget(max_minutes, first_epoch),
+    ]
+    model.fit(
+        feeder,
+        epochs=epochs,
+        initial_epoch=first_epoch,
+        callbacks=callbacks,
+        verbose=progress_verbosity(),
+    )
+    if validation.best_weights is not None:
+        model.set_weights(validation.best_weights)
+    mark_checkpoint_complete(directory)
+    return model, history

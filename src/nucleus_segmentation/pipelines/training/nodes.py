@@ -22,16 +22,11 @@ from nucleus_segmentation.model.losses import (
     median_frequency_class_weights,
 )
 from nucleus_segmentation.model.training import (
-    Checkpoint,
-    EpochLog,
     OnlineAugmentedBatches,
     SegmentationBatches,
-    TimeBudget,
     ValidationMetrics,
-    load_checkpoint,
+    fit_with_checkpoints,
     make_optimizer,
-    mark_checkpoint_complete,
-    progress_verbosity,
 )
 from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet
 from nucleus_segmentation.segment import SegmentationSettings
@@ -98,7 +93,7 @@ def _training_batches(augmented, preprocessed, split, params, augmentation_param
             batch,
             steps,
             seed,
-            workers=int(params.get("online_workers", 2)),
+            workers=int(params["online_workers"]),
         )
         return feeder, len(ids) * int(augmentation_params["copies_per_image"])
     raise ParameterError(f"unknown augmentation_mode {mode!r}: use 'offline' or 'online'")
@@ -112,6 +107,18 @@ def _fingerprint(params, augmentation_params, split, samples) -> str:
         [settings, augmentation_params, _ids(split, "train"), samples], sort_keys=True, default=str
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _compiled_model(
+    config: UNetConfig, params: Mapping[str, Any], weights: list[float], total_steps: int
+) -> keras.Model:
+    model = build_attention_unet(config)
+    model.compile(
+        optimizer=make_optimizer(params["optimizer"], total_steps),
+        loss=PixelWeightedCrossEntropy(weights, dice_weight=float(params["dice_weight"])),
+        jit_compile=bool(params["jit_compile"]),
+    )
+    return model
 
 
 def train_segmentation_model(
@@ -142,7 +149,7 @@ def train_segmentation_model(
     """
     keras.utils.set_random_seed(int(params["seed"]))
     epochs = int(params["epochs"])
-    steps = params.get("steps_per_epoch")
+    steps = params["steps_per_epoch"]
     feeder, samples = _training_batches(
         augmented,
         preprocessed,
@@ -165,50 +172,17 @@ def train_segmentation_model(
         segmentation_params["separation"],
         monitor=params["monitor"],
     )
-    fingerprint = _fingerprint(params, augmentation_params, split, samples)
-    directory = params["checkpoint_dir"]
-    state = load_checkpoint(directory, fingerprint) if params.get("resume", True) else None
-    history: list[dict] = []
-    first_epoch = 0
-    if state is not None:
-        model, first_epoch, history = state["last"], int(state["epoch"]), state["history"]
-        feeder.epoch = first_epoch
-        validation.best, validation.best_epoch = state["best"], state["best_epoch"]
-        if state["best_model"] is not None:
-            validation.best_weights = state["best_model"].get_weights()
-        logger.info("Resuming from %s after epoch %d", directory, first_epoch)
-    else:
-        model = build_attention_unet(config)
-        model.compile(
-            optimizer=make_optimizer(params["optimizer"], epochs * feeder.steps),
-            loss=PixelWeightedCrossEntropy(weights, dice_weight=float(params["dice_weight"])),
-            jit_compile=bool(params.get("jit_compile", False)),
-        )
-    logger.info(
-        "Training %s (%d parameters) on %d %s samples, %d steps x %d epochs",
-        model.name,
-        model.count_params(),
-        samples,
-        params["augmentation_mode"],
-        feeder.steps,
-        epochs,
-    )
-    callbacks = [
-        validation,
-        Checkpoint(directory, fingerprint, validation, history),
-        EpochLog(epochs, first_epoch),
-        TimeBudget(params.get("max_minutes"), first_epoch),
-    ]
-    model.fit(
+    model, history = fit_with_checkpoints(
+        lambda: _compiled_model(config, params, weights, epochs * feeder.steps),
         feeder,
+        validation,
         epochs=epochs,
-        initial_epoch=first_epoch,
-        callbacks=callbacks,
-        verbose=progress_verbosity(),
+        directory=params["checkpoint_dir"],
+        fingerprint=_fingerprint(params, augmentation_params, split, samples),
+        resume=bool(params["resume"]),
+        max_minutes=params["max_minutes"],
+        description=f"{samples} {params['augmentation_mode']} samples",
     )
-    if validation.best_weights is not None:
-        model.set_weights(validation.best_weights)
-    mark_checkpoint_complete(directory)
     table = pd.DataFrame(history)
     best_row = table.loc[table[params["monitor"]].idxmax()]
     metric_history = {
