@@ -45,3 +45,39 @@ def test_environments_override_only_their_keys(env, expected):
         assert (training["batch_size"], training["optimizer"]["name"]) == (16, "sgd")
         assert training["epochs"] * training["steps_per_epoch"] == 10_000
         assert params["augmentation"]["transforms"]["output_size"] == 512
+
+
+def _catalog(env: str) -> dict:
+    args = {**CONFIG_LOADER_ARGS, "default_run_env": env}
+    return OmegaConfigLoader(str(CONF), **args)["catalog"]
+
+
+@pytest.mark.parametrize(
+    ("env", "model", "data", "mode"),
+    [
+        ("local", "attention_unet", "preprocessed_images.npz", "native"),
+        ("baseline", "unet_baseline", "preprocessed_images.npz", "native"),
+        ("paper", "attention_unet_paper", "preprocessed_images_paper.npz", "fixed"),
+        ("fixed512", "attention_unet_fixed512", "preprocessed_images_fixed512.npz", "fixed"),
+    ],
+)
+def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data, mode):
+    """Environments rename files through globals.yml: a run of one never becomes the
+    "latest" model, separation or data of another, and the scale policy matches its data."""
+    catalog, params = _catalog(env), _parameters(env)
+    assert catalog["trained_model"]["filepath"] == f"data/06_models/{model}.keras"
+    assert catalog["preprocessed_images"]["filepath"] == f"data/04_feature/{data}"
+    assert params["training"]["checkpoint_dir"] == f"data/06_models/checkpoints/{model}"
+    assert params["segmentation"]["scale"]["mode"] == mode
+    separation = catalog["instance_postprocessing"]["filepath"]
+    reports = catalog["{name}_table"]["filepath"]
+    if env == "local":
+        assert separation == "data/06_models/instance_postprocessing.json"
+        assert reports == "data/08_reporting/{name}.csv"
+    else:
+        assert separation == f"data/06_models/{model}_postprocessing.json"
+        assert (
+            reports.startswith("data/08_reporting/") and reports != "data/08_reporting/{name}.csv"
+        )
+    # The baseline model the evaluation compares against is always the plain U-Net's file.
+    assert catalog["baseline_model"]["filepath"] == "data/06_models/unet_baseline.keras"

@@ -195,7 +195,11 @@ def _inference_gives_the_labels_evaluation_scored(project: Path, split: pd.DataF
 
     scored = NpzDataset(
         filepath=str(
-            next((project / "data/07_model_output/scored_test_labels.npz").glob("*/*.npz"))
+            next(
+                (project / "data/07_model_output/attention_unet_scored_test_labels.npz").glob(
+                    "*/*.npz"
+                )
+            )
         )
     ).load()
     test_ids = split.loc[split["split"] == "test", "image_id"].tolist()
