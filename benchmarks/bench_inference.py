@@ -61,11 +61,12 @@ def write_folder(images: dict[str, np.ndarray], folder: Path, size: int | None =
         (folder / f"{image_id}.png").write_bytes(encode_png(image))
 
 
-def params() -> tuple[dict, dict]:
+def params() -> tuple[dict, dict, dict]:
     conf = PROJECT / "conf" / "base"
     preprocessing = yaml.safe_load((conf / "parameters_preprocessing.yml").read_text())
+    segmentation = yaml.safe_load((conf / "parameters.yml").read_text())
     inference = yaml.safe_load((conf / "parameters_inference.yml").read_text())
-    return preprocessing["preprocessing"], inference["inference"]
+    return preprocessing["preprocessing"], segmentation["segmentation"], inference["inference"]
 
 
 def per_image_seconds(images: dict[str, np.ndarray], scratch: Path, count: int = 20) -> dict:
@@ -76,18 +77,18 @@ def per_image_seconds(images: dict[str, np.ndarray], scratch: Path, count: int =
     postprocessing = JSONDataset(
         filepath="data/06_models/instance_postprocessing.json", version=LATEST
     ).load()
-    preprocessing, inference = params()
+    settings = params()
     folder = scratch / "512"
     write_folder(dict(list(images.items())[: count + 1]), folder, size=512)
     files = index_images(folder)
     names = sorted(files)
     warm = ImageFolder(folder, {names[0]: files[names[0]]})
-    segment_images(warm, model, postprocessing, preprocessing, inference)
+    segment_images(warm, model, postprocessing, *settings)
     times = []
     for name in names[1:]:
         one = ImageFolder(folder, {name: files[name]})
         started = time.perf_counter()
-        segment_images(one, model, postprocessing, preprocessing, inference)
+        segment_images(one, model, postprocessing, *settings)
         times.append(time.perf_counter() - started)
     return {
         "median": statistics.median(times),
