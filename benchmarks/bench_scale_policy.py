@@ -11,12 +11,12 @@ last, so the latest tuned separation (what inference uses) is the default's agai
 
 Models: ``--native-model`` trained under the default (``segmentation.scale.mode=native``,
 absolute-zoom crops); ``--fixed-model`` trained under the previous recipe, every image resized
-to 512x512 (``segmentation.scale.mode=fixed``, relative crops):
+to 512x512 (``--env fixed512``: its own data, model file and reports):
 
     kedro run --pipeline data_processing --params raw_data=../shared/dsb2018/stage1_train.zip
     kedro run --pipeline training
-    kedro run --pipeline preprocessing,augmentation --params "segmentation.scale.mode=fixed,
-        augmentation.transforms.zoom_range=null"       # then training with the same --params
+    kedro run --env fixed512 --pipeline data_processing --from-nodes preprocess_images
+    kedro run --env fixed512 --pipeline training --params training.epochs=<as the default's>
 
 Results are kept in ``benchmarks/results/scale_policy.json`` and written to the
 "scale_policy" section of docs/benchmarks.md.
@@ -30,7 +30,11 @@ import json
 import pandas as pd
 from _common import PROJECT, kedro_run, latest_version, write_section
 
-REPORTS = PROJECT / "data" / "08_reporting"
+REPORTS = {
+    "local": PROJECT / "data/08_reporting",
+    "fixed512": PROJECT / "data/08_reporting/fixed512",
+}
+ENVS = {"native": "local", "fixed": "fixed512"}  # the environment each model was trained in
 RESULTS = PROJECT / "benchmarks" / "results" / "scale_policy.json"
 # (key, model flag, scale mode, description), the default last.
 CONFIGS = (
@@ -64,23 +68,26 @@ SCORES = {
 }
 
 
-def latest(name: str):
-    return latest_version(REPORTS, name, "run `kedro run --pipeline evaluation` first")
+def latest(env: str, name: str):
+    return latest_version(REPORTS[env], name, "run `kedro run --pipeline evaluation` first")
 
 
-def measure(model_version: str, mode: str) -> dict:
+def measure(env: str, model_version: str, mode: str) -> dict:
     """One evaluation run; its per-modality table, validation DSB and wall time."""
     result = kedro_run(
         "evaluation",
+        "--env",
+        env,
         "--load-versions",
         f"trained_model:{model_version}",
         "--params",
         f"segmentation.scale.mode={mode},evaluation.tta_compare=null",
         log_path=PROJECT / "benchmark_scale_policy.log",
     )
-    modality = pd.read_csv(latest("evaluation_per_modality.csv"))
-    search = pd.read_csv(latest("separation_search.csv"))
+    modality = pd.read_csv(latest(env, "evaluation_per_modality.csv"))
+    search = pd.read_csv(latest(env, "separation_search.csv"))
     return {
+        "env": env,
         "model_version": model_version,
         "scale_mode": mode,
         "validation_dsb_score": float(search["validation_dsb_score"].iloc[0]),
@@ -125,7 +132,7 @@ def report(results: dict) -> str:
                 + " |"
             )
     versions = ", ".join(
-        f"`{k}`: model `{v['model_version']}`, scale `{v['scale_mode']}`"
+        f"`{k}`: `--env {v['env']}`, model `{v['model_version']}`, scale `{v['scale_mode']}`"
         for k, v in results.items()
     )
     return "\n\n".join(
@@ -159,7 +166,7 @@ def main() -> None:
         results = {}
         for key, model, mode, _ in CONFIGS:
             if models[model]:
-                results[key] = measure(models[model], mode)
+                results[key] = measure(ENVS[model], models[model], mode)
                 print(key, results[key]["validation_dsb_score"], flush=True)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=1, default=str))

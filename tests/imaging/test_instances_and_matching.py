@@ -106,3 +106,19 @@ def test_elongated_nuclei_stay_whole(method, smoothing):
 def test_seed_depth_must_be_positive():
     with pytest.raises(ValueError, match="seed_depth must be > 0"):
         separate_instances(np.ones((4, 4)), seed_depth=0)
+
+
+def test_matched_area_errors_are_signed_per_matched_nucleus():
+    from nucleus_segmentation.imaging.matching import matched_area_errors
+
+    truth = np.zeros((20, 30), np.uint16)
+    truth[2:12, 2:12] = 1  # 100 px
+    truth[2:12, 15:25] = 2  # 100 px
+    truth[15:18, 2:5] = 3  # 9 px, missed
+    prediction = np.zeros_like(truth)
+    prediction[2:12, 2:14] = 5  # 120 px over nucleus 1: IoU 100/120 > 0.5, +20 %
+    prediction[3:11, 16:24] = 7  # 64 px inside nucleus 2: IoU 0.64, -36 %
+    prediction[15:20, 25:30] = 9  # a false nucleus: matches nothing
+    errors = matched_area_errors(truth, prediction)
+    np.testing.assert_allclose(sorted(errors), [-0.36, 0.2])
+    assert matched_area_errors(truth, np.zeros_like(truth)).size == 0

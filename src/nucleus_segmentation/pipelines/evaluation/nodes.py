@@ -17,7 +17,6 @@ import keras
 import matplotlib.figure
 import numpy as np
 import pandas as pd
-from skimage.segmentation import find_boundaries
 
 from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import DataProblem, ParameterError
@@ -26,6 +25,12 @@ from nucleus_segmentation.imaging.geometry import resize_labels
 from nucleus_segmentation.imaging.instances import score_separations, separate_instances
 from nucleus_segmentation.imaging.threshold import multilevel_segment, otsu_segment
 from nucleus_segmentation.parallel import parallel_map
+from nucleus_segmentation.reporting import (
+    TABLE_SCORES,
+    comparison_markdown,
+    panel_figure,
+    pick_examples,
+)
 from nucleus_segmentation.scoring import score_images
 from nucleus_segmentation.segment import (
     SEPARATION_KEYS,
@@ -356,76 +361,16 @@ def compare_methods(
                 "method": method,
                 "description": _label(method, params),
                 "images": int(overall["images"]),
-                **{s: float(overall[s]) for s in _TABLE_SCORES},
+                **{s: float(overall[s]) for s in TABLE_SCORES},
             }
         )
     table = pd.DataFrame(rows)
     metrics = {
         f"{row['method']}.{score}": {"value": row[score], "step": 0}
         for row in rows
-        for score in _TABLE_SCORES
+        for score in TABLE_SCORES
     }
-    return table, _markdown(table), metrics
-
-
-_TABLE_SCORES = (
-    "pa_pooled",
-    "mpa_pooled",
-    "miou_pooled",
-    "nucleus_iou_pooled",
-    "miou_per_image",
-    "dsb_score",
-    "f1",
-    "area_error",
-)
-
-
-def _markdown(table: pd.DataFrame) -> str:
-    """The comparison as a markdown table, scores in % like the paper's Table 2."""
-    header = (
-        "| Method | PA (%) | MPA (%) | MIoU (%) | Nucleus IoU (%) | MIoU per image (%) "
-        "| DSB score | F1 @ 0.5 | Area error (%) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-    )
-    lines = [
-        f"| {r.description} | {100 * r.pa_pooled:.2f} | {100 * r.mpa_pooled:.2f} "
-        f"| {100 * r.miou_pooled:.2f} | {100 * r.nucleus_iou_pooled:.2f} "
-        f"| {100 * r.miou_per_image:.2f} | {r.dsb_score:.4f} | {r.f1:.4f} "
-        f"| {100 * r.area_error:+.1f} |"
-        for r in table.itertuples()
-    ]
-    images = int(table["images"].iloc[0]) if len(table) else 0
-    return (
-        "# Comparison on the held-out test split (paper Table 2 layout)\n\n"
-        f"{images} test images, each scored on its own pixel grid against its own labels, "
-        "on the instance maps inference writes. PA, MPA, MIoU and nucleus IoU pooled over all "
-        "test pixels (as the paper); MIoU per image averaged over images; DSB score: the "
-        "Data Science Bowl's instance score (mean over IoU thresholds 0.50:0.05:0.95 of "
-        "TP/(TP+FP+FN)); "
-        "F1 of nucleus detection at IoU 0.5; area error: mean signed (predicted - true) / true "
-        "area of nuclei matched at IoU 0.5 (negative: outlines too tight).\n\n"
-        + header
-        + "\n".join(lines)
-        + "\n"
-    )
-
-
-def _pick_examples(split: pd.DataFrame, ids: Iterable[str], per_modality: int, seed: int) -> list:
-    """``per_modality`` test images of each modality, drawn with ``seed``."""
-    test = split[split["image_id"].isin(list(ids))]
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for _, group in sorted(test.groupby("modality")):
-        count = min(per_modality, len(group))
-        picks = rng.choice(len(group), size=count, replace=False)
-        chosen += [(row.image_id, row.modality) for row in group.iloc[sorted(picks)].itertuples()]
-    return chosen
-
-
-def _with_contours(image: np.ndarray, labels: np.ndarray, colour: Sequence[int]) -> np.ndarray:
-    """Gray uint8 image as RGB with the instance contours drawn in ``colour``."""
-    rgb = np.repeat(image[..., None], 3, axis=2)
-    rgb[find_boundaries(labels, mode="inner")] = colour
-    return rgb
+    return table, comparison_markdown(table), metrics
 
 
 def plot_comparison_panels(
@@ -438,29 +383,14 @@ def plot_comparison_panels(
     | ground truth, every segmentation drawn as nucleus contours over the image (own grid)."""
     figures = params["figures"]
     methods = [m for m in METHOD_NAMES if m in instances]
-    examples = _pick_examples(
+    examples = pick_examples(
         split, instances["attention_unet"], int(figures["per_modality"]), int(figures["seed"])
     )
     titles = ["original", *[_label(m, params).split(" (")[0] for m in methods], "ground truth"]
-    size = float(figures["panel_inches"])
-    figure = matplotlib.figure.Figure(
-        figsize=(size * len(titles), size * max(1, len(examples))), dpi=int(figures["dpi"])
-    )
-    axes = figure.subplots(max(1, len(examples)), len(titles), squeeze=False)
-    for row, (image_id, modality) in enumerate(examples):
+    rows = []
+    for image_id, modality in examples:
         image = to_grayscale(to_uint8(bundle.field(ingested, image_id, "image")))
-        panels = [np.repeat(image[..., None], 3, axis=2)]
-        for method in methods:
-            panels.append(_with_contours(image, instances[method][image_id], (255, 200, 0)))
+        labels = [instances[m][image_id] for m in methods]
         truth = bundle.field(ingested, image_id, "labels")
-        panels.append(_with_contours(image, truth, (0, 255, 0)))
-        for column, (panel, title) in enumerate(zip(panels, titles, strict=True)):
-            axis = axes[row, column]
-            axis.imshow(panel)
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if row == 0:
-                axis.set_title(title, fontsize=9)
-        axes[row, 0].set_ylabel(f"{modality}\n{image_id[:8]}", fontsize=8)
-    figure.tight_layout()
-    return figure
+        rows.append((f"{modality}\n{image_id[:8]}", image, labels, truth))
+    return panel_figure(rows, titles, float(figures["panel_inches"]), int(figures["dpi"]))
