@@ -14,6 +14,25 @@ import psutil
 
 PROJECT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = PROJECT / "docs" / "benchmarks.md"
+# The summary scores the split and scale-policy tables show: column -> header.
+SCORES = {
+    "miou_pooled": "MIoU",
+    "nucleus_iou_pooled": "nucleus IoU",
+    "dsb_score": "DSB score",
+    "precision": "P @ 0.5",
+    "recall": "R @ 0.5",
+    "f1": "F1 @ 0.5",
+    "area_error": "area error",
+}
+
+
+def cell(name: str, value: float) -> str:
+    """One score as a table shows it: pixel scores in %, area error as a signed %."""
+    if name == "area_error":
+        return f"{100 * value:+.1f} %"
+    if name in ("dsb_score", "precision", "recall", "f1"):
+        return f"{value:.3f}"
+    return f"{100 * value:.1f}"
 
 
 def tree_rss(process: psutil.Process) -> int:

@@ -41,12 +41,12 @@ def run(raw_data: str, copies: int, workdir: Path) -> dict:
     )
     text, wall, peak = result["log"], result["wall"], result["peak"]
     nodes = {name: float(seconds) for name, seconds in NODE_TIME.findall(text)}
-    counts = re.search(r"Split: (\{.*?\})", text)
+    counts = re.search(r"Split by acquisition: (\d+ groups); images (\{.*?\})", text)
     return {
         "wall": wall,
         "peak": peak,
         "nodes": nodes,
-        "split": counts.group(1) if counts else "",
+        "split": f"{counts.group(2)} in {counts.group(1)}" if counts else "(not logged)",
         "command": " ".join(
             [
                 "kedro run --pipeline data_processing --params",

@@ -21,8 +21,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from _common import PROJECT, write_section  # noqa: E402
+from complexity import count_multiply_adds  # noqa: E402
 
-from nucleus_segmentation.model.complexity import count_multiply_adds  # noqa: E402
 from nucleus_segmentation.model.losses import PixelWeightedCrossEntropy  # noqa: E402
 from nucleus_segmentation.model.predict import predict_probabilities  # noqa: E402
 from nucleus_segmentation.model.training import make_optimizer  # noqa: E402

@@ -15,7 +15,8 @@ to 512x512 (``--env fixed512``: its own data, model file and reports):
 
     kedro run --pipeline data_processing --params raw_data=../shared/dsb2018/stage1_train.zip
     kedro run --pipeline training
-    kedro run --env fixed512 --pipeline data_processing --from-nodes preprocess_images
+    kedro run --env fixed512 --pipeline data_processing \
+        --params raw_data=../shared/dsb2018/stage1_train.zip
     kedro run --env fixed512 --pipeline training --params training.epochs=<as the default's>
 
 Results are kept in ``benchmarks/results/scale_policy.json`` and written to the
@@ -28,7 +29,7 @@ import argparse
 import json
 
 import pandas as pd
-from _common import PROJECT, kedro_run, latest_version, write_section
+from _common import PROJECT, SCORES, cell, kedro_run, latest_version, write_section
 
 REPORTS = {
     "local": PROJECT / "data/08_reporting",
@@ -57,15 +58,6 @@ CONFIGS = (
         "native-trained model, native prediction (**default**)",
     ),
 )
-SCORES = {
-    "miou_pooled": "MIoU",
-    "nucleus_iou_pooled": "nucleus IoU",
-    "dsb_score": "DSB score",
-    "precision": "P @ 0.5",
-    "recall": "R @ 0.5",
-    "f1": "F1 @ 0.5",
-    "area_error": "area error",
-}
 
 
 def latest(env: str, name: str):
@@ -95,14 +87,6 @@ def measure(env: str, model_version: str, mode: str) -> dict:
         "per_modality": modality.to_dict("records"),
         "wall_seconds": result["wall"],
     }
-
-
-def cell(name: str, value: float) -> str:
-    if name == "area_error":
-        return f"{100 * value:+.1f} %"
-    if name in ("dsb_score", "precision", "recall", "f1"):
-        return f"{value:.3f}"
-    return f"{100 * value:.1f}"
 
 
 def report(results: dict) -> str:

@@ -59,6 +59,13 @@ def _catalog(env: str) -> dict:
         ("baseline", "unet_baseline", "preprocessed_images.npz", "native"),
         ("paper", "attention_unet_paper", "preprocessed_images_paper.npz", "fixed"),
         ("fixed512", "attention_unet_fixed512", "preprocessed_images_fixed512.npz", "fixed"),
+        (
+            "random_split",
+            "attention_unet_random_split",
+            "preprocessed_images_random_split.npz",
+            "native",
+        ),
+        ("logo", "attention_unet_logo", "preprocessed_images_logo.npz", "native"),
     ],
 )
 def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data, mode):
@@ -67,6 +74,8 @@ def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data,
     catalog, params = _catalog(env), _parameters(env)
     assert catalog["trained_model"]["filepath"] == f"data/06_models/{model}.keras"
     assert catalog["preprocessed_images"]["filepath"] == f"data/04_feature/{data}"
+    split_file = data.replace("preprocessed_images", "data_split").replace(".npz", ".csv")
+    assert catalog["data_split"]["filepath"] == f"data/03_primary/{split_file}"
     assert params["training"]["checkpoint_dir"] == f"data/06_models/checkpoints/{model}"
     assert params["segmentation"]["scale"]["mode"] == mode
     separation = catalog["instance_postprocessing"]["filepath"]
@@ -81,3 +90,14 @@ def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data,
         )
     # The baseline model the evaluation compares against is always the plain U-Net's file.
     assert catalog["baseline_model"]["filepath"] == "data/06_models/unet_baseline.keras"
+
+
+def test_the_split_environments_change_only_the_split_protocol():
+    base = _parameters("local")["split"]
+    random_split = _parameters("random_split")["split"]
+    assert random_split["grouping"]["enabled"] is False
+    assert {k: v for k, v in random_split.items() if k != "grouping"} == {
+        k: v for k, v in base.items() if k != "grouping"
+    }
+    assert _parameters("logo")["split"] == base  # the group is given with --params
+    assert base["grouping"]["enabled"] is True and base["hold_out"] is None

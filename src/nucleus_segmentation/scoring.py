@@ -68,9 +68,21 @@ def score_images(
         for k, p in predictions.items()
     ]
     per_image = pd.DataFrame(rows)
+    return per_image, summarise_groups(per_image, truths, predictions, "group")
+
+
+def summarise_groups(
+    per_image: pd.DataFrame,
+    truths: Mapping[str, np.ndarray],
+    predictions: Mapping[str, np.ndarray],
+    column: str,
+) -> pd.DataFrame:
+    """One row per value of ``per_image[column]`` (sorted) plus ``all``, from the per-image
+    rows of :func:`score_image` (with ``image_id``): pixel scores pooled over the group's
+    pixels and averaged per image, instance scores averaged over its images, ``area_error``
+    weighted by matches. The first column is named ``column``."""
     summary = []
-    names = sorted({groups[k] for k in predictions})
-    members_of = {g: per_image[per_image["group"] == g] for g in names}
+    members_of = {g: per_image[per_image[column] == g] for g in sorted(set(per_image[column]))}
     members_of["all"] = per_image
     for group, members in members_of.items():
         ids = members["image_id"].tolist()
@@ -84,7 +96,7 @@ def score_images(
         area = members["area_error"].to_numpy(float)
         summary.append(
             {
-                "group": group,
+                column: group,
                 "images": len(ids),
                 **{f"{s}_pooled": pooled[f"{s}_pooled"] for s in PIXEL_SCORES},
                 **{f"{s}_per_image": pooled[f"{s}_per_image"] for s in PIXEL_SCORES},
@@ -94,4 +106,4 @@ def score_images(
                 else float("nan"),
             }
         )
-    return per_image, pd.DataFrame(summary)
+    return pd.DataFrame(summary)

@@ -55,6 +55,7 @@ def _test_data():
     split = split.assign(
         split=["validation", "validation", "test", "test"],
         modality=["fluorescence", "fluorescence", "fluorescence", "stained"],
+        group=["fluorescence-a", "fluorescence-a", "fluorescence-b", "stained-c"],
     )
     return images, split
 
@@ -68,7 +69,7 @@ def test_evaluation_scores_a_perfect_and_an_empty_prediction():
     perfect = _labels(images)
     plain = {"img2": perfect["img2"], "img3": np.zeros_like(perfect["img3"])}
     instances = {"attention_unet": plain, "tta:flips": perfect}
-    per_image, per_modality, metrics, tta = evaluate_test_predictions(
+    per_image, per_modality, per_acquisition, metrics, tta = evaluate_test_predictions(
         instances, images, split, PARAMS, SEGMENTATION
     )
     by_id = per_image.set_index("image_id")
@@ -77,6 +78,13 @@ def test_evaluation_scores_a_perfect_and_an_empty_prediction():
     assert by_id.loc["img3", "dsb_score"] == 0.0 and by_id.loc["img3", "recall"] == 0.0
     assert by_id.loc["img2", "true_nuclei"] == by_id.loc["img2", "predicted_nuclei"] == 2
     assert per_modality["modality"].tolist() == ["fluorescence", "stained", "all"]
+    assert by_id.loc["img3", "acquisition"] == "stained-c"
+    # One row per test acquisition and "all": the spread from one acquisition to the next.
+    rows = per_acquisition.set_index("acquisition")
+    assert rows.index.tolist() == ["fluorescence-b", "stained-c", "all"]
+    assert rows.loc["fluorescence-b", "dsb_score"] == 1.0
+    assert rows.loc["stained-c", "dsb_score"] == 0.0
+    assert rows.loc["all", "images"] == 2
     assert metrics["dsb_score"]["value"] == 0.5
     # Pooled over both images, half the nucleus pixels are found: IoU 1/2, Dice 2/3.
     assert metrics["nucleus_iou_pooled"]["value"] == pytest.approx(0.5)
@@ -95,7 +103,7 @@ def test_outlines_one_pixel_too_tight_show_as_a_negative_area_error():
     tight = {
         k: np.where(ndimage.binary_erosion(t > 0), t, 0).astype(np.uint16) for k, t in truth.items()
     }
-    per_image, per_modality, _, _ = evaluate_test_predictions(
+    per_image, per_modality, _, _, _ = evaluate_test_predictions(
         {"attention_unet": tight}, images, split, PARAMS, SEGMENTATION
     )
     expected = [
@@ -194,6 +202,7 @@ def test_evaluation_pipeline_runs_end_to_end():
                 "instance_postprocessing",
                 "method_comparison_table",
                 "evaluation_per_image_table",
+                "evaluation_per_acquisition_table",
                 "test_metrics",
                 "tta_comparison_table",
             )
@@ -205,5 +214,7 @@ def test_evaluation_pipeline_runs_end_to_end():
     assert comparison["method"].tolist() == ["otsu", "multilevel", "attention_unet"]
     per_image = catalog.load("evaluation_per_image_table")
     assert sorted(per_image["image_id"]) == ["img2", "img3"]
+    per_acquisition = catalog.load("evaluation_per_acquisition_table")
+    assert per_acquisition["acquisition"].tolist() == ["fluorescence-b", "stained-c", "all"]
     assert catalog.load("test_metrics")["miou_pooled"]["value"] == pytest.approx(1.0)
     assert isinstance(catalog.load("tta_comparison_table"), pd.DataFrame)

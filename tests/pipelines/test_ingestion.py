@@ -159,3 +159,16 @@ def test_split_ratios_are_validated():
         split_by_acquisition(
             _metadata({"x": 4}), {**SPLIT, "ratios": {"train": 0.9, "validation": 0.2, "test": 0.2}}
         )
+
+
+def test_a_held_out_acquisition_is_the_whole_test_split():
+    metadata = _acquisitions([6, 5, 4, 3, 3, 2, 2], [10, 40, 70, 100, 130, 160, 190])
+    groups = group_acquisitions(metadata, GROUPING)
+    target = groups.iloc[0]  # acquisition 0, the largest
+    split = split_by_acquisition(metadata, {**SPLIT, "grouping": GROUPING, "hold_out": target})
+    test = split.loc[split["split"] == "test"]
+    assert set(test["group"]) == {target}
+    assert len(test) == 6
+    assert set(split.loc[split["split"] != "test", "split"]) == {"train", "validation"}
+    with pytest.raises(ValueError, match=r"no acquisition group \['nope'\]; the largest are"):
+        split_by_acquisition(metadata, {**SPLIT, "grouping": GROUPING, "hold_out": "nope"})

@@ -31,7 +31,7 @@ from nucleus_segmentation.reporting import (
     panel_figure,
     pick_examples,
 )
-from nucleus_segmentation.scoring import score_images
+from nucleus_segmentation.scoring import score_images, summarise_groups
 from nucleus_segmentation.segment import (
     SEPARATION_KEYS,
     SegmentationSettings,
@@ -292,18 +292,21 @@ def evaluate_test_predictions(
     split: pd.DataFrame,
     params: Mapping[str, Any],
     segmentation: Mapping[str, Any],
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict], pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, dict], pd.DataFrame]:
     """Pixel scores (paper 3.3: PA, MPA, MIoU, nucleus IoU, Dice; pooled and per image),
     instance scores (DSB score, P/R/F1 at IoU 0.5) and the signed area error of matched
     nuclei on the test split, on each image's own grid.
 
     Returns:
-        ``(per_image, per_modality, metrics, tta_table)`` for the settings in use: one row per
-        test image; one row per modality plus ``all``; the ``all`` row as MLflow metrics;
+        ``(per_image, per_modality, per_acquisition, metrics, tta_table)`` for the settings
+        in use: one row per test image (with its modality and acquisition group); one row
+        per modality plus ``all``; one row per acquisition group plus ``all`` (how far
+        scores move from one acquisition to the next); the ``all`` row as MLflow metrics;
         and the ``all`` row of every test-time variant scored, so the report shows what
         flips and multi-scale inference add.
     """
     modality = split.set_index("image_id")["modality"].to_dict()
+    acquisition = split.set_index("image_id")["group"]
     truths = _truths(ingested, instances["attention_unet"])
     variants = {IN_USE: instances["attention_unet"]}
     variants.update({k[4:]: v for k, v in instances.items() if k.startswith("tta:")})
@@ -326,6 +329,10 @@ def evaluate_test_predictions(
         if name == IN_USE:
             chosen = per_image, per_modality, overall
     per_image, per_modality, overall = chosen  # type: ignore[misc]
+    per_image = per_image.assign(acquisition=per_image["image_id"].map(acquisition))
+    per_acquisition = summarise_groups(
+        per_image, truths, instances["attention_unet"], "acquisition"
+    )
     metrics = {str(k): {"value": float(v), "step": 0} for k, v in overall.items()}
     logger.info(
         "Test split (own grid): MIoU %.4f, nucleus IoU %.4f, DSB score %.4f, area error %+.3f",
@@ -334,7 +341,7 @@ def evaluate_test_predictions(
         overall["dsb_score"],
         overall["area_error"],
     )
-    return per_image, per_modality, metrics, pd.DataFrame(tta_rows)
+    return per_image, per_modality, per_acquisition, metrics, pd.DataFrame(tta_rows)
 
 
 def compare_methods(

@@ -72,6 +72,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=[
                     "evaluation_per_image_table",
                     "evaluation_per_modality_table",
+                    "evaluation_per_acquisition_table",
                     "test_metrics",
                     "tta_comparison_table",
                 ],

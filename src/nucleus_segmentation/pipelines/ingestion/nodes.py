@@ -197,6 +197,10 @@ def split_by_acquisition(metadata: pd.DataFrame, params: Mapping[str, Any]) -> p
     share (else to training). A stratum of 3 or more groups gives at least one
     group to every split with a nonzero ratio, so rare modalities are always evaluated.
 
+    ``params["hold_out"]`` (a group name or a list of them; null: none) is the
+    leave-one-group-out protocol: those acquisitions alone form the test split, and the
+    other groups are split between training and validation in the ratio of theirs.
+
     Returns:
         Table ``image_id, <stratum column>, group, split`` sorted by image id.
     """
@@ -209,9 +213,17 @@ def split_by_acquisition(metadata: pd.DataFrame, params: Mapping[str, Any]) -> p
     table = metadata[["image_id", column]].assign(
         group=group_acquisitions(metadata, params["grouping"])
     )
+    held_out = _held_out_groups(table["group"], params.get("hold_out"))
+    if held_out:
+        kept = ratios["train"] + ratios["validation"]
+        if kept <= 0:
+            raise ParameterError("split.hold_out needs a nonzero train or validation ratio")
+        ratios = {"train": ratios["train"] / kept, "validation": ratios["validation"] / kept}
+        ratios["test"] = 0.0
     rng = np.random.default_rng(int(params["seed"]))
-    assigned: dict[str, str] = {}
-    for _, stratum in table.groupby(column, sort=True):
+    assigned: dict[str, str] = dict.fromkeys(held_out, "test")
+    rest = table[~table["group"].isin(held_out)]
+    for _, stratum in rest.groupby(column, sort=True):
         sizes = stratum.groupby("group").size().sort_index()
         names = sizes.index.to_numpy()
         rng.shuffle(names)
@@ -244,3 +256,18 @@ def split_by_acquisition(metadata: pd.DataFrame, params: Mapping[str, Any]) -> p
         split["split"].value_counts().to_dict(),
     )
     return split
+
+
+def _held_out_groups(groups: pd.Series, hold_out: str | list[str] | None) -> list[str]:
+    """The acquisition groups named by ``split.hold_out``, checked to exist."""
+    if hold_out is None:
+        return []
+    names = [hold_out] if isinstance(hold_out, str) else [str(g) for g in hold_out]
+    unknown = sorted(set(names) - set(groups))
+    if unknown:
+        largest = groups.value_counts().head(5)
+        raise ParameterError(
+            f"split.hold_out: no acquisition group {unknown}; the largest are "
+            + ", ".join(f"{name} ({n} images)" for name, n in largest.items())
+        )
+    return names
