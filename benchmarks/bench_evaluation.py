@@ -77,6 +77,8 @@ def main() -> None:
     comparison = pd.read_csv(latest("method_comparison.csv"))
     tta = pd.read_csv(latest("tta_comparison.csv"))
     modality = pd.read_csv(latest("evaluation_per_modality.csv"))
+    acquisition = pd.read_csv(latest("evaluation_per_acquisition.csv"))
+    groups = acquisition[acquisition["acquisition"] != "all"]
     search = pd.read_csv(latest("separation_search.csv"))
     scores = {
         "pa_pooled": "PA",
@@ -120,6 +122,15 @@ def main() -> None:
             table(
                 modality,
                 {"modality": "modality", "images": "images", **scores},
+                percent,
+            ),
+            f"**Per acquisition group** of the test split ({len(groups)} groups; DSB score "
+            f"from {groups['dsb_score'].min():.3f} to {groups['dsb_score'].max():.3f}, "
+            f"nucleus IoU from {100 * groups['nucleus_iou_pooled'].min():.1f} to "
+            f"{100 * groups['nucleus_iou_pooled'].max():.1f} %):",
+            table(
+                acquisition,
+                {"acquisition": "acquisition group", "images": "images", **scores},
                 percent,
             ),
             "**Nucleus separation tuned on validation** (best 5 of "
