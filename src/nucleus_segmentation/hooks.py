@@ -32,6 +32,17 @@ class NodeTimingHooks:
             logger.info("Node '%s' took %.2f s", node.name, time.perf_counter() - started)
 
 
+class ProgressHooks:
+    """Applies ``params:progress`` (how often long per-item work reports its progress) to
+    :mod:`nucleus_segmentation.progress` once the run's parameters are known."""
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        from nucleus_segmentation.progress import ProgressSettings, configure
+
+        configure(ProgressSettings(**(context.params.get("progress") or {})))
+
+
 class MlflowRunTagsHooks:
     """Names the MLflow run ``<pipeline>@<env>`` and tags it with the pipeline, the Kedro
     environment and the git commit, so runs can be told apart and traced to code.

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
+from nucleus_segmentation.progress import track
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -31,19 +33,26 @@ def resolve_workers(n_workers: int | str | None) -> int:
 
 
 def parallel_map(
-    function: Callable[[T], R], items: Iterable[T], n_workers: int | str | None, chunksize: int = 4
+    function: Callable[[T], R],
+    items: Iterable[T],
+    n_workers: int | str | None,
+    chunksize: int = 4,
+    progress: str | None = None,
 ) -> Iterator[R]:
     """``map(function, items)`` over ``n_workers`` processes, results in input order.
 
     Workers are spawned, not forked: the parent may already hold TensorFlow or MLflow threads,
     which do not survive a fork. ``function`` must be a picklable module-level callable (or a
     ``functools.partial`` of one). With one worker everything runs in this process.
+    ``progress`` names the work in progress lines (:func:`nucleus_segmentation.progress.track`).
     """
     workers = resolve_workers(n_workers)
     items = list(items)
     if workers == 1 or len(items) <= 1:
-        yield from map(function, items)
+        results: Iterator[R] = map(function, items)
+        yield from track(results, progress, len(items)) if progress else results
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool:
-        yield from pool.map(function, items, chunksize=max(1, chunksize))
+        results = pool.map(function, items, chunksize=max(1, chunksize))
+        yield from track(results, progress, len(items)) if progress else results

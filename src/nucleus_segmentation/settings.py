@@ -2,10 +2,15 @@
 
 from omegaconf.resolvers import oc
 
-from nucleus_segmentation.hooks import MlflowArtifactHooks, MlflowRunTagsHooks, NodeTimingHooks
+from nucleus_segmentation.hooks import (
+    MlflowArtifactHooks,
+    MlflowRunTagsHooks,
+    NodeTimingHooks,
+    ProgressHooks,
+)
 
 # kedro-mlflow registers its own hooks through its entry point; these are the project's.
-HOOKS = (NodeTimingHooks(), MlflowRunTagsHooks(), MlflowArtifactHooks())
+HOOKS = (NodeTimingHooks(), ProgressHooks(), MlflowRunTagsHooks(), MlflowArtifactHooks())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -25,6 +25,7 @@ from nucleus_segmentation.imaging.instances import separate_instances
 from nucleus_segmentation.imaging.matching import dsb_score
 from nucleus_segmentation.model.metrics import evaluate_segmentation
 from nucleus_segmentation.model.predict import to_network_input
+from nucleus_segmentation.progress import ProgressLog, format_duration, track
 from nucleus_segmentation.segment import (
     SegmentationSettings,
     check_separation,
@@ -194,7 +195,7 @@ class ValidationMetrics(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         probabilities = [
             nucleus_probability(self.model, image, self.preprocessing, self.settings)
-            for image in self.images
+            for image in track(self.images, f"epoch {epoch + 1}: validating")
         ]
         instances = [separate_instances(p, **self.separation) for p in probabilities]
         scores = evaluate_segmentation(self.masks, [(i > 0).astype(np.int64) for i in instances])
@@ -338,14 +339,28 @@ class EpochLog(keras.callbacks.Callback):
             logs.get("val_loss", float("nan")),
             logs.get("val_miou_pooled", float("nan")),
             logs.get("val_nucleus_iou_pooled", float("nan")),
-            _clock(elapsed),
-            _clock(eta),
+            format_duration(elapsed),
+            format_duration(eta),
         )
 
 
-def _clock(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}m{seconds:02d}s"
+class StepLog(keras.callbacks.Callback):
+    """Progress within an epoch (steps, loss, elapsed, ETA) as periodic log lines when no
+    progress bar shows it (not a terminal), so a long epoch is not silent in CI or nohup."""
+
+    def __init__(self, epochs: int, steps: int, clock=time.monotonic):
+        super().__init__()
+        self.epochs, self.steps, self.clock = epochs, steps, clock
+        self.log: ProgressLog | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        description = f"epoch {epoch + 1}/{self.epochs}: training steps"
+        self.log = ProgressLog(description, self.steps, clock=self.clock)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if self.log is not None:
+            self.log.update(batch + 1, f"loss {float(loss):.4f}" if loss is not None else "")
 
 
 def progress_verbosity() -> int:
@@ -407,12 +422,15 @@ def fit_with_checkpoints(
         EpochLog(epochs, first_epoch),
         TimeBudget(max_minutes, first_epoch),
     ]
+    verbose = progress_verbosity()
+    if not verbose:
+        callbacks.append(StepLog(epochs, feeder.steps))
     model.fit(
         feeder,
         epochs=epochs,
         initial_epoch=first_epoch,
         callbacks=callbacks,
-        verbose=progress_verbosity(),
+        verbose=verbose,
     )
     if validation.best_weights is not None:
         model.set_weights(validation.best_weights)

@@ -64,7 +64,9 @@ def augment_training_images(
     work = partial(_augment_one, config=config, copies=copies, seed=seed)
     samples = [
         s
-        for result in parallel_map(work, tasks, params.get("n_workers", "auto"), 4)
+        for result in parallel_map(
+            work, tasks, params.get("n_workers", "auto"), 4, progress="augmenting images"
+        )
         for s in result
     ]
     order = np.random.default_rng(seed).permutation(len(samples))

@@ -25,6 +25,7 @@ from nucleus_segmentation.imaging.geometry import resize_labels
 from nucleus_segmentation.imaging.instances import score_separations, separate_instances
 from nucleus_segmentation.imaging.threshold import multilevel_segment, otsu_segment
 from nucleus_segmentation.parallel import parallel_map
+from nucleus_segmentation.progress import track
 from nucleus_segmentation.reporting import (
     TABLE_SCORES,
     comparison_markdown,
@@ -68,12 +69,13 @@ def _probabilities(
     ids: Sequence[str],
     preprocessing: Mapping[str, Any],
     settings: SegmentationSettings,
+    description: str,
 ) -> dict[str, np.ndarray]:
     return {
         image_id: nucleus_probability(
             model, bundle.field(ingested, image_id, "image"), preprocessing, settings
         )
-        for image_id in ids
+        for image_id in track(ids, description)
     }
 
 
@@ -88,7 +90,8 @@ def predict_validation_images(
     segmentation path with the settings inference uses, for tuning the separation without
     touching the test split."""
     settings = SegmentationSettings.from_params(segmentation)
-    return _probabilities(model, ingested, _ids(split, "validation"), preprocessing, settings)
+    ids = _ids(split, "validation")
+    return _probabilities(model, ingested, ids, preprocessing, settings, "predicting validation")
 
 
 def tune_instance_separation(
@@ -125,6 +128,7 @@ def tune_instance_separation(
                 items,
                 params["instances"]["n_workers"],
                 chunksize=1,
+                progress=f"tuning separation ({len(settings)} settings per image)",
             )
         )
     )
@@ -167,7 +171,8 @@ def predict_test_images(
     ids = _ids(split, "test")
     results = {}
     for name, settings in _variants(segmentation, params).items():
-        results[name] = _probabilities(model, ingested, ids, preprocessing, settings)
+        description = f"predicting test ({name})"
+        results[name] = _probabilities(model, ingested, ids, preprocessing, settings, description)
         logger.info("Predicted %d test images with test-time variant %r", len(ids), name)
     return results
 
@@ -223,7 +228,7 @@ def segment_test_with_baselines(
         )
     else:
         results["unet_baseline"] = _probabilities(
-            baseline_model, ingested, ids, preprocessing, settings
+            baseline_model, ingested, ids, preprocessing, settings, "predicting test (baseline)"
         )
     return results
 
@@ -259,6 +264,7 @@ def separate_test_instances(
         work,
         params["instances"]["n_workers"],
         chunksize=4,
+        progress="separating nuclei",
     )
     results: dict[str, dict[str, np.ndarray]] = {method: {} for method in sources}
     for (method, image_id, _), labels in zip(work, separated, strict=True):

@@ -20,6 +20,7 @@ from nucleus_segmentation.imaging.codec import InvalidImageError
 from nucleus_segmentation.imaging.measure import NUCLEUS_COLUMNS, measure_nuclei
 from nucleus_segmentation.imaging.overlay import contour_colour, draw_contours, mask_image
 from nucleus_segmentation.imaging.rle import labels_to_rles
+from nucleus_segmentation.progress import track
 from nucleus_segmentation.segment import SegmentationSettings, check_separation, segment_image
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def segment_images(
     contour_colour(params["overlay"]["colour"], params["overlay"]["mode"])
     labels: dict[str, np.ndarray] = {}
     problems: list[dict[str, str]] = []
-    for image_id, load in images.items():
+    for image_id, load in track(images.items(), "segmenting images", len(images)):
         try:
             image = load()
         except InvalidImageError as exc:

@@ -116,7 +116,9 @@ def ingest_dsb_images(
     """
     work = partial(_ingest_one, source=source, params=dict(params))
     samples, rows, rejected = [], [], []
-    for result in parallel_map(work, source.image_ids, params.get("n_workers", "auto"), 8):
+    for result in parallel_map(
+        work, source.image_ids, params.get("n_workers", "auto"), 8, progress="ingesting images"
+    ):
         for file, problem, action in result["rejected"]:
             logger.warning("%s: %s (%s)", file, problem, action)
             rejected.append((result["image_id"], file, problem, action))
