@@ -4,7 +4,12 @@ import click
 import pytest
 from kedro.io.core import DatasetError
 
-from nucleus_segmentation.cli import TRACEBACK_VARIABLE, cli, report_input_problems
+from nucleus_segmentation.cli import (
+    TRACEBACK_VARIABLE,
+    cli,
+    describe_missing_version,
+    report_input_problems,
+)
 from nucleus_segmentation.datasets.errors import InputDatasetError
 from nucleus_segmentation.errors import ParameterError, describe_input_problem
 
@@ -74,3 +79,26 @@ def test_the_project_cli_replaces_run_and_keeps_its_options():
     assert run is not kedro_run and run.callback is not kedro_run.callback
     assert {p.name for p in run.params} == {p.name for p in kedro_run.params}
     assert "pipeline" in {p.name for p in run.params}
+
+
+def test_an_input_no_stage_has_written_yet_names_the_pipeline_to_run_first():
+    from kedro.io.core import VersionNotFoundError
+    from kedro.pipeline import node, pipeline
+
+    def step(x):
+        return x
+
+    stage = pipeline([node(step, "ingested_images", "preprocessed_images", name="pre")])
+    both = stage + pipeline([node(step, "raw", "ingested_images", name="ingest")])
+    registered = {"preprocessing": stage, "data_processing": both, "__default__": both}
+    missing = VersionNotFoundError(
+        "Did not find any versions for NpzDataset(filepath=PurePosixPath("
+        "'/p/data/04_feature/preprocessed_images.npz'), protocol='file')"
+    )
+    error = _wrapped_by_kedro(missing, "preprocessed_images")
+    assert describe_missing_version(error, registered) == (
+        "preprocessed_images: no saved version yet in /p/data/04_feature/preprocessed_images.npz"
+        ": run `kedro run --pipeline preprocessing` first (or `--pipeline data_processing`, "
+        "which includes it)"
+    )
+    assert describe_missing_version(DatasetError("plain"), registered) is None

@@ -139,7 +139,7 @@ def test_default_run_trains_and_tracks_everything_in_mlflow(project):
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = mlflow.MlflowClient()
     run = mlflow.search_runs(experiment_names=["nucleus_segmentation"], output_format="list")[0]
-    assert run.data.tags["mlflow.runName"] == "__default__@local"
+    assert run.data.tags["mlflow.runName"] == "__default__ attention_unet dsb2018_sample"
     assert run.data.tags["kedro_env"] == "local" and run.data.tags["git_commit"]
     assert run.data.params["training.model.base_filters"] == "4"
     history = client.get_metric_history(run.info.run_id, "epoch.val_miou_pooled")

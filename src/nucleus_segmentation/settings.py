@@ -2,15 +2,11 @@
 
 from omegaconf.resolvers import oc
 
-from nucleus_segmentation.hooks import (
-    MlflowArtifactHooks,
-    MlflowRunTagsHooks,
-    NodeTimingHooks,
-    ProgressHooks,
-)
+from nucleus_segmentation.hooks import MlflowArtifactHooks, NodeTimingHooks, ProgressHooks
+from nucleus_segmentation.tracking import MlflowRunHooks
 
 # kedro-mlflow registers its own hooks through its entry point; these are the project's.
-HOOKS = (NodeTimingHooks(), ProgressHooks(), MlflowRunTagsHooks(), MlflowArtifactHooks())
+HOOKS = (NodeTimingHooks(), ProgressHooks(), MlflowRunHooks(), MlflowArtifactHooks())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -14,5 +14,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="augmented_images",
                 name="augment_training_images",
             ),
-        ]
+        ],
+        tags="augmentation",  # kedro-viz tag filter, `kedro run --tags augmentation`
     )

@@ -94,5 +94,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="comparison_panels",
                 name="plot_comparison_panels",
             ),
-        ]
+        ],
+        tags="evaluation",  # kedro-viz tag filter, `kedro run --tags evaluation`
     )

@@ -62,5 +62,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="inference_output",
                 name="assemble_inference_output",
             ),
-        ]
+        ],
+        tags="inference",  # kedro-viz tag filter, `kedro run --tags inference`
     )

@@ -30,5 +30,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="data_split",
                 name="split_by_acquisition",
             ),
-        ]
+        ],
+        tags="ingestion",  # kedro-viz tag filter, `kedro run --tags ingestion`
     )

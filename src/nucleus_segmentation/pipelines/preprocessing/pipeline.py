@@ -19,5 +19,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="preprocessed_images",
                 name="preprocess_images",
             ),
-        ]
+        ],
+        tags="preprocessing",  # kedro-viz tag filter, `kedro run --tags preprocessing`
     )

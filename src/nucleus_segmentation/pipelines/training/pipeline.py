@@ -64,5 +64,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="training_curves",
                 name="plot_training_curves",
             ),
-        ]
+        ],
+        tags="training",  # kedro-viz tag filter, `kedro run --tags training`
     )
