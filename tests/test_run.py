@@ -28,17 +28,43 @@ EXAMPLES = Path("data/01_raw/inference_examples")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
-    """A runnable copy of the project (conf, sample data) under tmp_path, as the cwd."""
-    root = tmp_path / "project"
+def copy_project(root: Path) -> Path:
+    """A runnable copy of the project at ``root``: conf (no local), the embedded sample and
+    inference examples, notebooks; the package is imported from the installed project."""
     shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
     (root / "conf" / "local").mkdir()
-    (root / "src").mkdir()  # the package is imported from the installed project
-    shutil.copytree(PROJECT / SAMPLE, root / SAMPLE)
-    shutil.copytree(PROJECT / EXAMPLES, root / EXAMPLES)
+    (root / "src").mkdir()
+    for folder in (SAMPLE, EXAMPLES, Path("notebooks")):
+        shutil.copytree(PROJECT / folder, root / folder)
     for name in ("pyproject.toml", ".telemetry"):
         shutil.copy(PROJECT / name, root / name)
+    return root
+
+
+def cli(root: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``kedro <args>`` in ``root`` as a user types it, tracking into ``root/mlflow.db``."""
+    env = {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "1",
+        "DO_NOT_TRACK": "1",
+        "COLUMNS": "200",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "kedro", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A runnable copy of the project under tmp_path, as the cwd."""
+    root = copy_project(tmp_path / "project")
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     return root
@@ -85,16 +111,7 @@ def test_data_processing_on_the_sample_versions_and_tracks(project):
 
 
 def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "kedro", "run", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    return cli(root, "run", *args)
 
 
 def test_cli_unusable_input_exits_nonzero_naming_the_file(project):
@@ -106,6 +123,15 @@ def test_cli_unusable_input_exits_nonzero_naming_the_file(project):
     assert "empty.zip: zip archive contains no DSB image folders" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert not list((project / "data").glob("02_intermediate/*/*"))
+
+
+def test_training_on_a_fresh_clone_names_the_pipeline_to_run_first(project):
+    result = _cli(project, "--pipeline", "training")
+    assert result.returncode == 1
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error: ")]
+    assert "no saved version yet in" in line and "data/0" in line
+    assert "run `kedro run --pipeline " in line and "data_processing" in line
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_cli_inference_without_a_model_or_folder_says_what_is_missing(project):
@@ -141,6 +167,19 @@ def test_default_run_trains_and_tracks_everything_in_mlflow(project):
     run = mlflow.search_runs(experiment_names=["nucleus_segmentation"], output_format="list")[0]
     assert run.data.tags["mlflow.runName"] == "__default__ attention_unet dsb2018_sample"
     assert run.data.tags["kedro_env"] == "local" and run.data.tags["git_commit"]
+    assert run.data.tags["model_name"] == "attention_unet"
+    assert run.data.tags["data"] == "dsb2018_sample"
+    # The data it read, as MLflow dataset inputs (the UI's Dataset column), with versions.
+    inputs = {i.dataset.name: {t.key: t.value for t in i.tags} for i in run.inputs.dataset_inputs}
+    split_version = run.data.tags["input.data_split.version"]
+    assert inputs["data_split"]["version"] == split_version
+    assert inputs["data_split"]["size"] == "30 rows"
+    assert {"dsb_raw", "ingested_images", "augmented_images"} <= set(inputs)
+    # One registered model, this run's version tagged with the data it was trained on.
+    (version,) = client.search_model_versions("name = 'attention_unet'")
+    assert version.run_id == run.info.run_id
+    assert version.tags["data"] == "dsb2018_sample"
+    assert version.tags["data_version"] == split_version
     assert run.data.params["training.model.base_filters"] == "4"
     history = client.get_metric_history(run.info.run_id, "epoch.val_miou_pooled")
     assert [m.step for m in history] == [1, 2]
