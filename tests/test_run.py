@@ -308,3 +308,45 @@ def _inference_on_odd_inputs(project: Path, client) -> None:
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert len(list(out.iterdir())) == 2
     assert {p: p.stat().st_mtime_ns for p in first.rglob("*")} == before
+
+
+def test_the_paper_environment_takes_a_training_step_on_the_jax_backend(project):
+    """What a GPU user runs (`KERAS_BACKEND=jax kedro run --pipeline training --env paper`),
+    shrunk to one step of the full-width network on the CPU: the backend, devices and
+    precision are reported in the log and on the MLflow run."""
+    import importlib.util
+
+    import mlflow
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    data = ("--env", "paper", "--pipeline", "data_processing")
+    result = _cli(project, *data, "--params", "augmentation.copies_per_image=1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    one_step = (
+        "training.epochs=1,training.steps_per_epoch=1,training.batch_size=2,"
+        "training.max_validation_images=1"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    command = [sys.executable, "-m", "kedro", "run", "--env", "paper", "--pipeline", "training"]
+    result = subprocess.run(
+        [*command, "--params", one_step],
+        cwd=project,
+        env={**env, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "Keras jax backend on cpu:0, precision float32, distribution none" in log
+    assert len(list((project / "data/06_models/attention_unet_paper.keras").glob("*/*.keras"))) == 1
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    (run,) = mlflow.search_runs(
+        experiment_names=["nucleus_segmentation"],
+        filter_string="tags.kedro_env = 'paper' and tags.kedro_pipeline = 'training'",
+        output_format="list",
+    )
+    assert run.data.tags["keras.backend"] == "jax" and run.data.tags["keras.devices"] == "cpu:0"
+    assert run.data.params["training.model.base_filters"] == "64"

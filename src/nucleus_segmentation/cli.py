@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib
 import os
+import pkgutil
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -40,6 +42,17 @@ def producing_pipelines(dataset: str, registered: Mapping[str, Any]) -> list[str
     return [name for _, name in sorted(writers)]
 
 
+def stage_pipelines() -> dict[str, Any]:
+    """Every pipeline folder's pipeline by name. (Kedro's registry holds only those the run
+    asked for, and its ``find_pipelines`` obeys that filter.)"""
+    import nucleus_segmentation.pipelines as package
+
+    return {
+        info.name: importlib.import_module(f"{package.__name__}.{info.name}").create_pipeline()
+        for info in pkgutil.iter_modules(package.__path__)
+    }
+
+
 def describe_missing_version(
     error: BaseException, registered: Mapping[str, Any] | None = None
 ) -> str | None:
@@ -51,7 +64,7 @@ def describe_missing_version(
         match = MISSING_VERSION.match(str(current))
         if match:
             if registered is None:
-                from kedro.framework.project import pipelines as registered
+                registered = stage_pipelines()
             name, path = match["name"], match["path"]
             writers = producing_pipelines(name, registered)
             if not writers:

@@ -4,7 +4,8 @@ kedro-mlflow opens one MLflow run per ``kedro run`` and logs its parameters; the
 adds what the UI needs to tell runs apart and trace them:
 
 - a name ``<pipeline> <model> <data>``, e.g. ``training attention_unet stage1_train``, and
-  tags ``kedro_pipeline``, ``kedro_env``, ``model_name``, ``data``, ``git_commit``;
+  tags ``kedro_pipeline``, ``kedro_env``, ``model_name``, ``data``, ``git_commit`` and
+  ``keras.backend`` / ``keras.devices`` / ``keras.precision`` (where the model ran);
 - the version of every versioned dataset read (``input.<dataset>.version``) and written
   (``output.<dataset>.version``), so a training run names the data version it trained on and
   an evaluation run the model version it scored;
@@ -38,6 +39,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io.core import AbstractVersionedDataset, DatasetError
 
 from nucleus_segmentation.errors import describe_input_problem
+from nucleus_segmentation.model.distribution import device_report
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +179,7 @@ class MlflowRunHooks:
                 "kedro_env": self._env,
                 "model_name": self._model,
                 "git_commit": git_commit(),
+                **{f"keras.{k}": v for k, v in device_report().items()},
             }
         )
         self._name_run()

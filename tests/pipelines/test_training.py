@@ -53,6 +53,7 @@ PARAMS = {
     "max_minutes": None,
     "jit_compile": False,
     "monitor": "val_miou_pooled",
+    "distribution": "none",
     "max_validation_images": None,
     "resume": True,
 }

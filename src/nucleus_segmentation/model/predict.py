@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,14 +45,27 @@ def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
     return np.pad(image, ((0, pad_h), (0, pad_w)), mode=mode)
 
 
+def _devices_per_batch() -> int:
+    """Devices a prediction batch is split over: 1 unless Keras (already imported by whoever
+    built the model) has a data-parallel distribution active."""
+    if "keras" not in sys.modules:
+        return 1
+    from nucleus_segmentation.model.distribution import batch_multiple
+
+    return batch_multiple()
+
+
 def predict_probabilities(
     model, images: Sequence[np.ndarray], multiple: int = 16, batch_size: int = 4
 ) -> list[np.ndarray]:
     """Class probabilities for each uint8 HxW image: a list of HxWxK float32 arrays.
 
     Images are padded to a multiple of the model's output stride, batched with others of the
-    same padded size, and the padding is cut off again: no resizing, so no distortion.
+    same padded size, and the padding is cut off again: no resizing, so no distortion. Under
+    a data-parallel distribution a batch is filled up with blank images to a multiple of the
+    device count (each device takes an equal share), and their outputs dropped.
     """
+    devices = _devices_per_batch()
     padded = [pad_to_multiple(image, multiple) for image in images]
     results: list[np.ndarray | None] = [None] * len(images)
     by_shape: dict[tuple[int, int], list[int]] = {}
@@ -61,7 +75,11 @@ def predict_probabilities(
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
             batch = to_network_input([padded[i] for i in chunk])
+            fill = -len(batch) % devices
+            if fill:
+                batch = np.concatenate([batch, np.zeros((fill, *batch.shape[1:]), batch.dtype)])
             probabilities = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
+            probabilities = probabilities[: len(chunk)]
             for i, probability in zip(chunk, probabilities, strict=True):
                 height, width = images[i].shape[:2]
                 results[i] = probability[:height, :width]

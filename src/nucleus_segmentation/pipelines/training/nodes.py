@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.augment import AugmentConfig
+from nucleus_segmentation.model.distribution import device_report, distribution_scope
 from nucleus_segmentation.model.losses import (
     PixelWeightedCrossEntropy,
     median_frequency_class_weights,
@@ -172,17 +173,26 @@ def train_segmentation_model(
         segmentation_params["separation"],
         monitor=params["monitor"],
     )
-    model, history = fit_with_checkpoints(
-        lambda: _compiled_model(config, params, weights, epochs * feeder.steps),
-        feeder,
-        validation,
-        epochs=epochs,
-        directory=params["checkpoint_dir"],
-        fingerprint=_fingerprint(params, augmentation_params, split, samples),
-        resume=bool(params["resume"]),
-        max_minutes=params["max_minutes"],
-        description=f"{samples} {params['augmentation_mode']} samples",
+    report = device_report()
+    logger.info(
+        "Keras %s backend on %s, precision %s, distribution %s",
+        report["backend"],
+        report["devices"],
+        report["precision"],
+        params["distribution"],
     )
+    with distribution_scope(params["distribution"], int(params["batch_size"])):
+        model, history = fit_with_checkpoints(
+            lambda: _compiled_model(config, params, weights, epochs * feeder.steps),
+            feeder,
+            validation,
+            epochs=epochs,
+            directory=params["checkpoint_dir"],
+            fingerprint=_fingerprint(params, augmentation_params, split, samples),
+            resume=bool(params["resume"]),
+            max_minutes=params["max_minutes"],
+            description=f"{samples} {params['augmentation_mode']} samples",
+        )
     table = pd.DataFrame(history)
     best_row = table.loc[table[params["monitor"]].idxmax()]
     metric_history = {
