@@ -32,6 +32,30 @@ class NodeTimingHooks:
             logger.info("Node '%s' took %.2f s", node.name, time.perf_counter() - started)
 
 
+class ParallelHooks:
+    """Applies ``params:parallel`` (this machine's processes, or a Dask cluster) to
+    :mod:`nucleus_segmentation.parallel` for the run, and closes the run's Dask client (and
+    the LocalCluster it started) when the run ends, failed or not."""
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        from nucleus_segmentation import parallel
+
+        parallel.configure(parallel.ParallelSettings.from_params(context.params.get("parallel")))
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        from nucleus_segmentation import parallel
+
+        parallel.shutdown()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        from nucleus_segmentation import parallel
+
+        parallel.shutdown()
+
+
 class ProgressHooks:
     """Applies ``params:progress`` (how often long per-item work reports its progress) to
     :mod:`nucleus_segmentation.progress` once the run's parameters are known."""

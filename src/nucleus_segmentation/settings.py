@@ -2,11 +2,22 @@
 
 from omegaconf.resolvers import oc
 
-from nucleus_segmentation.hooks import MlflowArtifactHooks, NodeTimingHooks, ProgressHooks
+from nucleus_segmentation.hooks import (
+    MlflowArtifactHooks,
+    NodeTimingHooks,
+    ParallelHooks,
+    ProgressHooks,
+)
 from nucleus_segmentation.tracking import MlflowRunHooks
 
 # kedro-mlflow registers its own hooks through its entry point; these are the project's.
-HOOKS = (NodeTimingHooks(), ProgressHooks(), MlflowRunHooks(), MlflowArtifactHooks())
+HOOKS = (
+    NodeTimingHooks(),
+    ProgressHooks(),
+    ParallelHooks(),
+    MlflowRunHooks(),
+    MlflowArtifactHooks(),
+)
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

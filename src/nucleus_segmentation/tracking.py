@@ -63,15 +63,17 @@ def run_name(pipeline: str, model: str, data: str) -> str:
 
 
 def dataset_file(dataset: Any, version: str | None) -> str | None:
-    """The file a file-based dataset reads or writes for ``version`` (Kedro's versioned
-    layout ``<filepath>/<version>/<name>``). Kedro has no public accessor for a dataset's
-    path, so this one place reads its ``_filepath``; versions come from the public
-    ``resolve_load_version`` / ``resolve_save_version``."""
+    """The file a file-based dataset reads or writes for ``version``. Kedro has no public
+    accessor for it, so this one place asks the dataset's own ``_get_versioned_path`` (which
+    a dataset may override: ``InferenceOutputDataset`` names its manifest) and
+    ``_filepath``; versions come from the public ``resolve_load_version`` /
+    ``resolve_save_version``."""
     filepath = getattr(dataset, "_filepath", None)
     if filepath is None:
         return None
-    path = PurePosixPath(str(filepath))
-    return str(path / version / path.name) if version else str(path)
+    if version and isinstance(dataset, AbstractVersionedDataset):
+        return str(dataset._get_versioned_path(version))
+    return str(filepath)
 
 
 def layer_of(dataset: Any) -> str | None:

@@ -22,11 +22,7 @@ from nucleus_segmentation.datasets import (
 )
 from nucleus_segmentation.imaging.rle import rles_to_labels
 from nucleus_segmentation.model import UNetConfig, build_attention_unet
-from nucleus_segmentation.pipelines.inference.nodes import (
-    encode_submission,
-    segment_images,
-    tabulate_nuclei,
-)
+from nucleus_segmentation.pipelines.inference.nodes import segment_images
 from nucleus_segmentation.pipelines.inference.pipeline import create_pipeline
 from nucleus_segmentation.settings import CONFIG_LOADER_ARGS
 from tests.conftest import disk, fluorescence_image, png_bytes
@@ -47,7 +43,7 @@ SEGMENTATION = {
     "batch_size": 2,
     "tta": {"scales": [1.0], "flips": ["none"]},
 }
-PARAMS = {"overlay": {"colour": [255, 255, 0], "mode": "inner"}}
+PARAMS = {"overlay": {"colour": [255, 255, 0], "mode": "inner"}, "n_workers": 1}
 SEPARATION = {"threshold": 0.5, "method": "distance", "seed_depth": 1.0, "smoothing": 0.0}
 SEPARATION["min_size"] = 1
 STAMP = "2026-01-31T12.00.00.000Z"
@@ -99,11 +95,17 @@ def _images(folder: Path):
     return ImageFolderDataset(path=str(folder)).load()
 
 
+def _segment(images, model, segmentation=SEGMENTATION, params=PARAMS, separation=SEPARATION):
+    """Run the node and consume its stream as the output dataset does: the results (in the
+    folder's order), their label maps, the report and the manifest."""
+    stream = segment_images(images, model, separation, PREPROCESSING, segmentation, params)
+    results = list(stream)
+    return results, {r.image_id: r.labels for r in results}, stream.report(), stream.manifest()
+
+
 def test_every_readable_image_is_segmented_and_bad_files_are_reported(folder):
     model = Echo(SOURCE)
-    labels, report, manifest = segment_images(
-        _images(folder), model, SEPARATION, PREPROCESSING, SEGMENTATION, PARAMS
-    )
+    _, labels, report, manifest = _segment(_images(folder), model)
     assert list(labels) == ["big", "blank", "cells16", "rgba", "sub/rgba"]
     expected = {
         "big": _disks((1000, 700), BIG),
@@ -141,10 +143,9 @@ def test_every_readable_image_is_segmented_and_bad_files_are_reported(folder):
     json.dumps(manifest)  # plain JSON
 
 
-def test_nuclei_table_and_submission_match_the_label_maps(folder):
-    images = _images(folder)
-    labels, _, _ = segment_images(images, Echo(), SEPARATION, PREPROCESSING, SEGMENTATION, PARAMS)
-    nuclei = tabulate_nuclei(images, labels)
+def test_nuclei_table_overlay_and_submission_match_the_label_maps(folder):
+    results, labels, _, _ = _segment(_images(folder), Echo())
+    nuclei = pd.concat([r.nuclei for r in results], ignore_index=True)
     assert nuclei.columns.tolist()[:3] == ["image", "nucleus_id", "area_px"]
     cells = nuclei[nuclei["image"] == "cells16"].sort_values("area_px")
     assert cells["area_px"].tolist() == [int(disk((80, 96), c, r).sum()) for c, r in CELLS16]
@@ -157,17 +158,14 @@ def test_nuclei_table_and_submission_match_the_label_maps(folder):
     assert nuclei.groupby("image").size().to_dict() == {"big": 5, "cells16": 2, "rgba": 2} | {
         "sub/rgba": 1
     }
-    submission = encode_submission(labels)
-    assert submission.columns.tolist() == ["ImageId", "EncodedPixels"]
-    assert submission[submission["ImageId"] == "blank"]["EncodedPixels"].tolist() == [""]
+    by_id = {r.image_id: r for r in results}
+    assert by_id["blank"].rles == [""]
     for image_id, label_map in labels.items():
-        rles = submission.loc[submission["ImageId"] == image_id, "EncodedPixels"].tolist()
-        rles = [rle for rle in rles if rle]
+        rles = [rle for rle in by_id[image_id].rles if rle]
         np.testing.assert_array_equal(rles_to_labels(rles, label_map.shape), label_map)
-    # Pixels numbered from 1, top to bottom then left to right: rows 1-2 of columns 1 and 2.
-    square = np.zeros((4, 5), np.uint16)
-    square[1:3, 1:3] = 1
-    assert encode_submission({"sq": square})["EncodedPixels"].tolist() == ["6 2 10 2"]
+        np.testing.assert_array_equal(by_id[image_id].mask, (label_map > 0) * 255)
+    overlay = by_id["sub/rgba"].overlay
+    assert overlay.shape == (64, 80, 3) and (overlay == (255, 255, 0)).all(axis=2).sum() > 20
 
 
 def test_scale_rescales_the_network_input_and_not_the_labels(folder):
@@ -175,9 +173,7 @@ def test_scale_rescales_the_network_input_and_not_the_labels(folder):
     segmentation = {**SEGMENTATION, "scale": {"mode": "native", "factor": 2.0}}
     only = _images(folder)
     only.files = {"cells16": only.files["cells16"]}
-    labels, _, manifest = segment_images(
-        only, model, SEPARATION, PREPROCESSING, segmentation, PARAMS
-    )
+    _, labels, _, manifest = _segment(only, model, segmentation)
     assert model.shapes == [(1, 160, 192, 1)]
     assert labels["cells16"].shape == (80, 96) and labels["cells16"].max() == 2
     np.testing.assert_array_equal(labels["cells16"] > 0, _disks((80, 96), CELLS16))
@@ -188,14 +184,12 @@ def test_a_folder_without_usable_images_stops_naming_it(folder, tmp_path):
     for name in ("big.png", "blank.png", "cells16.tif", "rgba.png", "sub/rgba.png"):
         (folder / name).unlink()
     with pytest.raises(ValueError, match=r"my images: no usable image \(2 image file") as caught:
-        segment_images(_images(folder), Echo(), SEPARATION, PREPROCESSING, SEGMENTATION, PARAMS)
+        _segment(_images(folder), Echo())
     assert "corrupt.png: not a readable image" in str(caught.value)
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "a.txt").write_text("x")
     with pytest.raises(ValueError, match=r"texts: no usable image \(no image file"):
-        segment_images(
-            _images(tmp_path / "texts"), Echo(), SEPARATION, PREPROCESSING, SEGMENTATION, PARAMS
-        )
+        _segment(_images(tmp_path / "texts"), Echo())
 
 
 @pytest.mark.parametrize(
@@ -261,6 +255,7 @@ def test_pipeline_writes_one_complete_folder_and_refuses_to_overwrite(folder, tm
     overlay = cv2.imread(str(result / "overlays" / "sub" / "rgba.png"))[..., ::-1]
     assert overlay.shape == (64, 80, 3) and (overlay == (255, 255, 0)).all(axis=2).sum() > 20
     submission = pd.read_csv(result / "submission.csv", keep_default_na=False)
+    assert submission.loc[submission["ImageId"] == "blank", "EncodedPixels"].tolist() == [""]
     assert len(submission) == 5 + 1 + 2 + 2 + 1
     assert pd.read_csv(result / "report.csv")["file"].tolist() == ["corrupt.png", "empty.jpg"]
     assert len(pd.read_csv(result / "nuclei.csv")) == 10

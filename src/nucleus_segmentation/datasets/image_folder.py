@@ -21,7 +21,7 @@ import numpy as np
 from kedro.io.core import AbstractDataset, DatasetError
 
 from nucleus_segmentation.datasets.errors import InputDatasetError
-from nucleus_segmentation.imaging.codec import InvalidImageError, decode_image
+from nucleus_segmentation.imaging.codec import read_image
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -52,12 +52,7 @@ class ImageFolder(Mapping[str, Callable[[], np.ndarray]]):
             InvalidImageError: the file is empty, corrupt, not 8/16-bit, or cannot be read;
                 its ``name`` is the file's path relative to the folder.
         """
-        name = self.files[image_id]
-        try:
-            data = (self.path / name).read_bytes()
-        except OSError as exc:
-            raise InvalidImageError(name, f"cannot be read ({exc.strerror or exc})") from exc
-        return decode_image(data, name)
+        return read_image(self.path, self.files[image_id])
 
     def __getitem__(self, image_id: str) -> Callable[[], np.ndarray]:
         if image_id not in self.files:

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -29,20 +28,19 @@ TABLES = {"nuclei": "nuclei.csv", "submission": "submission.csv", "report": "rep
 LABEL_SUFFIXES = {"tiff": ".tif", "png": ".png"}
 
 
-class InferenceOutputDataset(AbstractVersionedDataset[Mapping[str, Any], Path]):
+class InferenceOutputDataset(AbstractVersionedDataset[Any, Path]):
     """Saves the result of segmenting a folder of images; loads the latest result's folder.
 
-    ``save`` takes a mapping with these keys (per-image values are arrays, or functions
-    returning one, called one at a time while writing, as ``PartitionedDataset``'s lazy
-    saving)::
+    ``save`` takes a stream of per-image results (e.g.
+    :class:`nucleus_segmentation.inference.FolderSegmentation`): an iterable whose items have
+    ``image_id``, ``labels`` (HxW uint16), ``mask`` (HxW uint8 0/255), ``overlay`` (HxWx3
+    uint8 RGB), ``nuclei`` (DataFrame) and ``rles`` (list of str), and which afterwards
+    gives ``report()`` (DataFrame) and ``manifest()`` (JSON-able dict). Each image's files
+    are written as it arrives, so the stream can be of any length::
 
-        masks:      {image id: HxW uint8 0/255}          -> masks/<image id>.png
-        labels:     {image id: HxW uint16 label map}     -> labels/<image id>.tif (or .png)
-        overlays:   {image id: HxWx3 uint8 RGB}          -> overlays/<image id>.png
-        nuclei:     DataFrame                            -> nuclei.csv
-        submission: DataFrame (ImageId, EncodedPixels)   -> submission.csv
-        report:     DataFrame (file, problem)            -> report.csv
-        manifest:   JSON-able dict                       -> manifest.json (written last)
+        masks/<image id>.png       labels/<image id>.tif (or .png)    overlays/<image id>.png
+        nuclei.csv (rows appended)  submission.csv (ImageId, EncodedPixels, appended)
+        report.csv                  manifest.json (written last)
 
     Image ids may contain ``/`` (images in subfolders): the output mirrors the subfolders.
     The folder is named by the save version: Kedro's run timestamp with ``versioned: true``
@@ -91,12 +89,11 @@ class InferenceOutputDataset(AbstractVersionedDataset[Mapping[str, Any], Path]):
     def load(self) -> Path:
         return Path(str(self._get_load_path())).parent
 
-    def save(self, data: Mapping[str, Any]) -> None:
-        expected = {"masks", "labels", "overlays", "manifest", *TABLES}
-        if not isinstance(data, Mapping) or set(data) != expected:
-            keys = sorted(data) if isinstance(data, Mapping) else type(data).__name__
+    def save(self, data: Any) -> None:
+        if not all(hasattr(data, name) for name in ("__iter__", "report", "manifest")):
             raise DatasetError(
-                f"InferenceOutputDataset saves a mapping of {sorted(expected)}, got {keys}"
+                "InferenceOutputDataset saves a stream of per-image results with report() "
+                f"and manifest(), got {type(data).__name__}"
             )
         version = str(self.resolve_save_version())
         root = Path(str(self._filepath))
@@ -132,26 +129,30 @@ class InferenceOutputDataset(AbstractVersionedDataset[Mapping[str, Any], Path]):
                 "--params inference_output=<folder>."
             )
 
-    def _write(self, folder: Path, data: Mapping[str, Any], version: str) -> None:
-        per_image = {
-            "masks": ("masks", ".png"),
+    def _write(self, folder: Path, data: Any, version: str) -> None:
+        files = {
+            "mask": ("masks", ".png"),
             "labels": ("labels", LABEL_SUFFIXES[self._label_format]),
-            "overlays": ("overlays", ".png"),
+            "overlay": ("overlays", ".png"),
         }
-        for key, (subfolder, suffix) in per_image.items():
-            for image_id, value in data[key].items():
-                array = value() if callable(value) else value
-                file = folder / subfolder / _relative(image_id, suffix)
-                file.parent.mkdir(parents=True, exist_ok=True)
-                file.write_bytes(_encode(np.asarray(array), suffix, image_id))
-        for key, name in TABLES.items():
-            table = data[key]
-            if not isinstance(table, pd.DataFrame):
-                raise DatasetError(
-                    f"inference output {key!r} must be a DataFrame, got {type(table)}"
-                )
-            table.to_csv(folder / name, index=False)
-        manifest = {"version": version, **dict(data["manifest"])}
+        with (
+            open(folder / TABLES["nuclei"], "w", newline="") as nuclei,
+            open(folder / TABLES["submission"], "w", newline="") as submission,
+        ):
+            for index, result in enumerate(data):
+                for attribute, (subfolder, suffix) in files.items():
+                    file = folder / subfolder / _relative(result.image_id, suffix)
+                    file.parent.mkdir(parents=True, exist_ok=True)
+                    array = np.asarray(getattr(result, attribute))
+                    file.write_bytes(_encode(array, suffix, result.image_id))
+                result.nuclei.to_csv(nuclei, header=index == 0, index=False)
+                rows = {
+                    "ImageId": [result.image_id] * len(result.rles),
+                    "EncodedPixels": result.rles,
+                }
+                pd.DataFrame(rows).to_csv(submission, header=index == 0, index=False)
+        data.report().to_csv(folder / TABLES["report"], index=False)
+        manifest = {"version": version, **dict(data.manifest())}
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_jsonable) + "\n")
 
     def _exists(self) -> bool:

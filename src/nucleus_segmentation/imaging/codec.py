@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -35,6 +37,20 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     if image.dtype not in (np.uint8, np.uint16):
         raise InvalidImageError(name, f"pixel type {image.dtype} is not 8- or 16-bit integer")
     return image
+
+
+def read_image(folder: Path, name: str) -> np.ndarray:
+    """Decode the file ``folder / name``: HxW or HxWxC (RGB/RGBA), uint8 or uint16 as stored.
+
+    Raises:
+        InvalidImageError: the file is empty, corrupt, not 8/16-bit, or cannot be read; its
+            ``name`` is ``name`` (the path relative to the folder).
+    """
+    try:
+        data = (Path(folder) / name).read_bytes()
+    except OSError as exc:
+        raise InvalidImageError(name, f"cannot be read ({exc.strerror or exc})") from exc
+    return decode_image(data, name)
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -1,18 +1,13 @@
 """``inference``: a folder of images + trained model -> masks, label maps, overlays, tables.
 
 ``kedro run --pipeline inference --params inference_input=<folder>,inference_output=<folder>``;
-not part of ``__default__``.
+not part of ``__default__``. One node: the images stream from the folder through the
+segmentation path into ``inference_output``, one at a time (``segment_images``).
 """
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from nucleus_segmentation.pipelines.inference.nodes import (
-    assemble_inference_output,
-    draw_overlays,
-    encode_submission,
-    segment_images,
-    tabulate_nuclei,
-)
+from nucleus_segmentation.pipelines.inference.nodes import segment_images
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -28,39 +23,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:segmentation",
                     "params:inference",
                 ],
-                outputs=["inference_labels", "inference_report", "inference_manifest"],
-                name="segment_images",
-            ),
-            node(
-                tabulate_nuclei,
-                inputs=["inference_images", "inference_labels"],
-                outputs="inference_nuclei",
-                name="tabulate_nuclei",
-            ),
-            node(
-                encode_submission,
-                inputs="inference_labels",
-                outputs="inference_submission",
-                name="encode_submission",
-            ),
-            node(
-                draw_overlays,
-                inputs=["inference_images", "inference_labels", "params:inference"],
-                outputs="inference_overlays",
-                name="draw_overlays",
-            ),
-            node(
-                assemble_inference_output,
-                inputs=[
-                    "inference_labels",
-                    "inference_overlays",
-                    "inference_nuclei",
-                    "inference_submission",
-                    "inference_report",
-                    "inference_manifest",
-                ],
                 outputs="inference_output",
-                name="assemble_inference_output",
+                name="segment_images",
             ),
         ],
         tags="inference",  # kedro-viz tag filter, `kedro run --tags inference`
