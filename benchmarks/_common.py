@@ -27,7 +27,10 @@ SCORES = {
 
 
 def cell(name: str, value: float) -> str:
-    """One score as a table shows it: pixel scores in %, area error as a signed %."""
+    """One score as a table shows it: pixel scores in %, area error as a signed %; ``-``
+    where there is nothing to score (no nucleus matched)."""
+    if value != value:  # NaN
+        return "-"
     if name == "area_error":
         return f"{100 * value:+.1f} %"
     if name in ("dsb_score", "precision", "recall", "f1"):
