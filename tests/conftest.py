@@ -81,3 +81,18 @@ def dsb_folder(tmp_path: Path) -> Path:
     stained[nucleus > 0] = (120, 40, 140)
     write_sample(root, "stained0", stained, {"n0": nucleus})
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_sample(tmp_path_factory):
+    """One tiny trained project for the end-to-end tests that need a model and MLflow runs
+    (tests/test_run.py, test_dask.py, test_users_view.py); built once per session."""
+    from tests.project import TINY, TINY_TRAINING, TrainedSample, cli, copy_project, succeeded
+
+    root = copy_project(tmp_path_factory.mktemp("trained") / "project")
+    first = cli(root, "run", "--params", TINY)
+    succeeded(first)
+    succeeded(
+        cli(root, "run", "--pipeline", "training", "--env", "baseline", "--params", TINY_TRAINING)
+    )
+    return TrainedSample(root, first.stdout + first.stderr)

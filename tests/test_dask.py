@@ -10,18 +10,10 @@ import numpy as np
 import pytest
 
 from nucleus_segmentation.datasets.npz import NpzDataset
-from tests.test_run import EXAMPLES, cli, copy_project
+from tests.project import EXAMPLES, TINY, cli, succeeded
 
 pytestmark = pytest.mark.slow
 DASK = "parallel.backend=dask,parallel.dask.n_workers=2"
-TINY_TRAINING = (
-    "training.epochs=1,training.steps_per_epoch=2,training.max_validation_images=2,"
-    "training.model.base_filters=4"
-)
-
-
-def _ok(result) -> None:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def _two_latest(root: Path, relative: str) -> list[Path]:
@@ -42,11 +34,10 @@ def _files(folder: Path) -> dict[str, str]:
     }
 
 
-def test_data_stages_and_inference_on_a_dask_cluster_match_the_local_run(tmp_path):
-    project = copy_project(tmp_path / "project")
-    _ok(cli(project, "run", "--pipeline", "data_processing"))
-    result = cli(project, "run", "--pipeline", "data_processing", "--params", DASK)
-    _ok(result)
+def test_data_stages_and_inference_on_a_dask_cluster_match_the_local_run(trained_sample, tmp_path):
+    project = trained_sample.root  # its data stages ran on this machine's processes
+    result = cli(project, "run", "--pipeline", "data_processing", "--params", f"{TINY},{DASK}")
+    succeeded(result)
     assert "Per-image work on Dask" in result.stdout + result.stderr
     for name in (
         "data/02_intermediate/ingested_images.npz",
@@ -59,13 +50,11 @@ def test_data_stages_and_inference_on_a_dask_cluster_match_the_local_run(tmp_pat
         here, cluster = _two_latest(project, name)
         assert here.read_bytes() == cluster.read_bytes(), name
 
-    # One model, segmenting the same folder in this process and on the cluster.
-    _ok(cli(project, "run", "--pipeline", "training", "--params", TINY_TRAINING))
-    _ok(cli(project, "run", "--pipeline", "evaluation", "--params", "evaluation.tta_compare=null"))
+    # The session's model, segmenting the same folder in this process and on the cluster.
     outputs = {}
     for name, extra in (("here", ""), ("cluster", f",{DASK}")):
         params = f"inference_input={project / EXAMPLES},inference_output={tmp_path / name}{extra}"
-        _ok(cli(project, "run", "--pipeline", "inference", "--params", params))
+        succeeded(cli(project, "run", "--pipeline", "inference", "--params", params))
         (outputs[name],) = (tmp_path / name).iterdir()
     here, cluster = (_files(outputs[k]) for k in ("here", "cluster"))
     assert len(here) == 3 * 3 + 3  # masks, labels, overlays of 3 images; 3 tables

@@ -4,7 +4,7 @@ import ast
 
 import pytest
 
-from tests.test_run import cli, copy_project
+from tests.project import cli, copy_project
 
 pytestmark = pytest.mark.slow
 

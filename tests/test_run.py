@@ -6,11 +6,9 @@ tracking into a SQLite file there, so nothing outside tmp_path is written.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -21,44 +19,9 @@ from kedro.framework.startup import bootstrap_project
 
 from nucleus_segmentation import bundle
 from nucleus_segmentation.datasets.npz import NpzDataset
+from tests.project import EXAMPLES, SAMPLE, cli, copy_project
 
-PROJECT = Path(__file__).resolve().parents[1]
-SAMPLE = Path("data/01_raw/dsb2018_sample")
-EXAMPLES = Path("data/01_raw/inference_examples")
 pytestmark = pytest.mark.slow
-
-
-def copy_project(root: Path) -> Path:
-    """A runnable copy of the project at ``root``: conf (no local), the embedded sample and
-    inference examples, notebooks; the package is imported from the installed project."""
-    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    (root / "src").mkdir()
-    for folder in (SAMPLE, EXAMPLES, Path("notebooks")):
-        shutil.copytree(PROJECT / folder, root / folder)
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(PROJECT / name, root / name)
-    return root
-
-
-def cli(root: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``kedro <args>`` in ``root`` as a user types it, tracking into ``root/mlflow.db``."""
-    env = {
-        **os.environ,
-        "KEDRO_DISABLE_TELEMETRY": "1",
-        "DO_NOT_TRACK": "1",
-        "COLUMNS": "200",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "kedro", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture
@@ -148,23 +111,23 @@ def test_cli_inference_without_a_model_or_folder_says_what_is_missing(project):
         assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_default_run_trains_and_tracks_everything_in_mlflow(project):
-    """`kedro run` (data processing + training) on the sample, shrunk to a few steps."""
+def test_default_run_trains_and_tracks_everything_in_mlflow(trained_sample):
+    """`kedro run` (data processing + training + evaluation) on the sample, shrunk to a few
+    steps (the session's trained sample)."""
     import mlflow
     import numpy as np
 
-    tiny = (
-        "augmentation.copies_per_image=1,training.epochs=2,training.steps_per_epoch=2,"
-        "training.max_validation_images=2,training.model.base_filters=4"
-    )
-    result = _cli(project, "--params", tiny)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "epoch 2/2" in result.stdout + result.stderr and "ETA" in result.stdout + result.stderr
+    project = trained_sample.root
+    assert "epoch 2/2" in trained_sample.log and "ETA" in trained_sample.log
     assert len(list((project / "data/06_models/attention_unet.keras").glob("*/*.keras"))) == 1
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = mlflow.MlflowClient()
-    run = mlflow.search_runs(experiment_names=["nucleus_segmentation"], output_format="list")[0]
+    (run,) = mlflow.search_runs(
+        experiment_names=["nucleus_segmentation"],
+        filter_string="tags.kedro_pipeline = '__default__'",
+        output_format="list",
+    )
     assert run.data.tags["mlflow.runName"] == "__default__ attention_unet dsb2018_sample"
     assert run.data.tags["kedro_env"] == "local" and run.data.tags["git_commit"]
     assert run.data.tags["model_name"] == "attention_unet"
@@ -173,7 +136,7 @@ def test_default_run_trains_and_tracks_everything_in_mlflow(project):
     inputs = {i.dataset.name: {t.key: t.value for t in i.tags} for i in run.inputs.dataset_inputs}
     split_version = run.data.tags["input.data_split.version"]
     assert inputs["data_split"]["version"] == split_version
-    assert inputs["data_split"]["size"] == "30 rows"
+    assert inputs["data_split"]["size"] == "30 images"
     assert {"dsb_raw", "ingested_images", "augmented_images"} <= set(inputs)
     # One registered model, this run's version tagged with the data it was trained on.
     (version,) = client.search_model_versions("name = 'attention_unet'")
@@ -320,6 +283,16 @@ def test_the_paper_environment_takes_a_training_step_on_the_jax_backend(project)
 
     if importlib.util.find_spec("jax") is None:
         pytest.skip("jax is not installed")
+    # Tiny data for the paper's network: its 512x512 images and crops become 64x64 in this
+    # copy of conf/paper (lists cannot be given with --params); the model keeps its width.
+    paper = project / "conf" / "paper"
+    for name, old, new in (
+        ("parameters.yml", "size: [512, 512]", "size: [64, 64]"),
+        ("parameters_augmentation.yml", "output_size: 512", "output_size: 64"),
+    ):
+        text = (paper / name).read_text()
+        assert old in text
+        (paper / name).write_text(text.replace(old, new))
     data = ("--env", "paper", "--pipeline", "data_processing")
     result = _cli(project, *data, "--params", "augmentation.copies_per_image=1")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -327,17 +300,8 @@ def test_the_paper_environment_takes_a_training_step_on_the_jax_backend(project)
         "training.epochs=1,training.steps_per_epoch=1,training.batch_size=2,"
         "training.max_validation_images=1"
     )
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    command = [sys.executable, "-m", "kedro", "run", "--env", "paper", "--pipeline", "training"]
-    result = subprocess.run(
-        [*command, "--params", one_step],
-        cwd=project,
-        env={**env, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        stdin=subprocess.DEVNULL,
-    )
+    args = ("run", "--env", "paper", "--pipeline", "training", "--params", one_step)
+    result = cli(project, *args, env={"KERAS_BACKEND": "jax"})
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert "Keras jax backend on cpu:0, precision float32, distribution none" in log

@@ -30,6 +30,7 @@ def test_sizes_of_tables_and_image_bundles():
     table = pd.DataFrame({"a": range(7)})
     images = bundle.pack((f"i{k}", {"image": np.zeros((2, 2), np.uint8)}) for k in range(3))
     assert describe_size(table) == "7 rows"
+    assert describe_size(pd.DataFrame({"image_id": ["a", "b"]})) == "2 images"
     assert describe_size(images) == "3 images"
     assert describe_size(object()) == ""
 

@@ -2,8 +2,8 @@
 in the MLflow UI (both in headless Chromium), the exploration notebook, and rerunning only
 the stages whose data changed.
 
-One tiny `kedro run` (attention U-Net) and one `--env baseline` training feed every test;
-the rerun test changes the data, so it runs last.
+The session's tiny trained sample (a `kedro run` and an `--env baseline` training) feeds
+every test; the rerun test adds data versions, so it runs last and counts from what it finds.
 """
 
 from __future__ import annotations
@@ -19,29 +19,17 @@ import pandas as pd
 import pytest
 
 from tests.browser import browser_page, free_port, serve_folder, server_process, wait_for_url
-from tests.test_run import SAMPLE, cli, copy_project
+from tests.project import SAMPLE, TINY, TINY_TRAINING, cli, succeeded
 
 pytestmark = pytest.mark.slow
-TINY_TRAINING = (
-    "training.epochs=2,training.steps_per_epoch=2,training.max_validation_images=2,"
-    "training.model.base_filters=4"
-)
-TINY = f"augmentation.copies_per_image=1,{TINY_TRAINING}"
 STAGES = ("ingestion", "preprocessing", "augmentation", "training", "evaluation", "inference")
 # kedro-viz remembers its settings in localStorage: skip the feature tour on a fresh profile.
 VIZ_SETTINGS = "localStorage.setItem('KedroViz', JSON.stringify({showFeatureHints: false}))"
 
 
-def _ok(result) -> None:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
 @pytest.fixture(scope="module")
-def sample_project(tmp_path_factory) -> Path:
-    root = copy_project(tmp_path_factory.mktemp("users") / "project")
-    _ok(cli(root, "run", "--params", TINY))
-    _ok(cli(root, "run", "--pipeline", "training", "--env", "baseline", "--params", TINY_TRAINING))
-    return root
+def sample_project(trained_sample) -> Path:
+    return trained_sample.root
 
 
 def _registered_pipelines(root: Path) -> dict:
@@ -56,7 +44,7 @@ def _registered_pipelines(root: Path) -> dict:
 
 
 def test_kedro_viz_draws_every_pipeline_with_stage_tags_layers_and_previews(sample_project):
-    _ok(cli(sample_project, "viz", "build", "--include-previews"))
+    succeeded(cli(sample_project, "viz", "build", "--include-previews"))
     build = sample_project / "build"
     main = json.loads((build / "api" / "main").read_text())
     assert {t["id"] for t in main["tags"]} == set(STAGES)
@@ -172,6 +160,7 @@ def test_rerunning_only_the_stages_whose_data_changed(sample_project):
     root = sample_project
     split_dir, pre_dir = "data/03_primary/data_split.csv", "data/04_feature/preprocessed_images.npz"
     old_split, old_pre = _versions(root, split_dir)[-1], _versions(root, pre_dir)[-1]
+    splits, pres = len(_versions(root, split_dir)), len(_versions(root, pre_dir))
     before = {p: _digest(p) for p in (old_split, old_pre)}
 
     # New raw data: the sample plus one more image folder.
@@ -181,7 +170,9 @@ def test_rerunning_only_the_stages_whose_data_changed(sample_project):
     added = raw / ("f" * 64)
     shutil.copytree(source, added)
     (added / "images" / f"{source.name}.png").rename(added / "images" / f"{added.name}.png")
-    _ok(cli(root, "run", "--pipeline", "data_processing", "--params", f"raw_data={raw},{TINY}"))
+    succeeded(
+        cli(root, "run", "--pipeline", "data_processing", "--params", f"raw_data={raw},{TINY}")
+    )
     new_split = _versions(root, split_dir)[-1]
     assert len(pd.read_csv(new_split / "data_split.csv")) == 31
 
@@ -189,14 +180,16 @@ def test_rerunning_only_the_stages_whose_data_changed(sample_project):
     rerun = cli(
         root, "run", "--tags", "preprocessing", "--params", "preprocessing.smooth.sigma=2.0"
     )
-    _ok(rerun)
+    succeeded(rerun)
     assert "Running node: preprocess_images" in rerun.stdout + rerun.stderr
     assert "Running node: ingest_dsb_images" not in rerun.stdout + rerun.stderr
     newest_pre = _versions(root, pre_dir)[-1]
-    assert len(_versions(root, pre_dir)) == 3 and len(_versions(root, split_dir)) == 2
+    assert (
+        len(_versions(root, pre_dir)) == pres + 2 and len(_versions(root, split_dir)) == splits + 1
+    )
 
     # Training takes the newest versions, and says so in MLflow.
-    _ok(cli(root, "run", "--pipeline", "training", "--params", TINY_TRAINING))
+    succeeded(cli(root, "run", "--pipeline", "training", "--params", TINY_TRAINING))
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     (run,) = mlflow.search_runs(
         experiment_names=["nucleus_segmentation"],
@@ -209,7 +202,7 @@ def test_rerunning_only_the_stages_whose_data_changed(sample_project):
     # The old versions are intact, and a stage still runs on them when pinned.
     assert {p: _digest(p) for p in (old_split, old_pre)} == before
     pins = f"preprocessed_images:{old_pre.name},data_split:{old_split.name}"
-    _ok(cli(root, "run", "--pipeline", "augmentation", "--load-versions", pins))
+    succeeded(cli(root, "run", "--pipeline", "augmentation", "--load-versions", pins))
     old_train = (pd.read_csv(old_split / "data_split.csv")["split"] == "train").sum()
     from nucleus_segmentation import bundle
     from nucleus_segmentation.datasets.npz import NpzDataset

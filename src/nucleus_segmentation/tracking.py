@@ -99,10 +99,11 @@ def saved_version(dataset: Any) -> str | None:
 
 
 def describe_size(data: Any) -> str:
-    """``120 rows`` for a table, ``30 images`` for an image bundle or a raw DSB source,
-    else ``""``."""
+    """``120 rows`` for a table (``120 images`` for one row per image), ``30 images`` for an
+    image bundle or a raw DSB source, else ``""``."""
     if isinstance(data, pd.DataFrame):
-        return f"{len(data)} rows"
+        unit = "images" if "image_id" in data.columns else "rows"
+        return f"{len(data)} {unit}"
     if hasattr(data, "image_ids"):  # a DSB source (zip or folder)
         return f"{len(data.image_ids)} images"
     if isinstance(data, Mapping) and data and all(isinstance(k, str) for k in data):
