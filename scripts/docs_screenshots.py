@@ -11,10 +11,12 @@ Writes docs/images/kedro-viz.png, docs/images/mlflow-runs.png, docs/images/mlflo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,19 +81,35 @@ def mlflow_ui(project: Path, runs_png: Path, compare_png: Path) -> None:
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     with server_process(command, project, dict(os.environ), project / "mlflow_ui.log"):
         wait_for_url(f"{base}/health")
+        ml = "workflowType=machine_learning"
+        training = urllib.parse.quote("tags.kedro_pipeline = 'training'")
         with browser_page(1600, 900) as page:
-            page.goto(
-                f"{base}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
-            )
+            runs = f"{base}/#/experiments/{experiment.experiment_id}/runs"
+            page.goto(f"{runs}?{ml}&searchFilter={training}")
             page.wait_for_selector(f"text={pair[0].info.run_name}", timeout=60_000)
-            page.wait_for_timeout(2000)
+            close_assistant(page)
             page.screenshot(path=str(runs_png))
+        with browser_page(1600, 2200) as page:
             ids = json.dumps([r.info.run_id for r in pair])
             experiments = json.dumps([experiment.experiment_id])
-            page.goto(f"{base}/#/compare-runs?runs={ids}&experiments={experiments}")
+            page.goto(f"{base}/#/compare-runs?runs={ids}&experiments={experiments}&{ml}")
             page.wait_for_selector("text=best.val_dsb_score", timeout=60_000)
-            page.wait_for_timeout(2000)
-            page.screenshot(path=str(compare_png), full_page=True)
+            close_assistant(page)
+            with contextlib.suppress(Exception):  # parameters: only those that differ
+                page.get_by_text("Show diff only").first.click(timeout=3000)
+                page.wait_for_timeout(1000)
+            page.screenshot(path=str(compare_png))
+
+
+def close_assistant(page) -> None:
+    """Close MLflow 3's assistant side panel, when it shows, so the runs get the width."""
+    page.wait_for_timeout(2000)
+    if page.get_by_text("MLflow Assistant").count():
+        buttons = page.locator("button[aria-label*='lose']")
+        for index in range(buttons.count()):
+            with contextlib.suppress(Exception):
+                buttons.nth(index).click(timeout=1000)
+        page.wait_for_timeout(1000)
 
 
 def main() -> None:
