@@ -28,6 +28,15 @@ def test_processes_keep_the_order_and_take_items_a_window_ahead():
     assert runs_in_process(1, 40) and runs_in_process(4, 1) and not runs_in_process(2, 40)
 
 
+def test_chunks_of_items_go_to_one_task_and_come_back_in_order():
+    items = Counted(40)  # 13 chunks of 3 and one of 1
+    results = parallel_map(abs, items, n_workers=2, chunksize=3, total=40)
+    assert next(results) == 40
+    assert items.taken == 2 * 2 * 3  # the window: 2 x workers chunks of chunksize
+    assert list(results) == list(range(39, 0, -1))
+    assert parallel._apply(abs, [-2, -1]) == [2, 1]
+
+
 def test_a_dask_local_cluster_gives_the_same_results_in_order():
     parallel.configure(ParallelSettings(backend="dask", n_workers=2))
     try:

@@ -121,3 +121,19 @@ def test_source_is_picklable_after_reading_a_zip(dsb_folder, tmp_path):
     np.testing.assert_array_equal(clone.read("fluo0").image, source.read("fluo0").image)
     good_sample(tmp_path / "more", "x")  # unrelated folder: the clone is unaffected
     assert clone.image_ids == source.image_ids
+    # the copies a worker unpickles share one open archive (its directory read once)
+    again = pickle.loads(pickle.dumps(source))
+    again.read("fluo1")
+    assert again._zip is clone._zip is not None
+
+
+def test_a_rewritten_zip_is_reopened_not_served_from_the_cache(dsb_folder, tmp_path):
+    path = zip_folder(dsb_folder, tmp_path / "a.zip")
+    first = DSBSource(path)
+    first.read("fluo0")
+    with zipfile.ZipFile(path, "a") as archive:  # same path, new content
+        archive.writestr("extra/readme.txt", b"new")
+    second = DSBSource(path)
+    second.read("fluo0")
+    assert second._zip is not first._zip
+    assert "extra/readme.txt" in second._zip.namelist()
