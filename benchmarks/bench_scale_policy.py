@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import pandas as pd
 from _common import PROJECT, SCORES, cell, kedro_run, latest_version, write_section
 
@@ -77,6 +78,7 @@ def measure(env: str, model_version: str, mode: str) -> dict:
         log_path=PROJECT / "benchmark_scale_policy.log",
     )
     modality = pd.read_csv(latest(env, "evaluation_per_modality.csv"))
+    images = pd.read_csv(latest(env, "evaluation_per_image.csv"))
     search = pd.read_csv(latest(env, "separation_search.csv"))
     return {
         "env": env,
@@ -85,7 +87,36 @@ def measure(env: str, model_version: str, mode: str) -> dict:
         "validation_dsb_score": float(search["validation_dsb_score"].iloc[0]),
         "separation": search.iloc[0].drop(["validation_dsb_score", "images"]).to_dict(),
         "per_modality": modality.to_dict("records"),
+        "per_image": images[["image_id", "acquisition", "dsb_score"]].to_dict("records"),
         "wall_seconds": result["wall"],
+    }
+
+
+def paired_difference(
+    results: dict, better: str, than: str, resamples: int = 10_000, seed: int = 0
+) -> dict | None:
+    """Mean per-image DSB score of ``better`` minus ``than`` on the same test images, with a
+    95 % interval from a bootstrap over acquisition groups (whole groups resampled: images
+    of one acquisition are not independent)."""
+    if not all("per_image" in results.get(key, {}) for key in (better, than)):
+        return None
+    a = pd.DataFrame(results[better]["per_image"]).set_index("image_id")
+    b = pd.DataFrame(results[than]["per_image"]).set_index("image_id")
+    difference = (a["dsb_score"] - b["dsb_score"].reindex(a.index)).dropna()
+    by_group = [d.to_numpy() for _, d in difference.groupby(a["acquisition"].loc[difference.index])]
+    rng = np.random.default_rng(seed)
+    means = [
+        np.concatenate([by_group[i] for i in rng.integers(0, len(by_group), len(by_group))]).mean()
+        for _ in range(resamples)
+    ]
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {
+        "mean": float(difference.mean()),
+        "low": float(low),
+        "high": float(high),
+        "images": int(difference.size),
+        "groups": len(by_group),
+        "resamples": resamples,
     }
 
 
@@ -131,10 +162,25 @@ def report(results: dict) -> str:
             "instance scores averaged over images; area error: mean signed (predicted - true) "
             "/ true area of nuclei matched at IoU 0.5.",
             "\n".join(overall),
+            *paired_lines(results),
             "**Per modality:**",
             "\n".join(modality_rows),
         ]
     )
+
+
+def paired_lines(results: dict) -> list[str]:
+    lines = []
+    for key, _, _, description in CONFIGS[:-1]:
+        paired = paired_difference(results, key, CONFIGS[-1][0])
+        if paired:
+            lines.append(
+                f"- {description.split(' (')[0]} minus the default, paired over the same "
+                f"{paired['images']} test images: DSB score {paired['mean']:+.3f} (95 % interval "
+                f"{paired['low']:+.3f} to {paired['high']:+.3f}, bootstrap over the "
+                f"{paired['groups']} acquisition groups, {paired['resamples']:,} resamples)"
+            )
+    return ["\n".join(lines)] if lines else []
 
 
 def main() -> None:
