@@ -101,8 +101,11 @@ def paired_difference(
     if not all("per_image" in results.get(key, {}) for key in (better, than)):
         return None
     a = pd.DataFrame(results[better]["per_image"]).set_index("image_id")
-    b = pd.DataFrame(results[than]["per_image"]).set_index("image_id")
-    difference = (a["dsb_score"] - b["dsb_score"].reindex(a.index)).dropna()
+    if better == than:  # the score itself, with its interval
+        difference = a["dsb_score"]
+    else:
+        b = pd.DataFrame(results[than]["per_image"]).set_index("image_id")
+        difference = (a["dsb_score"] - b["dsb_score"].reindex(a.index)).dropna()
     by_group = [d.to_numpy() for _, d in difference.groupby(a["acquisition"].loc[difference.index])]
     rng = np.random.default_rng(seed)
     means = [
@@ -171,6 +174,14 @@ def report(results: dict) -> str:
 
 def paired_lines(results: dict) -> list[str]:
     lines = []
+    default = paired_difference(results, CONFIGS[-1][0], CONFIGS[-1][0])
+    if default:
+        lines.append(
+            f"- the default's test DSB score: {default['mean']:.3f} (95 % interval "
+            f"{default['low']:.3f} to {default['high']:.3f}, bootstrap over its "
+            f"{default['groups']} acquisition groups): how much the figure could move with "
+            "another draw of acquisitions"
+        )
     for key, _, _, description in CONFIGS[:-1]:
         paired = paired_difference(results, key, CONFIGS[-1][0])
         if paired:
