@@ -94,7 +94,9 @@ CELLS = [
         'separation = catalog.load("instance_postprocessing")\n'
         'settings = SegmentationSettings.from_params(params["segmentation"])\n'
         "fig, axes = plt.subplots(1, len(examples), figsize=(5 * len(examples), 5))\n"
-        "for axis, (modality, image_id) in zip(np.atleast_1d(axes), examples.items()):\n"
+        "for axis, (modality, image_id) in zip(\n"
+        "    np.atleast_1d(axes), examples.items(), strict=True\n"
+        "):\n"
         '    image = bundle.field(ingested, image_id, "image")\n'
         '    truth = bundle.field(ingested, image_id, "labels")\n'
         '    found = segment_image(model, image, params["preprocessing"], settings, separation)\n'
