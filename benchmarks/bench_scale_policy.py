@@ -92,21 +92,12 @@ def measure(env: str, model_version: str, mode: str) -> dict:
     }
 
 
-def paired_difference(
-    results: dict, better: str, than: str, resamples: int = 10_000, seed: int = 0
-) -> dict | None:
-    """Mean per-image DSB score of ``better`` minus ``than`` on the same test images, with a
-    95 % interval from a bootstrap over acquisition groups (whole groups resampled: images
-    of one acquisition are not independent)."""
-    if not all("per_image" in results.get(key, {}) for key in (better, than)):
-        return None
-    a = pd.DataFrame(results[better]["per_image"]).set_index("image_id")
-    if better == than:  # the score itself, with its interval
-        difference = a["dsb_score"]
-    else:
-        b = pd.DataFrame(results[than]["per_image"]).set_index("image_id")
-        difference = (a["dsb_score"] - b["dsb_score"].reindex(a.index)).dropna()
-    by_group = [d.to_numpy() for _, d in difference.groupby(a["acquisition"].loc[difference.index])]
+def interval_over_groups(
+    values: pd.Series, groups: pd.Series, resamples: int = 10_000, seed: int = 0
+) -> dict:
+    """Mean of per-image ``values`` with a 95 % interval from a bootstrap over ``groups``
+    (whole acquisition groups resampled: images of one acquisition are not independent)."""
+    by_group = [v.to_numpy() for _, v in values.groupby(groups.loc[values.index])]
     rng = np.random.default_rng(seed)
     means = [
         np.concatenate([by_group[i] for i in rng.integers(0, len(by_group), len(by_group))]).mean()
@@ -114,13 +105,19 @@ def paired_difference(
     ]
     low, high = np.percentile(means, [2.5, 97.5])
     return {
-        "mean": float(difference.mean()),
+        "mean": float(values.mean()),
         "low": float(low),
         "high": float(high),
-        "images": int(difference.size),
+        "images": int(values.size),
         "groups": len(by_group),
         "resamples": resamples,
     }
+
+
+def per_image(results: dict, key: str) -> pd.DataFrame | None:
+    """The run's per-image DSB scores and acquisition groups, by image id (None: not kept)."""
+    rows = results.get(key, {}).get("per_image")
+    return pd.DataFrame(rows).set_index("image_id") if rows else None
 
 
 def report(results: dict) -> str:
@@ -173,25 +170,31 @@ def report(results: dict) -> str:
 
 
 def paired_lines(results: dict) -> list[str]:
-    lines = []
-    default = paired_difference(results, CONFIGS[-1][0], CONFIGS[-1][0])
-    if default:
-        lines.append(
-            f"- the default's test DSB score: {default['mean']:.3f} (95 % interval "
-            f"{default['low']:.3f} to {default['high']:.3f}, bootstrap over its "
-            f"{default['groups']} acquisition groups): how much the figure could move with "
-            "another draw of acquisitions"
-        )
+    """The default's test DSB with its interval, and each other configuration minus the
+    default, paired over the same test images."""
+    default = per_image(results, CONFIGS[-1][0])
+    if default is None:
+        return []
+    own = interval_over_groups(default["dsb_score"], default["acquisition"])
+    lines = [
+        f"- the default's test DSB score: {own['mean']:.3f} (95 % interval "
+        f"{own['low']:.3f} to {own['high']:.3f}, bootstrap over its "
+        f"{own['groups']} acquisition groups): how much the figure could move with "
+        "another draw of acquisitions"
+    ]
     for key, _, _, description in CONFIGS[:-1]:
-        paired = paired_difference(results, key, CONFIGS[-1][0])
-        if paired:
-            lines.append(
-                f"- {description.split(' (')[0]} minus the default, paired over the same "
-                f"{paired['images']} test images: DSB score {paired['mean']:+.3f} (95 % interval "
-                f"{paired['low']:+.3f} to {paired['high']:+.3f}, bootstrap over the "
-                f"{paired['groups']} acquisition groups, {paired['resamples']:,} resamples)"
-            )
-    return ["\n".join(lines)] if lines else []
+        other = per_image(results, key)
+        if other is None:
+            continue
+        difference = (other["dsb_score"] - default["dsb_score"].reindex(other.index)).dropna()
+        paired = interval_over_groups(difference, other["acquisition"])
+        lines.append(
+            f"- {description.split(' (')[0]} minus the default, paired over the same "
+            f"{paired['images']} test images: DSB score {paired['mean']:+.3f} (95 % interval "
+            f"{paired['low']:+.3f} to {paired['high']:+.3f}, bootstrap over the "
+            f"{paired['groups']} acquisition groups, {paired['resamples']:,} resamples)"
+        )
+    return ["\n".join(lines)]
 
 
 def main() -> None:

@@ -180,13 +180,8 @@ def parallel_map(
         total = len(items)
     if _dask is not None:
         client = _dask.get()
-        task = functools.partial(_apply, function)
-        results = _windowed(
-            lambda chunk: client.submit(task, chunk, pure=False),
-            items,
-            2 * _dask.workers(),
-            max(1, chunksize),
-        )
+        submit = functools.partial(client.submit, pure=False)
+        results = _windowed(submit, function, items, 2 * _dask.workers(), max(1, chunksize))
     else:
         workers = resolve_workers(n_workers)
         if workers == 1 or total <= 1:
@@ -198,9 +193,8 @@ def parallel_map(
 
 def _pool_map(function, items, workers: int, chunksize: int) -> Iterator:
     context = multiprocessing.get_context("spawn")
-    task = functools.partial(_apply, function)
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        yield from _windowed(lambda chunk: pool.submit(task, chunk), items, 2 * workers, chunksize)
+        yield from _windowed(pool.submit, function, items, 2 * workers, chunksize)
 
 
 def _apply(function: Callable[[T], R], chunk: list[T]) -> list[R]:
@@ -209,18 +203,24 @@ def _apply(function: Callable[[T], R], chunk: list[T]) -> list[R]:
 
 
 def _windowed(
-    submit: Callable[[list], Any], items: Iterable, window: int, chunksize: int
-) -> Iterator:
-    """Submit ``chunksize`` items per task, keeping at most ``window`` tasks pending; yield
-    the results one item at a time, in input order.
+    submit: Callable[..., Any],
+    function: Callable[[T], R],
+    items: Iterable[T],
+    window: int,
+    chunksize: int,
+) -> Iterator[R]:
+    """``submit(task, chunk)`` (an executor's or a Dask client's) for every ``chunksize`` items,
+    keeping at most ``window`` tasks pending; yield the results one item at a time, in input
+    order.
 
     One task per chunk, not per item: ``function`` (often a partial carrying the raw data's
     index) is pickled and set up once per chunk; per item it cost ingestion 4x its time.
     """
+    task = functools.partial(_apply, function)
     pending: collections.deque = collections.deque()
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, chunksize)):
-        pending.append(submit(chunk))
+        pending.append(submit(task, chunk))
         if len(pending) >= window:
             yield from pending.popleft().result()
     while pending:
