@@ -1,5 +1,6 @@
-"""Model cost and CPU speed: parameters, multiply-adds, training throughput, compute
-efficiency against this machine's float32 matmul peak, inference time, peak memory.
+"""Model cost and CPU speed: parameters, multiply-adds, training throughput and inference
+time in each precision, compute efficiency against this machine's best matmul peak (float32
+or bfloat16), peak memory.
 
     python benchmarks/bench_model.py            # writes the "model" section of docs/benchmarks.md
 
@@ -24,6 +25,11 @@ from _common import PROJECT, write_section  # noqa: E402
 from complexity import count_multiply_adds  # noqa: E402
 
 from nucleus_segmentation.model.losses import PixelWeightedCrossEntropy  # noqa: E402
+from nucleus_segmentation.model.precision import (  # noqa: E402
+    BF16_CPU_FLAGS,
+    cpu_flags,
+    precision_scope,
+)
 from nucleus_segmentation.model.predict import predict_probabilities  # noqa: E402
 from nucleus_segmentation.model.training import make_optimizer  # noqa: E402
 from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet  # noqa: E402
@@ -38,6 +44,21 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 7) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
+        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def keras_matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 7) -> float:
+    """Best GFLOP/s of a size x size matrix product in ``dtype`` through the Keras backend
+    (oneDNN on TensorFlow, where bfloat16 runs on AMX / AVX512-BF16)."""
+    rng = np.random.default_rng(0)
+    a = keras.ops.convert_to_tensor(rng.random((size, size), dtype=np.float32), dtype=dtype)
+    b = keras.ops.convert_to_tensor(rng.random((size, size), dtype=np.float32), dtype=dtype)
+    np.asarray(keras.ops.convert_to_numpy(keras.ops.matmul(a, b)))
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        keras.ops.convert_to_numpy(keras.ops.matmul(a, b))
         best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
     return best
 
@@ -77,6 +98,9 @@ def inference_seconds(config: UNetConfig, size: int = 512, images: int = 8) -> f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12, help="timed training steps")
+    parser.add_argument(
+        "--precisions", nargs="+", default=["float32", "mixed_bfloat16"], help="dtype policies"
+    )
     args = parser.parse_args()
     params = yaml.safe_load((PROJECT / "conf/base/parameters_training.yml").read_text())["training"]
     crop = yaml.safe_load((PROJECT / "conf/base/parameters_augmentation.yml").read_text())[
@@ -93,7 +117,12 @@ def main() -> None:
             {**params["model"], **paper["model"]}
         ),
     }
-    peak = matmul_peak_gflops()
+    peaks = {
+        "numpy float32": matmul_peak_gflops(),
+        "Keras float32": keras_matmul_peak_gflops("float32"),
+        "Keras bfloat16": keras_matmul_peak_gflops("bfloat16"),
+    }
+    peak = max(peaks.values())
     rows, speed = [], []
     for name, config in configs.items():
         model = build_attention_unet(config)
@@ -104,35 +133,40 @@ def main() -> None:
         if "paper" in name:
             continue
         per_crop = 2 * count_multiply_adds(model, crop)
-        for size, size_batch in ((crop, batch), (512, max(1, batch // 4))):
-            rate = training_throughput(config, params, size, size_batch, args.steps)
-            flops = 3 * (per_crop if size == crop else 2 * macs) * rate
+        for precision in args.precisions:
+            with precision_scope(precision):
+                for size, size_batch in ((crop, batch), (512, max(1, batch // 4))):
+                    rate = training_throughput(config, params, size, size_batch, args.steps)
+                    flops = 3 * (per_crop if size == crop else 2 * macs) * rate
+                    speed.append(
+                        f"| {name}: training | {precision} | {size}x{size} | {size_batch} | "
+                        f"{rate:.2f} | {flops / 1e9:.0f} | {100 * flops / 1e9 / peak:.0f} % |"
+                    )
+                seconds = inference_seconds(config)
             speed.append(
-                f"| {name} | {size}x{size} | {size_batch} | {rate:.2f} | "
-                f"{flops / 1e9:.0f} | {100 * flops / 1e9 / peak:.0f} % |"
+                f"| {name}: inference, whole image | {precision} | 512x512 | 1 | "
+                f"{1 / seconds:.2f} ({seconds:.3f} s/image) | {2 * macs / seconds / 1e9:.0f} | "
+                f"{100 * 2 * macs / seconds / 1e9 / peak:.0f} % |"
             )
-        seconds = inference_seconds(config)
-        speed.append(
-            f"| {name}: inference, whole 512x512 image, batch 1 | 512x512 | 1 | "
-            f"{1 / seconds:.2f} ({seconds:.3f} s/image) | {2 * macs / seconds / 1e9:.0f} | "
-            f"{100 * 2 * macs / seconds / 1e9 / peak:.0f} % |"
-        )
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     body = "\n".join(
         [
             "Command: `python benchmarks/bench_model.py`. Machine: "
             f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-            f"Keras {keras.__version__} on {keras.backend.backend()}; float32.",
+            f"Keras {keras.__version__} on {keras.backend.backend()}; CPU bfloat16 "
+            f"instructions: {', '.join(sorted(cpu_flags() & BF16_CPU_FLAGS)) or 'none'}.",
             "",
             "| model | parameters | multiply-adds, 512x512 (G) | FLOPs, 512x512 (G) |",
             "|---|---|---|---|",
             *rows,
             "",
-            f"Float32 matmul peak of this machine (numpy 2048x2048): **{peak:.0f} GFLOP/s**.",
+            "Matmul peaks of this machine (2048x2048): "
+            + ", ".join(f"{k} **{v:.0f} GFLOP/s**" for k, v in peaks.items())
+            + f". Fractions below are of the best one ({peak:.0f} GFLOP/s).",
             "Training FLOPs are taken as 3x the forward FLOPs (forward + two backward products).",
             "",
-            "| what | input | batch | images/s | achieved GFLOP/s | of matmul peak |",
-            "|---|---|---|---|---|---|",
+            "| what | precision | input | batch | images/s | achieved GFLOP/s | of best peak |",
+            "|---|---|---|---|---|---|---|",
             *speed,
             "",
             f"Peak memory of the benchmark process: {peak_rss:.2f} GiB.",

@@ -31,6 +31,7 @@ from nucleus_segmentation.imaging.codec import InvalidImageError, read_image
 from nucleus_segmentation.imaging.measure import NUCLEUS_COLUMNS, measure_nuclei
 from nucleus_segmentation.imaging.overlay import draw_contours, mask_image
 from nucleus_segmentation.imaging.rle import labels_to_rles
+from nucleus_segmentation.model.precision import with_precision
 from nucleus_segmentation.parallel import parallel_map
 from nucleus_segmentation.segment import SegmentationSettings, segment_image
 
@@ -70,11 +71,13 @@ class Skipped:
 
 @dataclass(frozen=True)
 class ModelFile:
-    """A ``.keras`` file for workers outside this process to load (once per process), and
-    the threads each may use (so N workers on N cores do not each claim all of them)."""
+    """A ``.keras`` file for workers outside this process to load (once per process), the
+    threads each may use (so N workers on N cores do not each claim all of them) and the
+    precision it computes in (``segmentation.precision``)."""
 
     path: str
     threads: int | None = None
+    precision: str = "auto"
 
 
 @functools.lru_cache(maxsize=2)
@@ -89,7 +92,8 @@ def _load_model(model: ModelFile):
         with contextlib.suppress(RuntimeError):  # already running: keep its pools
             tf.config.threading.set_intra_op_parallelism_threads(model.threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
-    return keras.saving.load_model(model.path, safe_mode=True)
+    loaded = keras.saving.load_model(model.path, safe_mode=True)
+    return with_precision(loaded, model.precision)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from nucleus_segmentation.imaging.geometry import resize_image, resize_labels
 from nucleus_segmentation.imaging.instances import METHODS, separate_instances
 from nucleus_segmentation.imaging.preprocess import preprocess_image
 from nucleus_segmentation.imaging.tiling import predict_tiled
+from nucleus_segmentation.model.precision import PRECISIONS
 from nucleus_segmentation.model.predict import FLIPS, output_stride, predict_probabilities
 
 NUCLEUS = 1  # class index of "nucleus" in the network's softmax output
@@ -84,6 +85,9 @@ class SegmentationSettings:
     batch_size: tiles per network call.
     tta_scales, tta_flips: test-time variants (every scale x every flip: none | horizontal |
         vertical | both), class probabilities averaged; ``(1.0,)`` x ``("none",)`` is off.
+    precision: what the network computes in (``auto`` | ``float32`` | ``mixed_bfloat16``,
+        :mod:`nucleus_segmentation.model.precision`); applied to a model once by
+        :func:`for_segmentation`.
     """
 
     scale: ScalePolicy = ScalePolicy()
@@ -92,6 +96,7 @@ class SegmentationSettings:
     batch_size: int = 4
     tta_scales: tuple[float, ...] = (1.0,)
     tta_flips: tuple[str, ...] = ("none",)
+    precision: str = "auto"
 
     def __post_init__(self):
         object.__setattr__(self, "tta_scales", tuple(float(s) for s in self.tta_scales))
@@ -110,6 +115,8 @@ class SegmentationSettings:
                 f"tta.flips must be a non-empty subset of {sorted(FLIPS)}, got "
                 f"{list(self.tta_flips)}"
             )
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if problems:
             raise ParameterError("params:segmentation: " + "; ".join(problems))
 
@@ -117,7 +124,15 @@ class SegmentationSettings:
     def from_params(cls, params: Mapping[str, Any]) -> SegmentationSettings:
         """From the ``segmentation`` parameter group (its ``separation`` key is read by
         :func:`check_separation`); unknown keys are refused."""
-        known = {"scale", "tile_size", "tile_overlap", "batch_size", "tta", "separation"}
+        known = {
+            "scale",
+            "tile_size",
+            "tile_overlap",
+            "batch_size",
+            "tta",
+            "precision",
+            "separation",
+        }
         unknown = sorted(set(params) - known)
         if unknown:
             raise ParameterError(f"params:segmentation: unknown keys {unknown}")
@@ -133,6 +148,7 @@ class SegmentationSettings:
             batch_size=int(params.get("batch_size", 4)),
             tta_scales=tuple(tta.get("scales", (1.0,))),
             tta_flips=tuple(tta.get("flips", ("none",))),
+            precision=str(params.get("precision", "auto")),
         )
 
     def with_tta(self, scales: Sequence[float], flips: Sequence[str]) -> SegmentationSettings:
@@ -147,7 +163,16 @@ class SegmentationSettings:
             "tile_overlap": self.tile_overlap,
             "batch_size": self.batch_size,
             "tta": {"scales": list(self.tta_scales), "flips": list(self.tta_flips)},
+            "precision": self.precision,
         }
+
+
+def for_segmentation(model, settings: SegmentationSettings):
+    """``model`` computing in ``settings.precision`` (itself when it already does): call once
+    per model, before segmenting many images with it."""
+    from nucleus_segmentation.model.precision import with_precision
+
+    return with_precision(model, settings.precision)
 
 
 def check_separation(separation: Mapping[str, Any], source: str = "separation") -> dict:

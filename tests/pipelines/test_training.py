@@ -2,6 +2,7 @@
 
 import logging
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,6 +53,7 @@ PARAMS = {
     "steps_per_epoch": 1,
     "max_minutes": None,
     "jit_compile": False,
+    "precision": "float32",
     "monitor": "val_miou_pooled",
     "distribution": "none",
     "max_validation_images": None,
@@ -153,6 +155,19 @@ def test_training_returns_model_history_and_best_metrics(tmp_path, mode):
     assert model.predict(np.zeros((1, 32, 32, 1), np.float32), verbose=0).shape == (1, 32, 32, 2)
     figure = plot_training_curves(history)
     assert len(figure.axes) == 2 and len(figure.axes[0].lines) == 3
+
+
+def test_training_in_bfloat16_computes_in_it_and_leaves_the_global_policy(tmp_path):
+    preprocessed, augmented, split = _data()
+    params = {**PARAMS, "precision": "mixed_bfloat16", "checkpoint_dir": str(tmp_path / "c")}
+    before = keras.config.dtype_policy().name
+    model, history, _, _ = _train(
+        preprocessed, augmented, split, {"background": 1.0, "nucleus": 2.0}, params
+    )
+    assert keras.config.dtype_policy().name == before
+    assert model.get_layer("aspp").dtype_policy.name == "mixed_bfloat16"
+    assert model.get_layer("probabilities").dtype_policy.name == "float32"
+    assert np.isfinite(history["loss"]).all() and history["epoch"].tolist() == [1, 2]
 
 
 def test_interrupted_training_resumes_from_the_last_checkpoint(tmp_path, monkeypatch, caplog):

@@ -195,15 +195,23 @@ class ChannelAttention(layers.Layer):
         self.pooling = pooling
         self.grid = _pair(grid, "grid")
         if pooling == "sap":
-            self.pool = AdaptiveAveragePooling2D(self.grid, name="subregions")
+            self.pool = AdaptiveAveragePooling2D(
+                self.grid, name="subregions", dtype=self.dtype_policy
+            )
             self.reduce = layers.DepthwiseConv2D(
-                self.grid, padding="valid", use_bias=False, name="subregion_weights"
+                self.grid,
+                padding="valid",
+                use_bias=False,
+                name="subregion_weights",
+                dtype=self.dtype_policy,
             )
         else:
-            self.pool = layers.GlobalAveragePooling2D(keepdims=True, name="global_pool")
+            self.pool = layers.GlobalAveragePooling2D(
+                keepdims=True, name="global_pool", dtype=self.dtype_policy
+            )
             self.reduce = None
-        self.norm = layers.BatchNormalization(name="norm")
-        self.excite = layers.Conv2D(self.channels, 1, name="excite")
+        self.norm = layers.BatchNormalization(name="norm", dtype=self.dtype_policy)
+        self.excite = layers.Conv2D(self.channels, 1, name="excite", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         channels = _channels(input_shape, self.name)
@@ -252,9 +260,13 @@ class ChannelExpansion(layers.Layer):
         super().__init__(**kwargs)
         self.low_channels = int(low_channels)
         self.high_channels = int(high_channels)
-        self.pool = layers.GlobalAveragePooling2D(keepdims=True, name="global_pool")
-        self.low_attention = layers.Conv2D(self.low_channels, 1, name="low_attention")
-        self.expand = layers.Conv2D(self.high_channels, 1, name="expand")
+        self.pool = layers.GlobalAveragePooling2D(
+            keepdims=True, name="global_pool", dtype=self.dtype_policy
+        )
+        self.low_attention = layers.Conv2D(
+            self.low_channels, 1, name="low_attention", dtype=self.dtype_policy
+        )
+        self.expand = layers.Conv2D(self.high_channels, 1, name="expand", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         channels = _channels(input_shape, self.name)
@@ -319,10 +331,21 @@ class AttentionFusion(layers.Layer):
         self.high_attention = (
             None
             if attention == "none"
-            else ChannelAttention(self.high_channels, attention, self.grid, name="high_attention")
+            else ChannelAttention(
+                self.high_channels,
+                attention,
+                self.grid,
+                name="high_attention",
+                dtype=self.dtype_policy,
+            )
         )
         self.expansion = (
-            ChannelExpansion(self.low_channels, self.high_channels, name="channel_expansion")
+            ChannelExpansion(
+                self.low_channels,
+                self.high_channels,
+                name="channel_expansion",
+                dtype=self.dtype_policy,
+            )
             if self.channel_expansion
             else None
         )
@@ -394,14 +417,23 @@ class ASPP(layers.Layer):
                 use_bias=False,
                 kernel_initializer="he_normal",
                 name=f"rate{rate}",
+                dtype=self.dtype_policy,
             )
             for rate in rates
         ]
-        self.branch_norms = [layers.BatchNormalization(name=f"rate{rate}_norm") for rate in rates]
+        self.branch_norms = [
+            layers.BatchNormalization(name=f"rate{rate}_norm", dtype=self.dtype_policy)
+            for rate in rates
+        ]
         self.project = layers.Conv2D(
-            self.filters, 1, use_bias=False, kernel_initializer="he_normal", name="project"
+            self.filters,
+            1,
+            use_bias=False,
+            kernel_initializer="he_normal",
+            name="project",
+            dtype=self.dtype_policy,
         )
-        self.project_norm = layers.BatchNormalization(name="project_norm")
+        self.project_norm = layers.BatchNormalization(name="project_norm", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         _channels(input_shape, self.name)

@@ -37,6 +37,7 @@ from nucleus_segmentation.segment import (
     SEPARATION_KEYS,
     SegmentationSettings,
     check_separation,
+    for_segmentation,
     nucleus_probability,
     prepare_image,
 )
@@ -71,6 +72,7 @@ def _probabilities(
     settings: SegmentationSettings,
     description: str,
 ) -> dict[str, np.ndarray]:
+    model = for_segmentation(model, settings)
     return {
         image_id: nucleus_probability(
             model, bundle.field(ingested, image_id, "image"), preprocessing, settings

@@ -13,8 +13,13 @@ from nucleus_segmentation.datasets.image_folder import ImageFolder
 from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.overlay import contour_colour
 from nucleus_segmentation.inference import FolderSegmentation, ImageWork, ModelFile
+from nucleus_segmentation.model.precision import resolve_precision
 from nucleus_segmentation.parallel import runs_in_process, threads_per_worker
-from nucleus_segmentation.segment import SegmentationSettings, check_separation
+from nucleus_segmentation.segment import (
+    SegmentationSettings,
+    check_separation,
+    for_segmentation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +59,11 @@ def segment_images(
             "inference.n_workers > 1 or parallel.backend: dask needs the model's .keras file "
             "(trained_model from the catalog) for the workers to load"
         )
-    target = model if in_process else ModelFile(str(source.filepath), threads_per_worker(workers))
+    target = (
+        for_segmentation(model, settings)
+        if in_process
+        else ModelFile(str(source.filepath), threads_per_worker(workers), settings.precision)
+    )
     work = ImageWork(target, dict(preprocessing), settings, separation, colour, str(style["mode"]))
     about = _about(images, model, preprocessing, settings, separation)
     return FolderSegmentation(images.path, dict(images.files), work, workers, about)
@@ -82,6 +91,7 @@ def _about(
             "version": getattr(source, "version", None),
             "sha256": getattr(source, "sha256", None),
             "name": getattr(model, "name", type(model).__name__),
+            "precision": resolve_precision(settings.precision),
         },
         "parameters": {
             "preprocessing": dict(preprocessing),

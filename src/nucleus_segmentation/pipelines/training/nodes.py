@@ -22,6 +22,7 @@ from nucleus_segmentation.model.losses import (
     PixelWeightedCrossEntropy,
     median_frequency_class_weights,
 )
+from nucleus_segmentation.model.precision import precision_scope
 from nucleus_segmentation.model.training import (
     OnlineAugmentedBatches,
     SegmentationBatches,
@@ -173,15 +174,19 @@ def train_segmentation_model(
         segmentation_params["separation"],
         monitor=params["monitor"],
     )
-    report = device_report()
-    logger.info(
-        "Keras %s backend on %s, precision %s, distribution %s",
-        report["backend"],
-        report["devices"],
-        report["precision"],
-        params["distribution"],
-    )
-    with distribution_scope(params["distribution"], int(params["batch_size"])):
+    with (
+        precision_scope(params["precision"]),
+        distribution_scope(params["distribution"], int(params["batch_size"])),
+    ):
+        report = device_report()
+        logger.info(
+            "Keras %s backend on %s, precision %s (training.precision: %s), distribution %s",
+            report["backend"],
+            report["devices"],
+            report["precision"],
+            params["precision"],
+            params["distribution"],
+        )
         model, history = fit_with_checkpoints(
             lambda: _compiled_model(config, params, weights, epochs * feeder.steps),
             feeder,
