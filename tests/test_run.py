@@ -275,8 +275,9 @@ def _inference_on_odd_inputs(project: Path, client) -> None:
 
 def test_the_paper_environment_takes_a_training_step_on_the_jax_backend(project):
     """What a GPU user runs (`KERAS_BACKEND=jax kedro run --pipeline training --env paper`),
-    shrunk to one step of the full-width network on the CPU: the backend, devices and
-    precision are reported in the log and on the MLflow run."""
+    shrunk to one step of the full-width network on the CPU, in bfloat16 (what `auto` picks
+    on a GPU): the backend, devices and precision are reported in the log and on the MLflow
+    run."""
     import importlib.util
 
     import mlflow
@@ -298,13 +299,16 @@ def test_the_paper_environment_takes_a_training_step_on_the_jax_backend(project)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     one_step = (
         "training.epochs=1,training.steps_per_epoch=1,training.batch_size=2,"
-        "training.max_validation_images=1"
+        "training.max_validation_images=1,training.precision=mixed_bfloat16"
     )
     args = ("run", "--env", "paper", "--pipeline", "training", "--params", one_step)
     result = cli(project, *args, env={"KERAS_BACKEND": "jax"})
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
-    assert "Keras jax backend on cpu:0, precision float32, distribution none" in log
+    assert (
+        "Keras jax backend on cpu:0, precision mixed_bfloat16 "
+        "(training.precision: mixed_bfloat16), distribution none"
+    ) in log
     assert len(list((project / "data/06_models/attention_unet_paper.keras").glob("*/*.keras"))) == 1
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     (run,) = mlflow.search_runs(
@@ -313,4 +317,5 @@ def test_the_paper_environment_takes_a_training_step_on_the_jax_backend(project)
         output_format="list",
     )
     assert run.data.tags["keras.backend"] == "jax" and run.data.tags["keras.devices"] == "cpu:0"
+    assert run.data.tags["keras.precision"] == "mixed_bfloat16"
     assert run.data.params["training.model.base_filters"] == "64"

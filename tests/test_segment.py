@@ -137,3 +137,10 @@ def test_separation_settings_are_checked():
         check_separation({**SEPARATION, "extra": 1})
     with pytest.raises(DataProblem, match="threshold"):
         check_separation({**SEPARATION, "threshold": 1.5})
+    # The outline level is optional (files tuned before it existed lack it); NaN from a
+    # search table and null both mean "the threshold's contour".
+    assert check_separation(SEPARATION)["outline"] is None
+    assert check_separation({**SEPARATION, "outline": float("nan")})["outline"] is None
+    assert check_separation({**SEPARATION, "outline": 0.7})["outline"] == 0.7
+    with pytest.raises(DataProblem, match="outline"):
+        check_separation({**SEPARATION, "outline": 1.0})

@@ -39,6 +39,7 @@ from nucleus_segmentation.model.predict import FLIPS, output_stride, predict_pro
 NUCLEUS = 1  # class index of "nucleus" in the network's softmax output
 SCALE_MODES = ("native", "fixed")
 SEPARATION_KEYS = ("threshold", "method", "seed_depth", "smoothing", "min_size")
+OUTLINE = "outline"  # optional: the level the extent is drawn at (None: the threshold)
 
 
 @dataclass(frozen=True)
@@ -176,12 +177,14 @@ def for_segmentation(model, settings: SegmentationSettings):
 
 
 def check_separation(separation: Mapping[str, Any], source: str = "separation") -> dict:
-    """Keyword arguments for :func:`separate_instances`, checked: exactly the keys
-    ``SEPARATION_KEYS``, a known ``method``, threshold in (0, 1), positive seed depth."""
+    """Keyword arguments for :func:`separate_instances`, checked: the keys
+    ``SEPARATION_KEYS`` and optionally ``outline`` (files tuned before it existed lack it),
+    a known ``method``, threshold and outline in (0, 1), positive seed depth."""
     keys = set(separation)
-    if keys != set(SEPARATION_KEYS):
+    if keys - {OUTLINE} != set(SEPARATION_KEYS):
         raise DataProblem(
-            f"{source}: expected the keys {list(SEPARATION_KEYS)}, got {sorted(keys)}"
+            f"{source}: expected the keys {list(SEPARATION_KEYS)} (and optionally "
+            f"{OUTLINE!r}), got {sorted(keys)}"
         )
     settings = {
         "threshold": float(separation["threshold"]),
@@ -189,12 +192,22 @@ def check_separation(separation: Mapping[str, Any], source: str = "separation") 
         "seed_depth": float(separation["seed_depth"]),
         "smoothing": float(separation["smoothing"]),
         "min_size": int(separation["min_size"]),
+        OUTLINE: _optional_level(separation.get(OUTLINE)),
     }
     if settings["method"] not in METHODS or not 0 < settings["threshold"] < 1:
         raise DataProblem(f"{source}: method must be one of {METHODS}, threshold in (0, 1)")
     if not settings["seed_depth"] > 0:
         raise DataProblem(f"{source}: seed_depth must be positive")
+    if settings[OUTLINE] is not None and not 0 < settings[OUTLINE] < 1:
+        raise DataProblem(f"{source}: outline must be null or a level in (0, 1)")
     return settings
+
+
+def _optional_level(value: Any) -> float | None:
+    """``outline`` as stored: None (YAML null, JSON null, a NaN from a table) or a float."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return float(value)
 
 
 def prepare_image(

@@ -5,7 +5,8 @@ adds what the UI needs to tell runs apart and trace them:
 
 - a name ``<pipeline> <model> <data>``, e.g. ``training attention_unet stage1_train``, and
   tags ``kedro_pipeline``, ``kedro_env``, ``model_name``, ``data``, ``git_commit`` and
-  ``keras.backend`` / ``keras.devices`` / ``keras.precision`` (where the model ran);
+  ``keras.backend`` / ``keras.devices`` / ``keras.precision`` (where the model ran, in what
+  precision);
 - the version of every versioned dataset read (``input.<dataset>.version``) and written
   (``output.<dataset>.version``), so a training run names the data version it trained on and
   an evaluation run the model version it scored;
@@ -40,6 +41,7 @@ from kedro.io.core import AbstractVersionedDataset, DatasetError
 
 from nucleus_segmentation.errors import describe_input_problem
 from nucleus_segmentation.model.distribution import device_report
+from nucleus_segmentation.model.precision import resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -183,9 +185,16 @@ class MlflowRunHooks:
                 "model_name": self._model,
                 "git_commit": git_commit(),
                 **{f"keras.{k}": v for k, v in device_report().items()},
+                "keras.precision": self._precision(node_names),
             }
         )
         self._name_run()
+
+    def _precision(self, node_names: set[str]) -> str:
+        """What the network computes in this run: ``training.precision`` where the run
+        trains, else ``segmentation.precision`` (evaluation, inference), resolved."""
+        group = "training" if "train_segmentation_model" in node_names else "segmentation"
+        return resolve_precision(str((self._params.get(group) or {}).get("precision", "auto")))
 
     def _name_run(self) -> None:
         import mlflow

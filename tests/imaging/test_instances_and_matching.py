@@ -122,3 +122,32 @@ def test_matched_area_errors_are_signed_per_matched_nucleus():
     errors = matched_area_errors(truth, prediction)
     np.testing.assert_allclose(sorted(errors), [-0.36, 0.2])
     assert matched_area_errors(truth, np.zeros_like(truth)).size == 0
+
+
+def _cone(shape, center, radius):
+    """Probability falling linearly from 1 at ``center`` to 0 at ``radius`` pixels."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    distance = np.hypot(yy - center[0], xx - center[1])
+    return np.clip(1 - distance / radius, 0, 1)
+
+
+def test_outline_level_grows_or_shrinks_nuclei_without_changing_which_are_found():
+    shape = (40, 70)
+    probability = np.maximum(_cone(shape, (20, 20), 14), _cone(shape, (20, 42), 14))
+    probability = np.maximum(probability, 0.35 * _cone(shape, (20, 62), 6))
+    base = separate_instances(probability, threshold=0.5, seed_depth=1.0, min_size=1)
+    assert base.max() == 2  # the faint blob (peak 0.35) is not a nucleus at 0.5
+    areas = {}
+    for outline in (0.2, None, 0.7):
+        labels = separate_instances(
+            probability, threshold=0.5, seed_depth=1.0, min_size=1, outline=outline
+        )
+        assert labels.max() == 2  # the same two nuclei, never the faint blob
+        assert labels[20, 62] == 0
+        assert 0 < labels[20, 18] != labels[20, 44] > 0  # still apart
+        areas[outline] = np.bincount(labels.ravel())[1:]
+        if outline is not None:
+            assert set(np.unique(labels[probability <= outline])) == {0}
+    assert (areas[0.2] > areas[None]).all() and (areas[None] > areas[0.7]).all()
+    with pytest.raises(ValueError, match="outline must be a probability level"):
+        separate_instances(probability, outline=1.5)

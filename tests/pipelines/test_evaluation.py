@@ -218,3 +218,25 @@ def test_evaluation_pipeline_runs_end_to_end():
     assert per_acquisition["acquisition"].tolist() == ["fluorescence-b", "stained-c", "all"]
     assert catalog.load("test_metrics")["miou_pooled"]["value"] == pytest.approx(1.0)
     assert isinstance(catalog.load("tta_comparison_table"), pd.DataFrame)
+
+
+def test_the_outline_level_is_tuned_after_the_separation_to_the_labels_extent():
+    """Labels drawn 3 px inside the nuclei the network sees (a lab whose outlines are
+    tighter): the probability falls off linearly, so only a higher outline level matches."""
+    shape = (40, 70)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    probability, truth = np.zeros(shape, np.float32), np.zeros(shape, np.uint16)
+    for index, center in enumerate(((20, 18), (20, 50)), start=1):
+        distance = np.hypot(yy - center[0], xx - center[1])
+        probability = np.maximum(probability, np.clip(1 - distance / 20, 0, 1))
+        truth[distance < 7] = index  # the 0.5 contour is at 10 px, the 0.65 one at 7
+    preprocessed = bundle.pack([("v0", {"labels": truth})])
+    params = {**PARAMS, "instances": {**PARAMS["instances"], "outline": [None, 0.4, 0.65]}}
+    best, table = tune_instance_separation({"v0": probability}, preprocessed, params)
+    assert best["outline"] == 0.65 and best["seed_depth"] == 1.0
+    assert table["validation_dsb_score"].iloc[0] > 0.9
+    untuned = table[table["outline"].isna()]["validation_dsb_score"].max()
+    assert untuned < table["validation_dsb_score"].iloc[0]
+    # Without outline levels the node tunes the separation alone, as before.
+    best, _ = tune_instance_separation({"v0": probability}, preprocessed, PARAMS)
+    assert best["outline"] is None

@@ -34,6 +34,7 @@ from nucleus_segmentation.reporting import (
 )
 from nucleus_segmentation.scoring import score_images, summarise_groups
 from nucleus_segmentation.segment import (
+    OUTLINE,
     SEPARATION_KEYS,
     SegmentationSettings,
     check_separation,
@@ -101,44 +102,42 @@ def tune_instance_separation(
     ingested: Mapping[str, np.ndarray],
     params: Mapping[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Choose how nuclei are separated by the mean DSB score on the *validation* split, at
-    the images' own scale (where inference applies it).
+    """Choose how nuclei are separated and outlined by the mean DSB score on the
+    *validation* split, at the images' own scale (where inference applies it).
 
-    Every combination of ``params["instances"]["search"]`` (threshold, watershed relief
-    ``method`` distance | probability, ``seed_depth``, ``smoothing``, ``min_size``) is
-    scored against the validation images' own labels; the test split is never looked at.
+    First every combination of ``params["instances"]["search"]`` (threshold, watershed
+    relief ``method`` distance | probability, ``seed_depth``, ``smoothing``, ``min_size``) is
+    scored against the validation images' own labels; then, with the best of those, each
+    outline level of ``params["instances"]["outline"]`` (null: the threshold's contour), so
+    the level that draws the nuclei is chosen apart from the one that finds them. The test
+    split is never looked at.
 
     Returns:
         ``(best settings, search table)``: keyword arguments for
-        :func:`separate_instances`, and one row per setting with its mean validation score,
-        best first.
+        :func:`separate_instances`, and one row per setting scored with its mean validation
+        score, best first.
     """
-    search = params["instances"]["search"]
-    settings = [
-        dict(zip(SEPARATION_KEYS, values, strict=True))
-        for values in itertools.product(*(search[k] for k in SEPARATION_KEYS))
-    ]
     items = [
         (p, bundle.field(ingested, image_id, "labels")) for image_id, p in probabilities.items()
     ]
     if not items:
         raise DataProblem("the validation split is empty: nothing to tune post-processing on")
-    scores = np.array(
-        list(
-            parallel_map(
-                functools.partial(score_separations, settings=settings),
-                items,
-                params["instances"]["n_workers"],
-                chunksize=1,
-                progress=f"tuning separation ({len(settings)} settings per image)",
-            )
+    search = params["instances"]["search"]
+    settings = [
+        {**dict(zip(SEPARATION_KEYS, values, strict=True)), OUTLINE: None}
+        for values in itertools.product(*(search[k] for k in SEPARATION_KEYS))
+    ]
+    table = _score_settings(items, settings, params, "tuning separation")
+    best = check_separation(table.iloc[0][[*SEPARATION_KEYS, OUTLINE]].to_dict())
+    levels = params["instances"].get("outline") or []
+    outlines = [{**best, OUTLINE: level} for level in levels if level != best["threshold"]]
+    outlines = [o for o in outlines if o[OUTLINE] is not None]
+    if outlines:
+        scored = _score_settings(items, outlines, params, "tuning the outline")
+        table = pd.concat([table, scored]).sort_values(
+            "validation_dsb_score", ascending=False, kind="stable"
         )
-    )
-    table = pd.DataFrame(settings).assign(
-        validation_dsb_score=scores.mean(axis=0), images=len(items)
-    )
-    table = table.sort_values("validation_dsb_score", ascending=False, kind="stable")
-    best = check_separation(table.iloc[0][list(SEPARATION_KEYS)].to_dict())
+        best = check_separation(table.iloc[0][[*SEPARATION_KEYS, OUTLINE]].to_dict())
     logger.info(
         "Nucleus separation tuned on %d validation images: %s (DSB score %.4f)",
         len(items),
@@ -146,6 +145,31 @@ def tune_instance_separation(
         table.iloc[0]["validation_dsb_score"],
     )
     return best, table.reset_index(drop=True)
+
+
+def _score_settings(
+    items: list[tuple[np.ndarray, np.ndarray]],
+    settings: list[dict[str, Any]],
+    params: Mapping[str, Any],
+    what: str,
+) -> pd.DataFrame:
+    """One row per setting with its mean DSB score over ``items`` (probability, labels),
+    best first."""
+    scores = np.array(
+        list(
+            parallel_map(
+                functools.partial(score_separations, settings=settings),
+                items,
+                params["instances"]["n_workers"],
+                chunksize=1,
+                progress=f"{what} ({len(settings)} settings per image)",
+            )
+        )
+    )
+    table = pd.DataFrame(settings).assign(
+        validation_dsb_score=scores.mean(axis=0), images=len(items)
+    )
+    return table.sort_values("validation_dsb_score", ascending=False, kind="stable")
 
 
 def _variants(segmentation: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
