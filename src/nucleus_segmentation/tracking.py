@@ -177,6 +177,8 @@ class MlflowRunHooks:
             self._data = data_label(self._params.get("raw_data", ""))
         elif "segment_images" in node_names:
             self._data = data_label(self._params.get("inference_input", ""))
+        elif "ingest_calibration_images" in node_names:
+            self._data = data_label(self._params.get("calibration_input", ""))
         mlflow.set_experiment_tags(EXPERIMENT_KIND)
         mlflow.set_tags(
             {

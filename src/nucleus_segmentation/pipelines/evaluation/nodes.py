@@ -65,7 +65,7 @@ def _ids(split: pd.DataFrame, which: str) -> list[str]:
     return split.loc[split["split"] == which, "image_id"].tolist()
 
 
-def _probabilities(
+def segmentation_probabilities(
     model: keras.Model,
     ingested: Mapping[str, np.ndarray],
     ids: Sequence[str],
@@ -73,6 +73,8 @@ def _probabilities(
     settings: SegmentationSettings,
     description: str,
 ) -> dict[str, np.ndarray]:
+    """``{image id: HxW nucleus probability}`` of the bundle's images ``ids`` through the
+    segmentation path (the model in ``settings.precision``), with a progress line."""
     model = for_segmentation(model, settings)
     return {
         image_id: nucleus_probability(
@@ -94,7 +96,9 @@ def predict_validation_images(
     touching the test split."""
     settings = SegmentationSettings.from_params(segmentation)
     ids = _ids(split, "validation")
-    return _probabilities(model, ingested, ids, preprocessing, settings, "predicting validation")
+    return segmentation_probabilities(
+        model, ingested, ids, preprocessing, settings, "predicting validation"
+    )
 
 
 def tune_instance_separation(
@@ -198,7 +202,9 @@ def predict_test_images(
     results = {}
     for name, settings in _variants(segmentation, params).items():
         description = f"predicting test ({name})"
-        results[name] = _probabilities(model, ingested, ids, preprocessing, settings, description)
+        results[name] = segmentation_probabilities(
+            model, ingested, ids, preprocessing, settings, description
+        )
         logger.info("Predicted %d test images with test-time variant %r", len(ids), name)
     return results
 
@@ -253,7 +259,7 @@ def segment_test_with_baselines(
             "`kedro run --pipeline training --env baseline`."
         )
     else:
-        results["unet_baseline"] = _probabilities(
+        results["unet_baseline"] = segmentation_probabilities(
             baseline_model, ingested, ids, preprocessing, settings, "predicting test (baseline)"
         )
     return results

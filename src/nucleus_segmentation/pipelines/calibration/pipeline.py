@@ -1,0 +1,66 @@
+"""``calibration``: a few of the user's own labelled images (DSB layout) + trained model ->
+the separation and outline tuned on them, and a before/after report.
+
+``kedro run --pipeline calibration --params calibration_input=<folder>``; not part of
+``__default__``. The images are read and their masks merged exactly as ingestion does, each is
+segmented by the path inference runs, evaluation's search (``params:evaluation``) is run on
+them, and the result is written as a new version of ``instance_postprocessing``: the
+separation the next ``inference`` run uses.
+"""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from nucleus_segmentation.pipelines.calibration.nodes import (
+    predict_calibration_images,
+    report_calibration,
+)
+from nucleus_segmentation.pipelines.evaluation.nodes import tune_instance_separation
+from nucleus_segmentation.pipelines.ingestion.nodes import ingest_dsb_images
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return pipeline(
+        [
+            node(
+                ingest_dsb_images,
+                inputs=["calibration_raw", "params:ingestion"],
+                outputs=[
+                    "calibration_images",
+                    "calibration_metadata",
+                    "calibration_rejected_table",
+                ],
+                name="ingest_calibration_images",
+            ),
+            node(
+                predict_calibration_images,
+                inputs=[
+                    "trained_model",
+                    "calibration_images",
+                    "calibration_metadata",
+                    "params:preprocessing",
+                    "params:segmentation",
+                ],
+                outputs="calibration_probabilities",
+                name="predict_calibration_images",
+            ),
+            node(
+                tune_instance_separation,
+                inputs=["calibration_probabilities", "calibration_images", "params:evaluation"],
+                outputs=["instance_postprocessing", "calibration_search_table"],
+                name="calibrate_instance_separation",
+            ),
+            node(
+                report_calibration,
+                inputs=[
+                    "calibration_probabilities",
+                    "calibration_images",
+                    "calibration_metadata",
+                    "instance_postprocessing_before_calibration",
+                    "instance_postprocessing",
+                ],
+                outputs="calibration_report_table",
+                name="report_calibration",
+            ),
+        ],
+        tags="calibration",  # kedro-viz tag filter, `kedro run --tags calibration`
+    )
