@@ -63,6 +63,7 @@ def test_bfloat16_clone_has_the_same_weights_and_nearly_the_same_output(float32_
     bf16 = with_precision(float32_model, "mixed_bfloat16")
     assert model_precision(float32_model) == "float32"
     assert model_precision(bf16) == "mixed_bfloat16"
+    assert with_precision(float32_model, "mixed_bfloat16") is bf16  # converted once
     # The sub-layers of the custom layers follow their parent (SAP, CE, ASPP).
     aspp, fusion = bf16.get_layer("aspp"), bf16.get_layer("dec1_attention")
     inner = [

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from nucleus_segmentation.errors import ParameterError
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 HEAD = "probabilities"  # the softmax layer, float32 in every precision
+# model -> {policy: its clone in that policy}: a model is converted once, however many
+# callers ask (cloning costs a second and a fresh graph trace).
+_CLONES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
@@ -84,9 +88,9 @@ def model_precision(model) -> str:
 def with_precision(model, precision: str):
     """``model`` computing in ``precision`` (a resolved one, or ``auto``): the model itself
     when it already does, else a clone with the same weights whose layers (not the float32
-    head) take that dtype policy. Attributes the catalog set on the model (``loaded_from``)
-    are carried over. Objects that are not Keras models (test doubles) are returned as they
-    are."""
+    head) take that dtype policy, made once per model and policy and kept while the model
+    lives (with the weights of that moment: convert a trained model, not one in training). Attributes the catalog set on the model (``loaded_from``) are carried over.
+    Objects that are not Keras models (test doubles) are returned as they are."""
     import keras
 
     if not isinstance(model, keras.Model):
@@ -94,6 +98,9 @@ def with_precision(model, precision: str):
     policy = resolve_precision(precision)
     if model_precision(model) == policy:
         return model
+    clones = _CLONES.setdefault(model, {})
+    if policy in clones:
+        return clones[policy]
 
     def relayer(layer):
         config = layer.get_config()
@@ -105,6 +112,7 @@ def with_precision(model, precision: str):
     clone.set_weights(model.get_weights())
     if hasattr(model, "loaded_from"):
         clone.loaded_from = model.loaded_from
+    clones[policy] = clone
     return clone
 
 
