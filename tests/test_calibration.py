@@ -85,7 +85,7 @@ def test_calibration_on_images_without_labels_says_so(trained_sample, tmp_path):
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert errors and f"{unlabelled}: none of its 1 images is usable" in errors[0]
-    assert f"{image_id}/masks/: no mask files and no run-length labels" in result.stderr
+    assert f"{image_id}/masks: no mask files and no run-length labels" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     versions = project / "data/06_models/instance_postprocessing.json"
     assert len(list(versions.iterdir())) == len(
