@@ -32,7 +32,9 @@ def table(frame: pd.DataFrame, columns: dict[str, str], percent: set[str]) -> st
         cells = []
         for name in columns:
             value = getattr(row, name)
-            if name in percent:
+            if isinstance(value, float) and value != value:  # NaN: not set (e.g. outline)
+                cells.append("-")
+            elif name in percent:
                 cells.append(f"{100 * value:.2f}")
             elif isinstance(value, float):
                 cells.append(f"{value:.4f}")
@@ -143,6 +145,7 @@ def main() -> None:
                     "seed_depth": "seed depth",
                     "smoothing": "smoothing",
                     "min_size": "min size",
+                    **({"outline": "outline"} if "outline" in search else {}),
                     "validation_dsb_score": "validation DSB score",
                 },
                 set(),

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from kedro.io.core import generate_timestamp
 
 from tests.project import EXAMPLES, SAMPLE, cli, succeeded
 
@@ -39,26 +40,33 @@ def test_calibration_tunes_the_separation_on_the_users_labels_and_inference_uses
     labelled = tmp_path / "our lab"
     ids = _tighter_labels(project, labelled, 4)
     versions = project / "data/06_models/instance_postprocessing.json"
+    # The separation in use: a newer version that drops every nucleus, so the calibrated
+    # one must differ from it (and the report's "before" must be this one, not the new one).
+    latest = json.loads((sorted(versions.iterdir())[-1] / versions.name).read_text())
+    previous = {**latest, "min_size": 10**6}
+    (versions / generate_timestamp()).mkdir()
+    (sorted(versions.iterdir())[-1] / versions.name).write_text(json.dumps(previous))
     before = sorted(versions.iterdir())
-    result = cli(
-        project, "run", "--pipeline", "calibration", "--params", f"calibration_input={labelled}"
-    )
+    args = ("run", "--pipeline", "calibration", "--params", f"calibration_input={labelled}")
+    result = cli(project, *args)
     succeeded(result)
     assert "Calibrated on 4 images" in result.stdout + result.stderr
 
     after = sorted(versions.iterdir())
     assert after[:-1] == before and len(after) == len(before) + 1
-    calibrated = json.loads((after[-1] / "instance_postprocessing.json").read_text())
-    previous = json.loads((before[-1] / "instance_postprocessing.json").read_text())
+    calibrated = json.loads((after[-1] / versions.name).read_text())
+    assert calibrated != previous
     report = pd.read_csv(
         next((project / "data/08_reporting/calibration_report.csv").glob("*/*.csv"))
     ).set_index("separation")
     assert report["images"].tolist() == [len(ids), len(ids)]
     # The "before" row is the separation that was in use, the "after" row what was written;
-    # the search contains the old setting, so in-sample the calibrated one is no worse.
-    assert report.loc["before", "threshold"] == previous["threshold"]
-    assert report.loc["after", "threshold"] == calibrated["threshold"]
-    assert report.loc["after", "dsb_score"] >= report.loc["before", "dsb_score"] - 1e-9
+    # the one in use is a candidate of the search, so in-sample the new one is no worse.
+    for row, separation in (("before", previous), ("after", calibrated)):
+        settings = report.loc[row, list(separation)].to_dict()
+        assert {k: None if v != v else v for k, v in settings.items()} == separation, row
+    assert report.loc["before", "dsb_score"] == 0.0
+    assert report.loc["after", "dsb_score"] >= report.loc["before", "dsb_score"]
     search = pd.read_csv(
         next((project / "data/08_reporting/calibration_search.csv").glob("*/*.csv"))
     )

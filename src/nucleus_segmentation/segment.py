@@ -28,13 +28,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import DataProblem, ParameterError
 from nucleus_segmentation.imaging.geometry import resize_image, resize_labels
 from nucleus_segmentation.imaging.instances import METHODS, separate_instances
 from nucleus_segmentation.imaging.preprocess import preprocess_image
 from nucleus_segmentation.imaging.tiling import predict_tiled
-from nucleus_segmentation.model.precision import PRECISIONS
+from nucleus_segmentation.model.precision import PRECISIONS, with_precision
 from nucleus_segmentation.model.predict import FLIPS, output_stride, predict_probabilities
+from nucleus_segmentation.progress import track
 
 NUCLEUS = 1  # class index of "nucleus" in the network's softmax output
 SCALE_MODES = ("native", "fixed")
@@ -171,8 +173,6 @@ class SegmentationSettings:
 def for_segmentation(model, settings: SegmentationSettings):
     """``model`` computing in ``settings.precision`` (itself when it already does): call once
     per model, before segmenting many images with it."""
-    from nucleus_segmentation.model.precision import with_precision
-
     return with_precision(model, settings.precision)
 
 
@@ -292,3 +292,22 @@ def segment_image(
     :func:`nucleus_probability`, then :func:`separate_instances` with ``separation``."""
     probability = nucleus_probability(model, image, preprocessing, settings)
     return separate_instances(probability, **check_separation(separation))
+
+
+def segmentation_probabilities(
+    model,
+    ingested: Mapping[str, np.ndarray],
+    ids: Sequence[str],
+    preprocessing: Mapping[str, Any],
+    settings: SegmentationSettings,
+    description: str,
+) -> dict[str, np.ndarray]:
+    """``{image id: HxW nucleus probability}`` of the bundle's images ``ids`` through the
+    segmentation path (the model in ``settings.precision``), with a progress line."""
+    model = for_segmentation(model, settings)
+    return {
+        image_id: nucleus_probability(
+            model, bundle.field(ingested, image_id, "image"), preprocessing, settings
+        )
+        for image_id in track(ids, description)
+    }

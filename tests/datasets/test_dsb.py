@@ -137,3 +137,8 @@ def test_a_rewritten_zip_is_reopened_not_served_from_the_cache(dsb_folder, tmp_p
     second.read("fluo0")
     assert second._zip is not first._zip
     assert "extra/readme.txt" in second._zip.namelist()
+
+
+def test_a_missing_path_names_the_parameter_that_sets_it(tmp_path):
+    with pytest.raises(DSBSourceError, match=r"--params calibration_input=<path>"):
+        DSBStage1Dataset(path=str(tmp_path / "nowhere"), parameter="calibration_input").load()

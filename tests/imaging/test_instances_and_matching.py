@@ -151,3 +151,16 @@ def test_outline_level_grows_or_shrinks_nuclei_without_changing_which_are_found(
     assert (areas[0.2] > areas[None]).all() and (areas[None] > areas[0.7]).all()
     with pytest.raises(ValueError, match="outline must be a probability level"):
         separate_instances(probability, outline=1.5)
+
+
+def test_a_higher_outline_never_loses_a_faint_nucleus():
+    shape = (30, 60)
+    probability = np.maximum(_cone(shape, (15, 15), 12), 0.6 * _cone(shape, (15, 45), 8))
+    found = separate_instances(probability, threshold=0.5, min_size=1)
+    assert found.max() == 2  # the faint one peaks at 0.6
+    redrawn = separate_instances(probability, threshold=0.5, min_size=1, outline=0.8)
+    assert redrawn.max() == 2
+    faint = found[15, 45]
+    # It never exceeds 0.8, so it keeps its pixels as found; the bright one shrinks.
+    assert (redrawn == redrawn[15, 45]).sum() == (found == faint).sum()
+    assert (redrawn == redrawn[15, 15]).sum() < (found == found[15, 15]).sum()

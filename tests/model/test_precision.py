@@ -32,17 +32,29 @@ def float32_model():
 
 
 @pytest.mark.parametrize(
-    ("devices", "flags", "expected"),
+    ("devices", "flags", "capability", "expected"),
     [
-        (["cpu:0"], {"avx2", "amx_bf16", "amx_tile"}, "mixed_bfloat16"),
-        (["cpu:0"], {"avx2", "avx512f", "avx512_bf16"}, "mixed_bfloat16"),
-        (["cpu:0"], {"avx2", "avx512f"}, "float32"),
-        (["cpu:0"], set(), "float32"),
-        (["gpu:0", "gpu:1"], set(), "mixed_bfloat16"),
+        (["cpu:0"], {"avx2", "amx_bf16", "amx_tile"}, None, "mixed_bfloat16"),
+        (["cpu:0"], {"avx2", "avx512f", "avx512_bf16"}, None, "mixed_bfloat16"),
+        (["cpu:0"], {"avx2", "avx512f"}, None, "float32"),
+        (["cpu:0"], set(), None, "float32"),
+        (["gpu:0", "gpu:1"], set(), (8, 0), "mixed_bfloat16"),  # A100
+        (["gpu:0"], {"amx_bf16"}, (7, 0), "float32"),  # V100: no native bfloat16
+        (["tpu:0"], set(), None, "mixed_bfloat16"),
     ],
 )
-def test_auto_picks_bfloat16_only_where_the_hardware_has_it(devices, flags, expected):
-    assert resolve_precision("auto", devices, flags) == expected
+def test_auto_picks_bfloat16_only_where_the_hardware_has_it(devices, flags, capability, expected):
+    assert resolve_precision("auto", devices, flags, capability) == expected
+
+
+def test_a_gpu_whose_capability_is_unknown_stays_in_float32(monkeypatch):
+    import nucleus_segmentation.model.precision as precision
+
+    monkeypatch.setattr(precision, "gpu_capability", lambda: None)
+    assert resolve_precision("auto", ["gpu:0"], set()) == "float32"
+    # This machine's own answer agrees with its CPU flags (no GPU here or in CI).
+    expected = "mixed_bfloat16" if precision.BF16_CPU_FLAGS & cpu_flags() else "float32"
+    assert resolve_precision("auto") == expected
 
 
 def test_explicit_precisions_are_kept_and_unknown_ones_refused():
@@ -85,6 +97,17 @@ def test_bfloat16_clone_has_the_same_weights_and_nearly_the_same_output(float32_
     assert not np.array_equal(got, expected)  # it did compute in bfloat16
     np.testing.assert_allclose(got, expected, atol=0.05)
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+
+
+def test_the_clone_follows_weights_that_change_after_it_was_made():
+    keras.utils.set_random_seed(3)
+    model = build_attention_unet(TINY)
+    first = with_precision(model, "mixed_bfloat16")
+    model.set_weights([w + 0.01 for w in model.get_weights()])
+    again = with_precision(model, "mixed_bfloat16")
+    assert again is first
+    for a, b in zip(model.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_model_already_in_the_precision_is_returned_as_it_is(float32_model):

@@ -129,7 +129,7 @@ def test_separation_is_tuned_on_validation_by_the_instance_score():
     assert table["seed_depth"].tolist() == [1.0, 20.0]
     assert table["validation_dsb_score"].iloc[0] > 0.8
     assert table["validation_dsb_score"].iloc[1] == pytest.approx(0.05)
-    with pytest.raises(ValueError, match="validation split is empty"):
+    with pytest.raises(ValueError, match="the validation split: no labelled image"):
         tune_instance_separation({}, preprocessed, PARAMS)
 
 

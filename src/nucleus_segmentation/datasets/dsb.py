@@ -71,12 +71,17 @@ class DSBSource:
     Picklable (the open zip handle is not carried), so worker processes can read from it.
     """
 
-    def __init__(self, path: str | os.PathLike, labels_csv: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        labels_csv: str | os.PathLike | None = None,
+        parameter: str = "raw_data",
+    ):
         self.path = Path(os.path.normpath(path))
         if not self.path.exists():
             raise DSBSourceError(
-                f"{self.path}: raw data path does not exist (give a Kaggle stage1_train.zip or "
-                "its extracted folder: kedro run --params raw_data=<path>)"
+                f"{self.path}: raw data path does not exist (a folder or zip in the DSB layout, "
+                f"e.g. Kaggle's stage1_train.zip: kedro run --params {parameter}=<path>)"
             )
         if self.path.is_file() and not zipfile.is_zipfile(self.path):
             raise DSBSourceError(f"{self.path}: is neither a folder nor a zip archive")
@@ -249,14 +254,16 @@ class DSBStage1Dataset(AbstractDataset[None, DSBSource]):
         *,
         path: str,
         labels_csv: str | None = None,
+        parameter: str = "raw_data",
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self._path = path
         self._labels_csv = labels_csv
+        self._parameter = parameter  # the runtime parameter that sets the path (for errors)
         self.metadata = metadata
 
     def load(self) -> DSBSource:
-        return DSBSource(self._path, self._labels_csv)
+        return DSBSource(self._path, self._labels_csv, self._parameter)
 
     def save(self, data: None) -> None:
         raise DatasetError(f"{self._path}: raw DSB data is read-only")

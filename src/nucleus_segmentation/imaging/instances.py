@@ -40,8 +40,10 @@ def separate_instances(
     ``threshold`` that finds and separates them: the nuclei found at ``threshold`` are
     grown (``outline`` below it) or shrunk (above it) to ``probability > outline``, each
     keeping its id, neighbours meeting along the probability's valleys; no nucleus is
-    added. ``None``: the outline is the ``threshold`` contour. Labs draw outlines
-    differently; evaluation (and calibration on a user's own labels) tunes this level.
+    added or lost (one that never rises above a higher ``outline`` keeps its pixels as
+    found; ``min_size`` applies before). ``None``: the outline is the ``threshold``
+    contour. Labs draw outlines differently; evaluation (and calibration on a user's own
+    labels) tunes this level.
     """
     if method not in METHODS:
         raise ValueError(f"unknown separation method {method!r}: use distance or probability")
@@ -63,16 +65,28 @@ def separate_instances(
     if method == "probability":
         relief = ndimage.gaussian_filter(probability.astype(np.float64), smoothing or 0.0)
     labels = watershed(-relief, markers, mask=mask)
-    if outline is not None and outline != threshold:
-        if not 0 < outline < 1:
-            raise ValueError(f"outline must be a probability level in (0, 1), got {outline!r}")
-        extent = probability > outline
-        labels = watershed(-probability, np.where(extent, labels, 0), mask=extent)
     if min_size > 1:
         sizes = np.bincount(labels.ravel())
         labels = np.where(sizes[labels] < min_size, 0, labels)
+    if outline is not None and outline != threshold:
+        labels = _redraw(labels, probability, outline)
     relabelled, _, _ = relabel_sequential(labels)
     return relabelled.astype(np.uint16)
+
+
+def _redraw(labels: np.ndarray, probability: np.ndarray, outline: float) -> np.ndarray:
+    """Each nucleus of ``labels`` grown or shrunk to ``probability > outline``, keeping its
+    id; neighbours meet along the probability's valleys. A nucleus with no pixel above a
+    higher ``outline`` keeps its pixels as found (a nucleus is never lost)."""
+    if not 0 < outline < 1:
+        raise ValueError(f"outline must be a probability level in (0, 1), got {outline!r}")
+    extent = probability > outline
+    redrawn = watershed(-probability, np.where(extent, labels, 0), mask=extent)
+    lost = np.setdiff1d(np.unique(labels), np.unique(redrawn))
+    if lost.size:
+        keep = np.isin(labels, lost)
+        redrawn[keep] = labels[keep]
+    return redrawn
 
 
 def score_separations(

@@ -2,14 +2,13 @@
 
 ``precision`` is ``auto``, ``float32`` or ``mixed_bfloat16`` (Keras' dtype policy of that
 name: layers compute in bfloat16, variables, the softmax head, the loss and the metrics stay
-float32). ``auto`` picks ``mixed_bfloat16`` where the hardware runs it natively (a GPU, or a
-CPU with AMX or AVX512-BF16, which oneDNN uses) and ``float32`` elsewhere; the figures behind
-that choice are in docs/benchmarks.md ("precision").
+float32). ``auto`` picks ``mixed_bfloat16`` where the hardware runs it natively (a TPU, a
+GPU of compute capability 8.0 or later, or a CPU with AMX or AVX512-BF16, which oneDNN uses)
+and ``float32`` elsewhere; the figures behind that choice are in docs/benchmarks.md
+("Precision of the segmentation path").
 
 A saved model computes in whatever precision it was trained in; :func:`with_precision` gives
 the same weights computing in another, so a model trained in either loads under either.
-Keras is imported where it is used: the names and :func:`resolve_precision`'s rules are
-cheap to import for settings checks.
 """
 
 from __future__ import annotations
@@ -20,13 +19,16 @@ import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import keras
+
 from nucleus_segmentation.errors import ParameterError
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+BF16_GPU_CAPABILITY = (8, 0)  # Ampere and later run bfloat16 natively
 HEAD = "probabilities"  # the softmax layer, float32 in every precision
 # model -> {policy: its clone in that policy}: a model is converted once, however many
-# callers ask (cloning costs a second and a fresh graph trace).
+# callers ask.
 _CLONES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -45,8 +47,37 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
+def gpu_capability() -> tuple[int, int] | None:
+    """Compute capability (major, minor) of the first GPU the Keras backend sees; None when
+    there is none or the backend cannot say."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            value = getattr(jax.devices("gpu")[0], "compute_capability", None)
+            return tuple(int(v) for v in str(value).split(".")[:2]) if value else None
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
+            value = details.get("compute_capability")
+            return tuple(int(v) for v in value) if value else None
+        if backend == "torch":
+            import torch
+
+            return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None
+    except (RuntimeError, IndexError, ValueError, TypeError):
+        return None
+    return None
+
+
 def resolve_precision(
-    name: str, devices: Iterable[str] | None = None, flags: Iterable[str] | None = None
+    name: str,
+    devices: Iterable[str] | None = None,
+    flags: Iterable[str] | None = None,
+    capability: tuple[int, int] | None = None,
 ) -> str:
     """``float32`` or ``mixed_bfloat16`` for a ``precision`` parameter.
 
@@ -54,6 +85,8 @@ def resolve_precision(
         name: ``auto`` | ``float32`` | ``mixed_bfloat16``.
         devices: Keras' device names (``keras.distribution.list_devices()`` when None).
         flags: CPU feature flags (:func:`cpu_flags` when None).
+        capability: the GPU's compute capability, when ``devices`` has a GPU
+            (:func:`gpu_capability` when None).
 
     Raises:
         ParameterError: an unknown name.
@@ -62,12 +95,13 @@ def resolve_precision(
         raise ParameterError(f"precision must be one of {PRECISIONS}, got {name!r}")
     if name != "auto":
         return name
-    if devices is None:
-        import keras
-
-        devices = keras.distribution.list_devices()
-    if any(str(d).lower().startswith("gpu") for d in devices):
+    kinds = {str(d).lower().split(":")[0] for d in (devices or keras.distribution.list_devices())}
+    if "tpu" in kinds:
         return "mixed_bfloat16"
+    if "gpu" in kinds:
+        capability = capability or gpu_capability()
+        native = capability is not None and tuple(capability) >= BF16_GPU_CAPABILITY
+        return "mixed_bfloat16" if native else "float32"
     flags = cpu_flags() if flags is None else frozenset(flags)
     return "mixed_bfloat16" if BF16_CPU_FLAGS & set(flags) else "float32"
 
@@ -88,11 +122,11 @@ def model_precision(model) -> str:
 def with_precision(model, precision: str):
     """``model`` computing in ``precision`` (a resolved one, or ``auto``): the model itself
     when it already does, else a clone with the same weights whose layers (not the float32
-    head) take that dtype policy, made once per model and policy and kept while the model
-    lives (with the weights of that moment: convert a trained model, not one in training). Attributes the catalog set on the model (``loaded_from``) are carried over.
-    Objects that are not Keras models (test doubles) are returned as they are."""
-    import keras
-
+    head) take that dtype policy. The clone is made once per model and policy (cloning
+    costs a second and a graph trace) and given the model's current weights on every call,
+    so a model that trains on between calls is followed. Attributes the catalog set on the
+    model (``loaded_from``) are carried over. Objects that are not Keras models (test
+    doubles) are returned as they are."""
     if not isinstance(model, keras.Model):
         return model
     policy = resolve_precision(precision)
@@ -100,6 +134,7 @@ def with_precision(model, precision: str):
         return model
     clones = _CLONES.setdefault(model, {})
     if policy in clones:
+        clones[policy].set_weights(model.get_weights())
         return clones[policy]
 
     def relayer(layer):
@@ -120,8 +155,6 @@ def with_precision(model, precision: str):
 def precision_scope(precision: str) -> Iterator[str]:
     """Build (and train) models inside this scope to get ``precision`` (resolved, yielded);
     the global dtype policy is restored afterwards."""
-    import keras
-
     policy = resolve_precision(precision)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)

@@ -29,6 +29,7 @@ from nucleus_segmentation.progress import ProgressLog, format_duration, track
 from nucleus_segmentation.segment import (
     SegmentationSettings,
     check_separation,
+    for_segmentation,
     nucleus_probability,
 )
 
@@ -166,7 +167,8 @@ def weighted_cross_entropy_numpy(
 
 class ValidationMetrics(keras.callbacks.Callback):
     """After each epoch, segment the whole validation images exactly as inference does
-    (:func:`nucleus_segmentation.segment.nucleus_probability` on the raw image, then the
+    (in ``segmentation.precision``, whatever precision the model trains in;
+    :func:`nucleus_segmentation.segment.nucleus_probability` on the raw image, then the
     watershed with ``separation``), score them against their own-grid labels, and add to the
     logs ``val_loss``, ``val_<score>_<pooled|per_image>`` (PA, MPA, MIoU, nucleus IoU, of the
     mask ``instances > 0`` that users get) and ``val_dsb_score``. Keeps the weights of the
@@ -193,8 +195,9 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
+        model = for_segmentation(self.model, self.settings)  # in segmentation.precision
         probabilities = [
-            nucleus_probability(self.model, image, self.preprocessing, self.settings)
+            nucleus_probability(model, image, self.preprocessing, self.settings)
             for image in track(self.images, f"epoch {epoch + 1}: validating")
         ]
         instances = [separate_instances(p, **self.separation) for p in probabilities]

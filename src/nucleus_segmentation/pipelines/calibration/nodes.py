@@ -17,10 +17,15 @@ import numpy as np
 import pandas as pd
 
 from nucleus_segmentation import bundle
+from nucleus_segmentation.errors import DataProblem
 from nucleus_segmentation.imaging.instances import separate_instances
-from nucleus_segmentation.pipelines.evaluation.nodes import segmentation_probabilities
 from nucleus_segmentation.scoring import score_images
-from nucleus_segmentation.segment import SegmentationSettings, check_separation
+from nucleus_segmentation.segment import (
+    SegmentationSettings,
+    check_separation,
+    segmentation_probabilities,
+)
+from nucleus_segmentation.tuning import labelled_items, search_separation
 
 logger = logging.getLogger(__name__)
 REPORT_SCORES = ("dsb_score", "precision", "recall", "f1", "area_error", "nucleus_iou_pooled")
@@ -42,6 +47,35 @@ def predict_calibration_images(
     )
 
 
+def calibrate_separation(
+    probabilities: Mapping[str, np.ndarray],
+    images: Mapping[str, np.ndarray],
+    in_use: Mapping[str, Any],
+    params: Mapping[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """Evaluation's search (``params["instances"]``) on the calibration images, the
+    separation in use scored beside it, so the result is never worse on them.
+
+    Returns:
+        ``(calibrated, search table, in use)``: the new ``instance_postprocessing``, one
+        row per setting with its mean DSB score on the calibration images, best first, and
+        the separation that was in use, checked (read here, before the new version is
+        written, for the report).
+    """
+    items = labelled_items(probabilities, images, "the calibration images")
+    instances = params["instances"]
+    previous = check_separation(in_use, "instance_postprocessing (in use)")
+    best, table = search_separation(
+        items,
+        instances["search"],
+        instances.get("outline"),
+        instances["n_workers"],
+        "calibration_dsb_score",
+        candidates=[previous],
+    )
+    return best, table, previous
+
+
 def report_calibration(
     probabilities: Mapping[str, np.ndarray],
     images: Mapping[str, np.ndarray],
@@ -53,6 +87,8 @@ def report_calibration(
     with its scores on the calibration images: DSB score, P/R/F1 at IoU 0.5, pooled nucleus
     IoU and the signed area error of matched nuclei ((predicted - true) / true), and the
     settings. The scores are on the images the calibration was tuned on (in-sample)."""
+    if not probabilities:
+        raise DataProblem("the calibration images: none to report on")
     truths = {k: bundle.field(images, k, "labels") for k in probabilities}
     groups = dict.fromkeys(probabilities, "calibration")
     rows = []

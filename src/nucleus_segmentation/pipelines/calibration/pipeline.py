@@ -4,17 +4,19 @@ the separation and outline tuned on them, and a before/after report.
 ``kedro run --pipeline calibration --params calibration_input=<folder>``; not part of
 ``__default__``. The images are read and their masks merged exactly as ingestion does, each is
 segmented by the path inference runs, evaluation's search (``params:evaluation``) is run on
-them, and the result is written as a new version of ``instance_postprocessing``: the
-separation the next ``inference`` run uses.
+them with the separation in use as one more candidate, and the result is written as a new
+version of ``instance_postprocessing``: the separation the next ``inference`` run uses. The
+one in use is read by the node that writes the new one (as ``instance_postprocessing_in_use``,
+the same file), so it is the previous version, not the new one.
 """
 
 from kedro.pipeline import Pipeline, node, pipeline
 
 from nucleus_segmentation.pipelines.calibration.nodes import (
+    calibrate_separation,
     predict_calibration_images,
     report_calibration,
 )
-from nucleus_segmentation.pipelines.evaluation.nodes import tune_instance_separation
 from nucleus_segmentation.pipelines.ingestion.nodes import ingest_dsb_images
 
 
@@ -44,10 +46,19 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="predict_calibration_images",
             ),
             node(
-                tune_instance_separation,
-                inputs=["calibration_probabilities", "calibration_images", "params:evaluation"],
-                outputs=["instance_postprocessing", "calibration_search_table"],
-                name="calibrate_instance_separation",
+                calibrate_separation,
+                inputs=[
+                    "calibration_probabilities",
+                    "calibration_images",
+                    "instance_postprocessing_in_use",
+                    "params:evaluation",
+                ],
+                outputs=[
+                    "instance_postprocessing",
+                    "calibration_search_table",
+                    "separation_before_calibration",
+                ],
+                name="calibrate_separation",
             ),
             node(
                 report_calibration,
@@ -55,7 +66,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "calibration_probabilities",
                     "calibration_images",
                     "calibration_metadata",
-                    "instance_postprocessing_before_calibration",
+                    "separation_before_calibration",
                     "instance_postprocessing",
                 ],
                 outputs="calibration_report_table",

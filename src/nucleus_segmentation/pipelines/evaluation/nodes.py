@@ -8,9 +8,8 @@ labels, on the instance label maps that inference would write (``labels > 0`` is
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import keras
@@ -19,13 +18,12 @@ import numpy as np
 import pandas as pd
 
 from nucleus_segmentation import bundle
-from nucleus_segmentation.errors import DataProblem, ParameterError
+from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.colour import to_grayscale, to_uint8
 from nucleus_segmentation.imaging.geometry import resize_labels
-from nucleus_segmentation.imaging.instances import score_separations, separate_instances
+from nucleus_segmentation.imaging.instances import separate_instances
 from nucleus_segmentation.imaging.threshold import multilevel_segment, otsu_segment
 from nucleus_segmentation.parallel import parallel_map
-from nucleus_segmentation.progress import track
 from nucleus_segmentation.reporting import (
     TABLE_SCORES,
     comparison_markdown,
@@ -34,14 +32,12 @@ from nucleus_segmentation.reporting import (
 )
 from nucleus_segmentation.scoring import score_images, summarise_groups
 from nucleus_segmentation.segment import (
-    OUTLINE,
-    SEPARATION_KEYS,
     SegmentationSettings,
     check_separation,
-    for_segmentation,
-    nucleus_probability,
     prepare_image,
+    segmentation_probabilities,
 )
+from nucleus_segmentation.tuning import labelled_items, search_separation
 
 logger = logging.getLogger(__name__)
 # Rows of the Table-2 style comparison, in the paper's order.
@@ -63,25 +59,6 @@ def _label(method: str, params: Mapping[str, Any]) -> str:
 
 def _ids(split: pd.DataFrame, which: str) -> list[str]:
     return split.loc[split["split"] == which, "image_id"].tolist()
-
-
-def segmentation_probabilities(
-    model: keras.Model,
-    ingested: Mapping[str, np.ndarray],
-    ids: Sequence[str],
-    preprocessing: Mapping[str, Any],
-    settings: SegmentationSettings,
-    description: str,
-) -> dict[str, np.ndarray]:
-    """``{image id: HxW nucleus probability}`` of the bundle's images ``ids`` through the
-    segmentation path (the model in ``settings.precision``), with a progress line."""
-    model = for_segmentation(model, settings)
-    return {
-        image_id: nucleus_probability(
-            model, bundle.field(ingested, image_id, "image"), preprocessing, settings
-        )
-        for image_id in track(ids, description)
-    }
 
 
 def predict_validation_images(
@@ -121,59 +98,22 @@ def tune_instance_separation(
         :func:`separate_instances`, and one row per setting scored with its mean validation
         score, best first.
     """
-    items = [
-        (p, bundle.field(ingested, image_id, "labels")) for image_id, p in probabilities.items()
-    ]
-    if not items:
-        raise DataProblem("the validation split is empty: nothing to tune post-processing on")
-    search = params["instances"]["search"]
-    settings = [
-        {**dict(zip(SEPARATION_KEYS, values, strict=True)), OUTLINE: None}
-        for values in itertools.product(*(search[k] for k in SEPARATION_KEYS))
-    ]
-    table = _score_settings(items, settings, params, "tuning separation")
-    best = check_separation(table.iloc[0][[*SEPARATION_KEYS, OUTLINE]].to_dict())
-    levels = params["instances"].get("outline") or []
-    outlines = [{**best, OUTLINE: level} for level in levels if level != best["threshold"]]
-    outlines = [o for o in outlines if o[OUTLINE] is not None]
-    if outlines:
-        scored = _score_settings(items, outlines, params, "tuning the outline")
-        table = pd.concat([table, scored]).sort_values(
-            "validation_dsb_score", ascending=False, kind="stable"
-        )
-        best = check_separation(table.iloc[0][[*SEPARATION_KEYS, OUTLINE]].to_dict())
+    items = labelled_items(probabilities, ingested, "the validation split")
+    instances = params["instances"]
+    best, table = search_separation(
+        items,
+        instances["search"],
+        instances.get("outline"),
+        instances["n_workers"],
+        "validation_dsb_score",
+    )
     logger.info(
         "Nucleus separation tuned on %d validation images: %s (DSB score %.4f)",
         len(items),
         best,
         table.iloc[0]["validation_dsb_score"],
     )
-    return best, table.reset_index(drop=True)
-
-
-def _score_settings(
-    items: list[tuple[np.ndarray, np.ndarray]],
-    settings: list[dict[str, Any]],
-    params: Mapping[str, Any],
-    what: str,
-) -> pd.DataFrame:
-    """One row per setting with its mean DSB score over ``items`` (probability, labels),
-    best first."""
-    scores = np.array(
-        list(
-            parallel_map(
-                functools.partial(score_separations, settings=settings),
-                items,
-                params["instances"]["n_workers"],
-                chunksize=1,
-                progress=f"{what} ({len(settings)} settings per image)",
-            )
-        )
-    )
-    table = pd.DataFrame(settings).assign(
-        validation_dsb_score=scores.mean(axis=0), images=len(items)
-    )
-    return table.sort_values("validation_dsb_score", ascending=False, kind="stable")
+    return best, table
 
 
 def _variants(segmentation: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:

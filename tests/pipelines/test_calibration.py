@@ -1,0 +1,67 @@
+"""The calibration pipeline's nodes in memory: the separation in use is read before the new
+one is written, scored beside the search, and reported before / after."""
+
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from nucleus_segmentation.errors import DataProblem
+from nucleus_segmentation.pipelines.calibration import create_pipeline
+from nucleus_segmentation.pipelines.calibration.nodes import calibrate_separation
+from tests.pipelines.test_data_processing import KeptDataset
+from tests.pipelines.test_evaluation import PARAMS, SEGMENTATION, SEPARATION, Echo, _test_data
+from tests.pipelines.test_training import RAW
+
+# Drops every nucleus: the calibrated separation must differ from it and score better.
+UNUSABLE = {**SEPARATION, "min_size": 10**6}
+
+
+def test_calibration_replaces_a_poor_separation_and_reports_both():
+    images, split = _test_data()
+    metadata = pd.DataFrame({"image_id": split["image_id"]})
+    catalog = DataCatalog(
+        {
+            "trained_model": MemoryDataset(Echo(), copy_mode="assign"),
+            "calibration_images": MemoryDataset(images, copy_mode="assign"),
+            "calibration_metadata": MemoryDataset(metadata),
+            "instance_postprocessing_in_use": MemoryDataset(UNUSABLE),
+            "params:evaluation": MemoryDataset(PARAMS),
+            "params:preprocessing": MemoryDataset(RAW),
+            "params:segmentation": MemoryDataset(SEGMENTATION),
+        }
+        | {
+            name: KeptDataset()
+            for name in (
+                "instance_postprocessing",
+                "calibration_search_table",
+                "calibration_report_table",
+            )
+        }
+    )
+    pipeline = create_pipeline().from_nodes("predict_calibration_images")
+    SequentialRunner().run(pipeline, catalog)
+    calibrated = catalog.load("instance_postprocessing")
+    assert calibrated["min_size"] == 1 and calibrated["outline"] is None
+    report = catalog.load("calibration_report_table").set_index("separation")
+    assert report.loc["before", "min_size"] == 10**6 and report.loc["before", "dsb_score"] == 0
+    assert report.loc["after", "seed_depth"] == calibrated["seed_depth"]
+    assert report.loc["after", "dsb_score"] > 0.8
+    assert report["images"].tolist() == [4, 4]
+    search = catalog.load("calibration_search_table")
+    assert "calibration_dsb_score" in search.columns
+    assert search["min_size"].max() == 10**6  # the one in use was a candidate
+    assert search["calibration_dsb_score"].is_monotonic_decreasing
+
+
+def test_calibration_keeps_the_separation_in_use_when_nothing_beats_it():
+    images, _ = _test_data()
+    in_use = {**SEPARATION, "seed_depth": 1.0}
+    # A perfect probability of well-apart nuclei: every seed depth scores the same.
+    probabilities = {"img0": (images["img0/labels"] > 0).astype("float32")}
+    best, table, previous = calibrate_separation(probabilities, images, in_use, PARAMS)
+    assert previous == {**in_use, "outline": None}
+    assert table["calibration_dsb_score"].nunique() == 1  # a tie
+    assert best == previous
+    with pytest.raises(DataProblem, match="the calibration images: no labelled image"):
+        calibrate_separation({}, images, in_use, PARAMS)
