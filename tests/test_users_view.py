@@ -22,7 +22,15 @@ from tests.browser import browser_page, free_port, serve_folder, server_process,
 from tests.project import SAMPLE, TINY, TINY_TRAINING, cli, succeeded
 
 pytestmark = pytest.mark.slow
-STAGES = ("ingestion", "preprocessing", "augmentation", "training", "evaluation", "inference")
+STAGES = (
+    "ingestion",
+    "preprocessing",
+    "augmentation",
+    "training",
+    "evaluation",
+    "inference",
+    "calibration",
+)
 # kedro-viz remembers its settings in localStorage: skip the feature tour on a fresh profile.
 VIZ_SETTINGS = "localStorage.setItem('KedroViz', JSON.stringify({showFeatureHints: false}))"
 

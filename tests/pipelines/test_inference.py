@@ -22,6 +22,7 @@ from nucleus_segmentation.datasets import (
 )
 from nucleus_segmentation.imaging.rle import rles_to_labels
 from nucleus_segmentation.model import UNetConfig, build_attention_unet
+from nucleus_segmentation.model.precision import resolve_precision
 from nucleus_segmentation.pipelines.inference.nodes import segment_images
 from nucleus_segmentation.pipelines.inference.pipeline import create_pipeline
 from nucleus_segmentation.settings import CONFIG_LOADER_ARGS
@@ -125,11 +126,12 @@ def test_every_readable_image_is_segmented_and_bad_files_are_reported(folder):
         {"file": "empty.jpg", "problem": "file is empty (0 bytes)"},
     ]
     assert manifest["model"] == {"file": SOURCE.filepath, "version": "v1", "sha256": "ab12"} | {
-        "name": "Echo"
+        "name": "Echo",
+        "precision": resolve_precision("auto"),  # what this machine runs the network in
     }
     assert manifest["input_folder"] == str(folder.resolve())
     assert manifest["parameters"]["preprocessing"] == PREPROCESSING
-    assert manifest["parameters"]["instance_postprocessing"] == SEPARATION
+    assert manifest["parameters"]["instance_postprocessing"] == {**SEPARATION, "outline": None}
     assert manifest["parameters"]["segmentation"]["tile_size"] == 512
     assert manifest["parameters"]["segmentation"]["scale"]["mode"] == "native"
     assert manifest["images"][2] == {

@@ -14,14 +14,13 @@ the same weights computing in another, so a model trained in either loads under 
 from __future__ import annotations
 
 import contextlib
-import sys
 import weakref
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import keras
 
 from nucleus_segmentation.errors import ParameterError
+from nucleus_segmentation.hardware import cpu_flags, gpu_capability
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
@@ -30,47 +29,6 @@ HEAD = "probabilities"  # the softmax layer, float32 in every precision
 # model -> {policy: its clone in that policy}: a model is converted once, however many
 # callers ask.
 _CLONES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
-    """The CPU's feature flags (Linux ``/proc/cpuinfo``); empty where it cannot be read."""
-    if not sys.platform.startswith("linux"):
-        return frozenset()
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
-
-
-def gpu_capability() -> tuple[int, int] | None:
-    """Compute capability (major, minor) of the first GPU the Keras backend sees; None when
-    there is none or the backend cannot say."""
-    backend = keras.backend.backend()
-    try:
-        if backend == "jax":
-            import jax
-
-            value = getattr(jax.devices("gpu")[0], "compute_capability", None)
-            return tuple(int(v) for v in str(value).split(".")[:2]) if value else None
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            gpus = tf.config.list_physical_devices("GPU")
-            details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
-            value = details.get("compute_capability")
-            return tuple(int(v) for v in value) if value else None
-        if backend == "torch":
-            import torch
-
-            return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None
-    except (RuntimeError, IndexError, ValueError, TypeError):
-        return None
-    return None
 
 
 def resolve_precision(
