@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 from _common import PROJECT, SCORES, cell, kedro_run, latest_version, write_section
 from bench_evaluation import node_times
-from bench_scale_policy import interval_over_groups
+from bench_scale_policy import interval_over_groups, per_image
 
 from nucleus_segmentation.model.precision import resolve_precision
 
@@ -84,7 +84,7 @@ def report(results: dict) -> str:
             + f" | {test_seconds if test_seconds is not None else '-'} |"
         )
     default = list(results)[-1]  # the run order puts the default last
-    own = pd.DataFrame(results[default]["per_image"]).set_index("image_id")
+    own = per_image(results, default)
     interval = interval_over_groups(own["dsb_score"], own["acquisition"])
     lines = [
         f"The default ({default} here) reads test DSB {interval['mean']:.3f}, 95 % interval "
@@ -101,8 +101,7 @@ def report(results: dict) -> str:
         "that choice; the pixel scores (MIoU, nucleus IoU) show the network's own change."
     )
     if {"float32", "mixed_bfloat16"} <= set(results):
-        a = pd.DataFrame(results["float32"]["per_image"]).set_index("image_id")
-        b = pd.DataFrame(results["mixed_bfloat16"]["per_image"]).set_index("image_id")
+        a, b = per_image(results, "float32"), per_image(results, "mixed_bfloat16")
         difference = (b["dsb_score"] - a["dsb_score"].reindex(b.index)).dropna()
         paired = interval_over_groups(difference, b["acquisition"])
         lines.append(
