@@ -47,6 +47,15 @@ def test_environments_override_only_their_keys(env, expected):
         assert params["augmentation"]["transforms"]["output_size"] == 512
 
 
+def test_the_boundary_environment_changes_only_the_targets():
+    base, boundary = _parameters("local"), _parameters("boundary")
+    assert boundary["training"]["targets"] == {"kind": "boundary", "boundary_width": 2}
+    assert base["training"]["targets"]["kind"] == "binary"
+    assert {
+        k: v for k, v in boundary["training"].items() if k not in ("targets", "checkpoint_dir")
+    } == {k: v for k, v in base["training"].items() if k not in ("targets", "checkpoint_dir")}
+
+
 def _catalog(env: str) -> dict:
     args = {**CONFIG_LOADER_ARGS, "default_run_env": env}
     return OmegaConfigLoader(str(CONF), **args)["catalog"]
@@ -57,6 +66,7 @@ def _catalog(env: str) -> dict:
     [
         ("local", "attention_unet", "preprocessed_images.npz", "native"),
         ("baseline", "unet_baseline", "preprocessed_images.npz", "native"),
+        ("boundary", "attention_unet_boundary", "preprocessed_images.npz", "native"),
         ("paper", "attention_unet_paper", "preprocessed_images_paper.npz", "fixed"),
         ("fixed512", "attention_unet_fixed512", "preprocessed_images_fixed512.npz", "fixed"),
         (

@@ -50,3 +50,23 @@ def test_groups_pool_pixels_and_weight_the_area_error_by_matches():
     assert overall["area_error"] == pytest.approx((0 + 0 + 9 / 16) / 3)  # per matched nucleus
     assert overall["dsb_score"] == pytest.approx(per_image["dsb_score"].mean())
     assert per_group["group"].tolist() == ["x", "y", "all"]
+
+
+def test_split_and_merged_nuclei_are_counted_and_summed_per_group():
+    from nucleus_segmentation.imaging.matching import split_merge_counts
+
+    truth = square(square(np.zeros((20, 30), np.uint16), 1, 2, 2, 6), 2, 2, 8, 6)  # touching
+    truth = square(truth, 3, 12, 2, 6)
+    merged = square(square(np.zeros_like(truth), 5, 2, 2, 6), 5, 2, 8, 6)  # 1 + 2 as one
+    merged = square(merged, 6, 12, 2, 3)  # nucleus 3 in two halves
+    merged = square(merged, 7, 12, 5, 3)
+    assert split_merge_counts(truth, merged) == (1, 1)
+    assert split_merge_counts(truth, truth) == (0, 0)
+    assert split_merge_counts(truth, np.zeros_like(truth)) == (0, 0)
+    scores = score_image(truth, merged)
+    assert (scores["split"], scores["merged"]) == (1, 1)
+    _, per_group = score_images(
+        {"a": truth, "b": truth}, {"a": merged, "b": truth}, {"a": "x", "b": "x"}
+    )
+    overall = per_group.set_index("group").loc["all"]
+    assert (overall["split"], overall["merged"]) == (1, 1)

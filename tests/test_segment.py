@@ -107,6 +107,50 @@ def test_segment_image_separates_two_touching_disks_on_the_own_grid():
     assert labels.shape == shape and labels.dtype == np.uint16 and labels.max() == 2
 
 
+class BoundaryEcho:
+    """A three-class "model": background 1 - x, interior x * (1 - edge), boundary x * edge,
+    ``edge`` being the ring (of ``edges``, the input's own grid) it was told about."""
+
+    def __init__(self, edges):
+        self.edges = edges
+
+    def predict_on_batch(self, batch):
+        edge = np.broadcast_to(self.edges[None, ..., None], batch.shape)
+        return np.concatenate([1 - batch, batch * (1 - edge), batch * edge], axis=-1)
+
+
+def test_a_boundary_model_gives_nucleus_and_interior_tiled_flipped_and_separated():
+    from nucleus_segmentation.imaging.targets import boundary_targets
+
+    shape = (49, 64)  # symmetric about row 24, so a vertical flip gives the same maps
+    left = disk(shape, (24, 22), 10)
+    right = disk(shape, (24, 32), 8) & ~left  # overlapping: the union has one maximum
+    truth = (left + 2 * right).astype(np.uint16)
+    image = np.where(truth > 0, 255, 0).astype(np.uint8)
+    edges = (boundary_targets(truth, 2) == 2).astype(np.float32)
+    model = BoundaryEcho(edges)
+    maps = nucleus_probability(model, image, RAW, SegmentationSettings())
+    assert maps.shape == (*shape, 2) and maps.dtype == np.float32
+    np.testing.assert_allclose(maps[..., 0], truth > 0)
+    np.testing.assert_allclose(maps[..., 1], (truth > 0) & (edges == 0))
+    flipped = SegmentationSettings().with_tta([1.0], ["none", "vertical"])
+    np.testing.assert_allclose(nucleus_probability(model, image, RAW, flipped), maps, atol=1e-6)
+    interior = {**SEPARATION, "method": "interior", "min_size": 4}
+    labels = segment_image(model, image, RAW, SegmentationSettings(), interior)
+    assert labels.max() == 2 and labels[24, 14] != labels[24, 38]
+    assert segment_image(model, image, RAW, SegmentationSettings(), SEPARATION).max() == 1
+
+
+def test_tiles_of_a_boundary_model_keep_both_channels():
+    image = np.random.default_rng(1).integers(0, 256, (70, 90), dtype=np.uint8)
+    model = BoundaryEcho(np.zeros((32, 32), np.float32))
+    settings = SegmentationSettings(tile_size=32, tile_overlap=8, batch_size=3)
+    maps = network_probability(model, image, settings)
+    assert maps.shape == (70, 90, 2)
+    np.testing.assert_allclose(maps[..., 0], image / 255, rtol=1e-6)
+    np.testing.assert_allclose(maps[..., 1], image / 255, rtol=1e-6)
+
+
 def test_output_stride_is_read_off_the_model():
     from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet
 

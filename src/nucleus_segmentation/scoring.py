@@ -15,6 +15,7 @@ from nucleus_segmentation.imaging.matching import (
     detection_scores,
     dsb_score,
     matched_area_errors,
+    split_merge_counts,
 )
 from nucleus_segmentation.model.metrics import evaluate_segmentation
 
@@ -29,10 +30,13 @@ def dice_from_iou(iou: float) -> float:
 
 def score_image(truth: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
     """Pixel scores of the masks, the DSB score, detection P/R/F1 at IoU 0.5 with counts, and
-    the signed area error of matched nuclei (mean, and the number of matches)."""
+    the signed area error of matched nuclei (mean, and the number of matches), and how many
+    true nuclei came out split and how many predicted ones merge several
+    (:func:`split_merge_counts`)."""
     true_mask, predicted_mask = (truth > 0).astype(np.uint8), (prediction > 0).astype(np.uint8)
     pixel = evaluate_segmentation([true_mask], [predicted_mask])
     errors = matched_area_errors(truth, prediction)
+    split, merged = split_merge_counts(truth, prediction)
     return {
         **{s: pixel[f"{s}_pooled"] for s in PIXEL_SCORES if s != "dice"},
         "dice": dice_from_iou(pixel["nucleus_iou_pooled"]),
@@ -42,6 +46,8 @@ def score_image(truth: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
         **detection_scores(truth, prediction),
         "area_error": float(errors.mean()) if errors.size else float("nan"),
         "matched": int(errors.size),
+        "split": split,
+        "merged": merged,
     }
 
 
@@ -80,7 +86,8 @@ def summarise_groups(
     """One row per value of ``per_image[column]`` (sorted) plus ``all``, from the per-image
     rows of :func:`score_image` (with ``image_id``): pixel scores pooled over the group's
     pixels and averaged per image, instance scores averaged over its images, ``area_error``
-    weighted by matches. The first column is named ``column``."""
+    weighted by matches, ``split`` / ``merged`` nuclei summed. The first column is named
+    ``column``."""
     summary = []
     members_of = {g: per_image[per_image[column] == g] for g in sorted(set(per_image[column]))}
     members_of["all"] = per_image
@@ -104,6 +111,8 @@ def summarise_groups(
                 "area_error": float(np.nansum(area * weights) / weights.sum())
                 if weights.sum()
                 else float("nan"),
+                "split": int(members["split"].sum()),
+                "merged": int(members["merged"].sum()),
             }
         )
     return pd.DataFrame(summary)

@@ -9,13 +9,15 @@ raw image (any size, 8/16-bit, gray/RGB/RGBA)
      fixed size (``fixed``: the paper's 512x512)
   -> whole or tiled prediction, padded to the model's output stride
   -> test-time flips and scales, probabilities averaged
-  -> nucleus probability back on the image's own pixel grid
+  -> nucleus probability back on the image's own pixel grid (with a boundary class: nucleus
+     and interior probability, HxWx2)
   -> separated instances (marker-controlled watershed, settings tuned on validation).
 
 Settings are one parameter group, ``segmentation`` (``conf/base/parameters.yml``), read by
 :meth:`SegmentationSettings.from_params`. Nothing here imports Kedro; the model is anything
 with Keras' ``predict_on_batch`` taking (B, H, W, 1) float32 in 0..1 and returning
-(B, H, W, K) class probabilities, class 1 = nucleus.
+(B, H, W, K) class probabilities: K = 2 (background, nucleus) or K = 3 (background, nucleus
+interior, nucleus boundary; ``training.targets.kind: boundary``).
 """
 
 from __future__ import annotations
@@ -33,12 +35,12 @@ from nucleus_segmentation.errors import DataProblem, ParameterError
 from nucleus_segmentation.imaging.geometry import resize_image, resize_labels
 from nucleus_segmentation.imaging.instances import METHODS, separate_instances
 from nucleus_segmentation.imaging.preprocess import preprocess_image
+from nucleus_segmentation.imaging.targets import nucleus_maps
 from nucleus_segmentation.imaging.tiling import predict_tiled
 from nucleus_segmentation.model.precision import PRECISIONS, with_precision
 from nucleus_segmentation.model.predict import FLIPS, output_stride, predict_probabilities
 from nucleus_segmentation.progress import track
 
-NUCLEUS = 1  # class index of "nucleus" in the network's softmax output
 SCALE_MODES = ("native", "fixed")
 SEPARATION_KEYS = ("threshold", "method", "seed_depth", "smoothing", "min_size")
 OUTLINE = "outline"  # optional: the level the extent is drawn at (None: the threshold)
@@ -240,16 +242,17 @@ def _resize_probability(probability: np.ndarray, shape: tuple[int, int]) -> np.n
 def network_probability(
     model, network_input: np.ndarray, settings: SegmentationSettings
 ) -> np.ndarray:
-    """HxW uint8 network input -> HxW float32 nucleus probability on the same grid, averaged
-    over the test-time variants; each variant is predicted whole or in tiles."""
+    """HxW uint8 network input -> HxW float32 nucleus probability on the same grid (HxWx2
+    nucleus, interior for a boundary model: :func:`nucleus_maps`), averaged over the
+    test-time variants; each variant is predicted whole or in tiles."""
     stride = output_stride(model)
 
     def predict(tiles: Sequence[np.ndarray]) -> list[np.ndarray]:
         probabilities = predict_probabilities(model, tiles, stride, settings.batch_size)
-        return [p[..., NUCLEUS] for p in probabilities]
+        return [nucleus_maps(p) for p in probabilities]
 
     shape = network_input.shape[:2]
-    total = np.zeros(shape, dtype=np.float32)
+    total = None
     for factor in settings.tta_scales:
         scaled = network_input
         if factor != 1.0:
@@ -263,7 +266,8 @@ def network_probability(
                 settings.tile_overlap,
                 settings.batch_size,
             )
-            total += _resize_probability(_flip(probability, flip), shape)
+            resized = _resize_probability(_flip(probability, flip), shape)
+            total = resized.astype(np.float32) if total is None else total + resized
     return total / (len(settings.tta_scales) * len(settings.tta_flips))
 
 
@@ -274,8 +278,9 @@ def nucleus_probability(
     settings: SegmentationSettings,
 ) -> np.ndarray:
     """Raw image (HxW or HxWxC) -> HxW float32 nucleus probability (0..1) on the image's own
-    pixel grid: preprocessing, scale policy, prediction and test-time variants, and the
-    probability resized back (never the labels, so separation runs at the image's scale)."""
+    pixel grid (HxWx2 nucleus, interior for a boundary model): preprocessing, scale policy,
+    prediction and test-time variants, and the probability resized back (never the labels,
+    so separation runs at the image's scale)."""
     network_input = prepare_image(image, preprocessing, settings.scale)
     probability = network_probability(model, network_input, settings)
     return _resize_probability(probability, image.shape[:2])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,8 @@ from nucleus_segmentation.errors import DataProblem, ParameterError
 from nucleus_segmentation.imaging.instances import score_separations
 from nucleus_segmentation.parallel import parallel_map
 from nucleus_segmentation.segment import OUTLINE, SEPARATION_KEYS, check_separation
+
+logger = logging.getLogger(__name__)
 
 Item = tuple[np.ndarray, np.ndarray]  # (HxW nucleus probability, HxW true label map)
 
@@ -104,6 +107,16 @@ def search_separation(
     # Candidates first: on a tie the stable sort keeps them (the one in use is not changed
     # for nothing).
     grid = [check_separation(c, "separation candidate") for c in candidates] + grid
+    if not all(np.ndim(probability) == 3 for probability, _ in items):
+        # A model without a boundary class has no interior map to seed from.
+        skipped = sum(s["method"] == "interior" for s in grid)
+        grid = [s for s in grid if s["method"] != "interior"]
+        if skipped:
+            logger.info("Skipped %d 'interior' settings: the model has no boundary class", skipped)
+        if not grid:
+            raise ParameterError(
+                "instances.search: only method 'interior', which needs a boundary model"
+            )
     table = score_settings(items, grid, n_workers, column, "tuning separation")
     best = check_separation(table.iloc[0][[*SEPARATION_KEYS, OUTLINE]].to_dict())
     redrawn = [

@@ -98,3 +98,50 @@ def test_preprocess_steps_can_be_switched_off():
     image = np.random.default_rng(3).integers(0, 100, (20, 30), dtype=np.uint8)
     off = {name: {**step, "enabled": False} for name, step in PARAMS.items()}
     np.testing.assert_array_equal(preprocess_image(image, off), image)
+
+
+def _stained_section():
+    """An H&E-like RGB image: eosin (cytoplasm) everywhere in the tissue band, hematoxylin
+    in two nuclei, bright glass above and below; and the nucleus mask."""
+    from skimage.color import hed2rgb
+
+    from tests.conftest import disk
+
+    hed = np.zeros((48, 64, 3))
+    hed[8:40, :, 1] = 0.03  # eosin: the tissue band, pink
+    nuclei = disk((48, 64), (24, 20), 6) | disk((48, 64), (24, 44), 6)
+    hed[nuclei > 0, 0] = 0.1  # hematoxylin: purple nuclei
+    rgb = (np.clip(hed2rgb(hed), 0, 1) * 255).astype(np.uint8)
+    return rgb, nuclei > 0
+
+
+def test_hematoxylin_density_makes_nuclei_bright_and_cytoplasm_dark():
+    from nucleus_segmentation.imaging.colour import hematoxylin_density, is_stained
+
+    rgb, nuclei = _stained_section()
+    assert is_stained(rgb) and not is_stained(rgb.mean(axis=2).astype(np.uint8))
+    density = hematoxylin_density(rgb)
+    assert density.dtype == np.uint8 and density.shape == nuclei.shape
+    band = np.zeros_like(nuclei)
+    band[8:40] = True
+    cytoplasm, glass = band & ~nuclei, ~band
+    assert density[nuclei].min() > density[cytoplasm].max()
+    assert density[nuclei].min() > density[glass].max()
+    # Inverted grayscale, by contrast, makes the whole band bright against the glass.
+    gray = preprocess_image(
+        rgb, {name: {**s, "enabled": name == "invert"} for name, s in PARAMS.items()}
+    )
+    assert gray[cytoplasm].mean() > gray[glass].mean() + 20
+
+
+def test_stain_representation_switches_stained_images_only():
+    rgb, nuclei = _stained_section()
+    off = {name: {**step, "enabled": name == "invert"} for name, step in PARAMS.items()}
+    hematoxylin = {**off, "stain": {"representation": "hematoxylin", "spread_threshold": 15.0}}
+    from nucleus_segmentation.imaging.colour import hematoxylin_density
+
+    np.testing.assert_array_equal(preprocess_image(rgb, hematoxylin), hematoxylin_density(rgb))
+    gray = np.full((20, 20), 200, np.uint8)  # a gray brightfield image: inverted as before
+    np.testing.assert_array_equal(preprocess_image(gray, hematoxylin), preprocess_image(gray, off))
+    with pytest.raises(Exception, match="stain.representation must be one of"):
+        preprocess_image(rgb, {**off, "stain": {"representation": "rgb", "spread_threshold": 1}})

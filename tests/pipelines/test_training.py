@@ -157,6 +157,49 @@ def test_training_returns_model_history_and_best_metrics(tmp_path, mode):
     assert len(figure.axes) == 2 and len(figure.axes[0].lines) == 3
 
 
+def test_boundary_class_weights_come_from_the_training_labels_three_classes():
+    from nucleus_segmentation.imaging.targets import class_targets
+    from nucleus_segmentation.model.losses import median_frequency_class_weights
+
+    preprocessed, _, split = _data()
+    params = {"class_weight_power": 1.0, "targets": {"kind": "boundary", "boundary_width": 1}}
+    weights = compute_class_weights(preprocessed, split, params)
+    targets = [class_targets(preprocessed[f"img{i}/labels"], "boundary", 1) for i in (0, 1)]
+    expected = median_frequency_class_weights(targets, 3)
+    assert list(weights) == ["background", "nucleus", "boundary"]
+    np.testing.assert_allclose(list(weights.values()), expected)
+    assert len(set(np.round(expected, 6))) == 3  # three different classes, three weights
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_a_boundary_model_trains_on_three_class_targets_and_validates(tmp_path, mode):
+    from nucleus_segmentation.imaging.targets import class_targets
+    from nucleus_segmentation.pipelines.training.nodes import _training_batches
+
+    preprocessed, augmented, split = _data()
+    targets = {"kind": "boundary", "boundary_width": 1}
+    params = {
+        **PARAMS,
+        "augmentation_mode": mode,
+        "targets": targets,
+        "checkpoint_dir": str(tmp_path / "ckpt"),
+    }
+    feeder, _ = _training_batches(augmented, preprocessed, split, params, AUGMENTATION, 1)
+    x, y = feeder[0]
+    assert set(np.unique(y)) == {0, 1, 2}
+    if mode == "offline":  # the stored samples' own labels, made into targets
+        chosen = feeder._indices(0)
+        ids = bundle.sample_ids(augmented)
+        expected = [class_targets(augmented[f"{ids[i]}/labels"], "boundary", 1) for i in chosen]
+        np.testing.assert_array_equal(y, np.stack(expected))
+    weights = {"background": 1.0, "nucleus": 2.0, "boundary": 2.0}
+    model, history, _, _ = _train(preprocessed, augmented, split, weights, params)
+    assert model.predict(np.zeros((1, 32, 32, 1), np.float32), verbose=0).shape == (1, 32, 32, 3)
+    assert np.isfinite(history[["loss", "val_loss", "val_dsb_score"]].to_numpy()).all()
+    with pytest.raises(ParameterError, match=r"class_weights lack \['boundary'\]"):
+        _train(preprocessed, augmented, split, {"background": 1.0, "nucleus": 2.0}, params)
+
+
 def test_training_in_bfloat16_computes_in_it_and_leaves_the_global_policy(tmp_path):
     preprocessed, augmented, split = _data()
     params = {**PARAMS, "precision": "mixed_bfloat16", "checkpoint_dir": str(tmp_path / "c")}

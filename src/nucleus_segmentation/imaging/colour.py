@@ -60,13 +60,36 @@ def classify_modality(
     ``brightness_threshold`` means a bright background (brightfield); else fluorescence.
     """
     image = drop_alpha(to_uint8(image))
-    if image.ndim == 3:
-        spread = float((image.max(axis=2).astype(np.int16) - image.min(axis=2)).mean())
-        if spread > spread_threshold:
-            return STAINED
+    if is_stained(image, spread_threshold):
+        return STAINED
     if float(np.median(to_grayscale(image))) > brightness_threshold:
         return BRIGHTFIELD
     return FLUORESCENCE
+
+
+def is_stained(image: np.ndarray, spread_threshold: float = 15.0) -> bool:
+    """The paper's colour test on a uint8 image: mean per-pixel channel spread (max - min
+    over R, G, B) above ``spread_threshold``; gray images are never stained."""
+    image = drop_alpha(image)
+    if image.ndim != 3:
+        return False
+    return float((image.max(axis=2).astype(np.int16) - image.min(axis=2)).mean()) > float(
+        spread_threshold
+    )
+
+
+def hematoxylin_density(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.5)):
+    """RGB uint8 stained image -> HxW uint8 hematoxylin density (the nuclear stain, from
+    colour deconvolution: ``skimage.color.rgb2hed``), stretched between its own
+    ``percentiles``: nuclei bright on a dark background, cytoplasm (eosin) dark, where
+    inverted grayscale makes all tissue bright."""
+    from skimage.color import rgb2hed
+
+    density = rgb2hed(drop_alpha(image))[..., 0].astype(np.float32)
+    low, high = np.percentile(density, percentiles)
+    if high <= low:
+        return np.zeros(density.shape, dtype=np.uint8)
+    return (np.clip((density - low) / (high - low), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def invert_bright_background(gray: np.ndarray, brightness_threshold: float = 127.0) -> np.ndarray:

@@ -10,7 +10,7 @@ from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import relabel_sequential, watershed
 
-METHODS = ("distance", "probability")
+METHODS = ("distance", "probability", "interior")
 
 
 def separate_instances(
@@ -22,7 +22,11 @@ def separate_instances(
     min_size: int = 8,
     outline: float | None = None,
 ) -> np.ndarray:
-    """Nucleus probability map (HxW, 0..1) -> instance label map (uint16, 0 background, 1..N).
+    """Nucleus probability map -> instance label map (uint16, 0 background, 1..N).
+
+    ``probability``: HxW nucleus probability (0..1), or HxWx2 (nucleus, interior) from a
+    model with a boundary class (:func:`nucleus_segmentation.imaging.targets.nucleus_maps`);
+    the nucleus channel draws the mask and outline in every method.
 
     The mask ``probability > threshold`` is split where the distance to the background has
     separate maxima. Seeds are the regional maxima of the distance map (smoothed by
@@ -34,7 +38,10 @@ def separate_instances(
 
     ``method`` picks the relief the seeds are grown on: ``distance`` (the negated distance
     map: borders where the mask narrows) or ``probability`` (the negated nucleus probability,
-    smoothed the same way: borders along the network's own low-confidence valleys).
+    smoothed the same way: borders along the network's own low-confidence valleys) or
+    ``interior`` (boundary models only: the distance map of the predicted *interior*
+    ``interior > threshold`` inside the mask, so seeds come from interior minus boundary and
+    touching nuclei part where the network drew their common boundary, whatever the neck).
 
     ``outline`` draws each nucleus' extent at its own probability level, apart from the
     ``threshold`` that finds and separates them: the nuclei found at ``threshold`` are
@@ -49,10 +56,17 @@ def separate_instances(
         raise ValueError(f"unknown separation method {method!r}: use distance or probability")
     if not seed_depth > 0:
         raise ValueError(f"seed_depth must be > 0 pixels, got {seed_depth!r}")
+    probability, interior = _channels(probability)
+    if method == "interior" and interior is None:
+        raise ValueError(
+            "separation method 'interior' needs a model with a boundary class "
+            "(training.targets.kind: boundary); this one predicts nucleus / background only"
+        )
     mask = probability > threshold
     if not mask.any():
         return np.zeros(probability.shape, dtype=np.uint16)
-    distance = ndimage.distance_transform_edt(mask)
+    core = mask if method != "interior" else mask & (interior > threshold)
+    distance = ndimage.distance_transform_edt(core)
     if smoothing > 0:
         distance = ndimage.gaussian_filter(distance, smoothing)
     eight = np.ones((3, 3), dtype=bool)
@@ -72,6 +86,18 @@ def separate_instances(
         labels = _redraw(labels, probability, outline)
     relabelled, _, _ = relabel_sequential(labels)
     return relabelled.astype(np.uint16)
+
+
+def _channels(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(nucleus HxW, interior HxW or None) of a separation input."""
+    probability = np.asarray(probability)
+    if probability.ndim == 2:
+        return probability, None
+    if probability.ndim == 3 and probability.shape[-1] == 2:
+        return probability[..., 0], probability[..., 1]
+    raise ValueError(
+        f"expected an HxW nucleus probability or HxWx2 (nucleus, interior), got {probability.shape}"
+    )
 
 
 def _redraw(labels: np.ndarray, probability: np.ndarray, outline: float) -> np.ndarray:

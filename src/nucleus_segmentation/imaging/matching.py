@@ -13,6 +13,32 @@ def instance_iou(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
     Args:
         truth, prediction: HxW integer label maps, 0 background; ids need not be contiguous.
     """
+    intersection, true_area, pred_area = _overlaps(truth, prediction)
+    union = true_area + pred_area - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def split_merge_counts(
+    truth: np.ndarray, prediction: np.ndarray, fraction: float = 0.5
+) -> tuple[int, int]:
+    """(split, merged): true nuclei cut into pieces, and predicted nuclei joining several.
+
+    A true nucleus is *split* when two or more predicted nuclei each have more than
+    ``fraction`` of their own area inside it; a predicted nucleus is *merged* when two or more
+    true nuclei each have more than ``fraction`` of their area inside it (touching nuclei
+    called one). Both are 0 for a perfect prediction.
+    """
+    intersection, true_area, pred_area = _overlaps(truth, prediction)
+    if intersection.size == 0:
+        return 0, 0
+    pieces = (intersection > fraction * pred_area).sum(axis=1)
+    joined = (intersection > fraction * true_area).sum(axis=0)
+    return int((pieces >= 2).sum()), int((joined >= 2).sum())
+
+
+def _overlaps(truth: np.ndarray, prediction: np.ndarray):
+    """(intersection, true area (n, 1), predicted area (1, m)) in pixels, float64, between
+    every true nucleus (rows) and every predicted one (columns)."""
     true_ids, true_index = np.unique(truth, return_inverse=True)
     pred_ids, pred_index = np.unique(prediction, return_inverse=True)
     counts = np.bincount(
@@ -21,10 +47,9 @@ def instance_iou(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
     ).reshape(len(true_ids), -1)
     keep_true, keep_pred = true_ids != 0, pred_ids != 0
     intersection = counts[np.ix_(keep_true, keep_pred)].astype(np.float64)
-    true_area = counts.sum(axis=1)[keep_true][:, None]
-    pred_area = counts.sum(axis=0)[keep_pred][None, :]
-    union = true_area + pred_area - intersection
-    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+    true_area = counts.sum(axis=1)[keep_true][:, None].astype(np.float64)
+    pred_area = counts.sum(axis=0)[keep_pred][None, :].astype(np.float64)
+    return intersection, true_area, pred_area
 
 
 def match_counts(iou: np.ndarray, threshold: float) -> tuple[int, int, int]:

@@ -7,9 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from nucleus_segmentation.imaging.colour import invert_bright_background, to_grayscale, to_uint8
+from nucleus_segmentation.errors import ParameterError
+from nucleus_segmentation.imaging.colour import (
+    hematoxylin_density,
+    invert_bright_background,
+    is_stained,
+    to_grayscale,
+    to_uint8,
+)
 from nucleus_segmentation.imaging.enhance import equalize_histogram, gaussian_smooth
 from nucleus_segmentation.imaging.geometry import resize_image
+
+STAIN_REPRESENTATIONS = ("gray", "hematoxylin")
 
 
 def preprocess_image(
@@ -21,16 +30,29 @@ def preprocess_image(
     """Raw image (HxW or HxWxC, uint8/uint16) -> preprocessed HxW uint8 network input.
 
     Steps, each but resizing switched by ``params[step]["enabled"]``: grayscale (always: the
-    network takes one channel), ``invert`` bright backgrounds, resize to ``size`` =
+    network takes one channel; for stained colour images ``stain.representation``
+    ``hematoxylin`` takes the hematoxylin density instead, already bright nuclei on dark, so
+    not inverted), ``invert`` bright backgrounds, resize to ``size`` =
     (height, width) when given (the scale policy of :mod:`nucleus_segmentation.segment`
     decides it), ``equalize`` (``method`` global or clahe), ``smooth`` (Gaussian
     ``kernel_size``, ``sigma``). Grayscale is taken before resizing: both are linear, so the
     order does not change the result, and resizing one channel is three times cheaper.
     """
-    gray = to_grayscale(to_uint8(image))
+    image = to_uint8(image)
+    stain = dict(params.get("stain") or {"representation": "gray"})
+    representation = stain.get("representation", "gray")
+    if representation not in STAIN_REPRESENTATIONS:
+        raise ParameterError(
+            f"preprocessing.stain.representation must be one of {STAIN_REPRESENTATIONS}, "
+            f"got {representation!r}"
+        )
     invert = params["invert"]
-    if invert["enabled"]:
-        gray = invert_bright_background(gray, invert["brightness_threshold"])
+    if representation == "hematoxylin" and is_stained(image, stain["spread_threshold"]):
+        gray = hematoxylin_density(image)
+    else:
+        gray = to_grayscale(image)
+        if invert["enabled"]:
+            gray = invert_bright_background(gray, invert["brightness_threshold"])
     if size is not None and tuple(size) != gray.shape:
         gray = resize_image(gray, tuple(size), interpolation)
     equalize = params["equalize"]

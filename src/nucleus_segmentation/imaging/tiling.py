@@ -101,8 +101,9 @@ def predict_tiled(
     overlap: int = 64,
     batch_size: int = 4,
 ) -> np.ndarray:
-    """HxW image -> HxW float32 probability map, predicted whole when both sides are at most
-    ``tile_size``, else in overlapping tiles stitched by :func:`tile_grid`.
+    """HxW image -> HxW (or HxWxC, whatever ``predict`` gives per pixel) float32 map,
+    predicted whole when both sides are at most ``tile_size``, else in overlapping tiles
+    stitched by :func:`tile_grid`.
 
     ``predict`` gets up to ``batch_size`` tiles at a time (all of one size), so only one
     batch of tile predictions is held besides the output map.
@@ -110,11 +111,13 @@ def predict_tiled(
     height, width = image.shape[:2]
     if height <= tile_size and width <= tile_size:
         return np.asarray(predict([image])[0], dtype=np.float32)
-    output = np.empty((height, width), dtype=np.float32)
+    output = None
     tiles = tile_grid((height, width), tile_size, overlap)
     for first in range(0, len(tiles), max(1, int(batch_size))):
         chunk = tiles[first : first + max(1, int(batch_size))]
         predicted = predict([image[tile.window] for tile in chunk])
+        if output is None:
+            output = np.empty((height, width, *np.shape(predicted[0])[2:]), dtype=np.float32)
         for tile, probability in zip(chunk, predicted, strict=True):
             output[tile.owned] = probability[tile.inner]
     return output

@@ -23,6 +23,7 @@ from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.augment import AugmentConfig, augment_sample, sample_rng
 from nucleus_segmentation.imaging.instances import separate_instances
 from nucleus_segmentation.imaging.matching import dsb_score
+from nucleus_segmentation.imaging.targets import class_targets
 from nucleus_segmentation.model.metrics import evaluate_segmentation
 from nucleus_segmentation.model.predict import to_network_input
 from nucleus_segmentation.progress import ProgressLog, format_duration, track
@@ -37,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 
 class SegmentationBatches(keras.utils.PyDataset):
-    """Batches ``(x, y)`` from stored samples: x (B, S, S, 1) float32 0..1, y (B, S, S) int32.
+    """Batches ``(x, y)`` from stored samples: x (B, S, S, 1) float32 0..1, y (B, S, S) int32
+    class ids (``masks``: 0/1, or 0/1/2 boundary targets, :mod:`imaging.targets`).
 
     ``steps`` batches make an epoch; samples are drawn in a fresh seeded permutation per
     pass over the data, continuing across epochs, so short epochs still see every sample.
@@ -85,7 +87,9 @@ class SegmentationBatches(keras.utils.PyDataset):
 class OnlineAugmentedBatches(SegmentationBatches):
     """Like :class:`SegmentationBatches`, but every sample is a fresh augmented crop of a
     preprocessed training image, drawn with the offline augmentation's transforms (the
-    paper's future work: nothing stored). Seeded by (seed, image, draw number)."""
+    paper's future work: nothing stored). Seeded by (seed, image, draw number). ``targets``
+    = (kind, boundary width) of :func:`~nucleus_segmentation.imaging.targets.class_targets`,
+    made from each crop's own labels."""
 
     def __init__(
         self,
@@ -96,10 +100,11 @@ class OnlineAugmentedBatches(SegmentationBatches):
         batch_size: int,
         steps: int,
         seed: int,
+        targets: tuple[str, int] = ("binary", 2),
         **kwargs,
     ):
         super().__init__(images, labels, batch_size, steps, seed, **kwargs)
-        self.ids, self.config = list(ids), config
+        self.ids, self.config, self.targets = list(ids), config, tuple(targets)
 
     def __getitem__(self, step: int):
         chosen = self._indices(step)
@@ -114,7 +119,8 @@ class OnlineAugmentedBatches(SegmentationBatches):
             for k, i in enumerate(chosen)
         ]
         x = to_network_input([image for image, _ in pairs])
-        y = np.stack([(labels > 0) for _, labels in pairs]).astype(np.int32)
+        y = np.stack([class_targets(labels, *self.targets) for _, labels in pairs])
+        y = y.astype(np.int32)
         return x, y
 
 
@@ -202,9 +208,10 @@ class ValidationMetrics(keras.callbacks.Callback):
         ]
         instances = [separate_instances(p, **self.separation) for p in probabilities]
         scores = evaluate_segmentation(self.masks, [(i > 0).astype(np.int64) for i in instances])
+        nucleus = [p if p.ndim == 2 else p[..., 0] for p in probabilities]  # boundary: union
         losses = [
-            weighted_cross_entropy_numpy(np.stack([1.0 - p, p], axis=-1), t, self.class_weights)
-            for p, t in zip(probabilities, self.masks, strict=True)
+            weighted_cross_entropy_numpy(np.stack([1.0 - p, p], axis=-1), t, self.class_weights[:2])
+            for p, t in zip(nucleus, self.masks, strict=True)
         ]
         logs["val_loss"] = float(np.mean(losses))
         logs.update({f"val_{k}": float(v) for k, v in scores.items() if k != "images"})

@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.augment import AugmentConfig
+from nucleus_segmentation.imaging.targets import class_targets, num_classes
 from nucleus_segmentation.model.distribution import device_report, distribution_scope
 from nucleus_segmentation.model.losses import (
     PixelWeightedCrossEntropy,
@@ -34,11 +35,23 @@ from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet
 from nucleus_segmentation.segment import SegmentationSettings
 
 logger = logging.getLogger(__name__)
-CLASS_NAMES = ("background", "nucleus")
+CLASS_NAMES = ("background", "nucleus", "boundary")  # class ids 0, 1, 2 (boundary models)
 
 
 def _ids(split: pd.DataFrame, name: str) -> list[str]:
     return split.loc[split["split"] == name, "image_id"].tolist()
+
+
+def _targets(params: Mapping[str, Any]) -> tuple[str, int]:
+    """(kind, boundary width) of ``params["targets"]``; binary when absent."""
+    targets = dict(params.get("targets") or {"kind": "binary"})
+    kind, width = str(targets.get("kind", "binary")), int(targets.get("boundary_width", 2))
+    num_classes(kind)
+    return kind, width
+
+
+def _class_names(params: Mapping[str, Any]) -> tuple[str, ...]:
+    return CLASS_NAMES[: num_classes(_targets(params)[0])]
 
 
 def compute_class_weights(
@@ -46,11 +59,17 @@ def compute_class_weights(
 ) -> dict[str, float]:
     """Median-frequency-balanced class weights from the *training* masks (never validation
     or test), raised to ``params["class_weight_power"]``: 1 is the paper's weighting, 0 an
-    unweighted loss, values between temper it. Returns ``{"background": w0, "nucleus": w1}``."""
-    masks = [bundle.field(preprocessed, image_id, "mask") for image_id in _ids(split, "train")]
-    weights = median_frequency_class_weights(masks, num_classes=len(CLASS_NAMES))
+    unweighted loss, values between temper it. Returns ``{"background": w0, "nucleus": w1}``
+    (and ``"boundary": w2`` with ``targets.kind: boundary``, nucleus then being the interior)."""
+    kind, width = _targets(params)
+    names = _class_names(params)
+    masks = [
+        class_targets(bundle.field(preprocessed, image_id, "labels"), kind, width)
+        for image_id in _ids(split, "train")
+    ]
+    weights = median_frequency_class_weights(masks, num_classes=len(names))
     weights = np.where(weights > 0, weights, 1.0) ** float(params["class_weight_power"])
-    result = {name: float(w) for name, w in zip(CLASS_NAMES, weights, strict=True)}
+    result = {name: float(w) for name, w in zip(names, weights, strict=True)}
     logger.info("Class weights (median frequency balancing): %s", result)
     return result
 
@@ -77,10 +96,13 @@ def describe_training_data(
 def _training_batches(augmented, preprocessed, split, params, augmentation_params, steps):
     seed, batch = int(params["seed"]), int(params["batch_size"])
     mode = params["augmentation_mode"]
+    kind, width = _targets(params)
     if mode == "offline":
         ids = bundle.sample_ids(augmented)
         images = np.stack([bundle.field(augmented, i, "image") for i in ids])
-        masks = np.stack([bundle.field(augmented, i, "mask") for i in ids])
+        masks = np.stack(
+            [class_targets(bundle.field(augmented, i, "labels"), kind, width) for i in ids]
+        )
         return SegmentationBatches(images, masks, batch, steps, seed), len(ids)
     if mode == "online":
         ids = _ids(split, "train")
@@ -95,6 +117,7 @@ def _training_batches(augmented, preprocessed, split, params, augmentation_param
             batch,
             steps,
             seed,
+            targets=(kind, width),
             workers=int(params["online_workers"]),
         )
         return feeder, len(ids) * int(augmentation_params["copies_per_image"])
@@ -162,8 +185,15 @@ def train_segmentation_model(
     )
     if steps is None:  # one pass over the training samples per epoch
         feeder.steps = max(1, samples // int(params["batch_size"]))
-    weights = [float(class_weights[name]) for name in CLASS_NAMES]
-    config = UNetConfig.from_params(dict(params["model"]))
+    names = _class_names(params)
+    missing = sorted(set(names) - set(class_weights))
+    if missing:
+        raise ParameterError(
+            f"class_weights lack {missing} for training.targets {params.get('targets')}: "
+            "rerun the compute_class_weights node"
+        )
+    weights = [float(class_weights[name]) for name in names]
+    config = UNetConfig.from_params({**params["model"], "num_classes": len(names)})
     validation_ids = _ids(split, "validation")[: params["max_validation_images"]]
     validation = ValidationMetrics(
         [bundle.field(ingested, i, "image") for i in validation_ids],

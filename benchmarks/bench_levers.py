@@ -1,0 +1,207 @@
+"""Accuracy levers, measured one by one on the same acquisition-grouped split: the boundary
+class (and where its seeds come from) and the stain representation, against the two-class
+model.
+
+    python benchmarks/bench_levers.py --model two_class=<version> --model boundary=<version> \
+        two_class boundary_mask_seeds boundary
+    python benchmarks/bench_levers.py --model boundary=<version> hematoxylin
+    python benchmarks/bench_levers.py --report-only
+
+Each lever is one ``kedro run --pipeline evaluation`` (its environment, the model version
+pinned, the lever's parameters in a ``--config`` file): the separation is tuned on
+validation and the test split segmented by the inference path and scored on each image's
+own grid. Runs are added to ``benchmarks/results/levers.json`` as they finish (a rerun of
+one lever replaces its entry) and tabulated in the "levers" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from _common import PROJECT, SCORES, cell, kedro_run, latest_version, write_section
+from bench_scale_policy import interval_over_groups
+
+RESULTS = PROJECT / "benchmarks" / "results" / "levers.json"
+REPORTS = {
+    "local": PROJECT / "data/08_reporting",
+    "boundary": PROJECT / "data/08_reporting/boundary",
+}
+MASK_SEEDS = {"evaluation": {"instances": {"search": {"method": ["distance", "probability"]}}}}
+# name -> environment, which trained model (a --model key), parameters, what it shows.
+LEVERS = {
+    "two_class": {
+        "env": "local",
+        "model": "two_class",
+        "params": {},
+        "label": "two-class attention U-Net (background / nucleus)",
+    },
+    "boundary_mask_seeds": {
+        "env": "boundary",
+        "model": "boundary",
+        "params": MASK_SEEDS,
+        "label": "boundary class, seeds from the nucleus mask (distance / probability relief)",
+    },
+    "boundary": {
+        "env": "boundary",
+        "model": "boundary",
+        "params": {},
+        "label": "boundary class, separation tuned over every relief (interior seeds included)",
+    },
+    "hematoxylin": {
+        "env": "boundary",
+        "model": "boundary",
+        "params": {"preprocessing": {"stain": {"representation": "hematoxylin"}}},
+        "label": "boundary class, stained images as hematoxylin density at test time only",
+    },
+}
+COUNTS = {"split": "split", "merged": "merged"}
+
+
+def measure(name: str, version: str) -> dict:
+    lever = LEVERS[name]
+    env = lever["env"]
+    params = {**lever["params"], "evaluation": {**lever["params"].get("evaluation", {})}}
+    params["evaluation"]["tta_compare"] = None
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as config:
+        yaml.safe_dump({"run": {"params": params}}, config)
+    try:
+        result = kedro_run(
+            "evaluation",
+            "--env",
+            env,
+            "--load-versions",
+            f"trained_model:{version}",
+            "--config",
+            config.name,
+            log_path=PROJECT / f"benchmark_levers_{name}.log",
+        )
+    finally:
+        Path(config.name).unlink()
+
+    def latest(report: str) -> pd.DataFrame:
+        hint = "run `kedro run --pipeline evaluation` first"
+        return pd.read_csv(latest_version(REPORTS[env], report, hint))
+
+    search = latest("separation_search.csv")
+    images = latest("evaluation_per_image.csv")
+    return {
+        "env": env,
+        "model_version": version,
+        "params": lever["params"],
+        "validation_dsb_score": float(search["validation_dsb_score"].iloc[0]),
+        "separation": search.iloc[0].drop(["validation_dsb_score", "images"]).to_dict(),
+        "per_modality": latest("evaluation_per_modality.csv").to_dict("records"),
+        "per_image": images[["image_id", "acquisition", "modality", "dsb_score"]].to_dict(
+            "records"
+        ),
+        "wall_seconds": result["wall"],
+    }
+
+
+def _modality(run: dict, modality: str) -> dict:
+    return next((r for r in run["per_modality"] if r["modality"] == modality), {})
+
+
+def report(results: dict) -> str:
+    rows = [
+        "| lever | validation DSB (tuned) | "
+        + " | ".join(SCORES.values())
+        + " | split | merged | separation |",
+        "|---|---:|" + "---:|" * (len(SCORES) + 2) + "---|",
+    ]
+    for name, run in results.items():
+        overall = _modality(run, "all")
+        separation = ", ".join(f"{k} {v}" for k, v in run["separation"].items())
+        rows.append(
+            f"| {LEVERS[name]['label']} | {run['validation_dsb_score']:.3f} | "
+            + " | ".join(cell(k, overall[k]) for k in SCORES)
+            + f" | {overall.get('split', '-')} | {overall.get('merged', '-')} | {separation} |"
+        )
+    modalities = sorted({r["modality"] for run in results.values() for r in run["per_modality"]})
+    modalities = [m for m in modalities if m != "all"]
+    by_modality = [
+        "| lever | " + " | ".join(f"{m}: DSB / nucleus IoU" for m in modalities) + " |",
+        "|---|" + "---:|" * len(modalities),
+    ]
+    for name, run in results.items():
+        cells = []
+        for modality in modalities:
+            row = _modality(run, modality)
+            cells.append(
+                f"{row['dsb_score']:.3f} / {100 * row['nucleus_iou_pooled']:.1f} "
+                f"({row['images']} images)"
+                if row
+                else "-"
+            )
+        by_modality.append(f"| {LEVERS[name]['label']} | " + " | ".join(cells) + " |")
+    lines = []
+    if "two_class" in results:
+        base = pd.DataFrame(results["two_class"]["per_image"]).set_index("image_id")
+        for name, run in results.items():
+            if name == "two_class":
+                continue
+            own = pd.DataFrame(run["per_image"]).set_index("image_id")
+            difference = (own["dsb_score"] - base["dsb_score"].reindex(own.index)).dropna()
+            paired = interval_over_groups(difference, own["acquisition"])
+            lines.append(
+                f"- {LEVERS[name]['label']} minus the two-class model, paired over the same "
+                f"{paired['images']} test images: DSB {paired['mean']:+.3f} (95 % interval "
+                f"{paired['low']:+.3f} to {paired['high']:+.3f}, bootstrap over "
+                f"{paired['groups']} acquisition groups)."
+            )
+    versions = ", ".join(
+        sorted({f"`{r['env']}` model {r['model_version']}" for r in results.values()})
+    )
+    return "\n\n".join(
+        [
+            "Command: `python benchmarks/bench_levers.py --model two_class=<version> --model "
+            "boundary=<version> <levers>` (one `kedro run --pipeline evaluation` per lever, "
+            "model pinned, the lever's parameters in a `--config` file), or `--report-only`. "
+            f"Models: {versions}. Test split grouped by acquisition (96 images, never trained "
+            "or tuned on), each image segmented by the inference path and scored on its own "
+            "grid; separation tuned on validation per lever; network in the default "
+            "precision. Pixel scores in %, pooled; instance scores averaged over images; "
+            "split: true nuclei cut into two or more predicted ones; merged: predicted nuclei "
+            "covering two or more true ones (each > half its area inside), summed over the "
+            "test images.",
+            "\n".join(rows),
+            "Per modality:",
+            "\n".join(by_modality),
+            *(["\n".join(lines)] if lines else []),
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("levers", nargs="*", help=f"levers to run: {', '.join(LEVERS)}")
+    parser.add_argument(
+        "--model", action="append", default=[], help="KEY=VERSION of a trained model"
+    )
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if not args.report_only:
+        models = dict(item.split("=", 1) for item in args.model)
+        unknown = sorted(set(args.levers) - set(LEVERS))
+        if unknown or not args.levers:
+            parser.error(f"name levers to run from {list(LEVERS)} (unknown: {unknown})")
+        for name in args.levers:
+            key = LEVERS[name]["model"]
+            if key not in models:
+                parser.error(f"lever {name} needs --model {key}=<version>")
+            results[name] = measure(name, models[key])
+            ordered = {k: results[k] for k in LEVERS if k in results}
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(ordered, indent=1, default=str))
+    results = {k: results[k] for k in LEVERS if k in results}
+    print(write_section("levers", "Accuracy levers, one by one", report(results)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+
+from nucleus_segmentation.errors import ParameterError
+from nucleus_segmentation.imaging.instances import separate_instances
+from nucleus_segmentation.imaging.matching import dsb_score
+from nucleus_segmentation.imaging.targets import (
+    boundary_targets,
+    class_targets,
+    nucleus_maps,
+    num_classes,
+)
+from tests.conftest import disk
+
+
+def two_touching_rectangles() -> np.ndarray:
+    labels = np.zeros((10, 14), np.uint16)
+    labels[2:8, 2:7] = 1  # rows 2..7, columns 2..6
+    labels[2:8, 7:12] = 2  # touches nucleus 1 along columns 6 | 7
+    return labels
+
+
+def test_boundary_targets_of_two_touching_rectangles_are_exact():
+    labels = two_touching_rectangles()
+    targets = boundary_targets(labels, width=1)
+    expected = (labels > 0).astype(np.uint8) * 2  # every nucleus pixel boundary ...
+    expected[3:7, 3:6] = 1  # ... but the interiors inside each one-pixel ring
+    expected[3:7, 8:11] = 1
+    np.testing.assert_array_equal(targets, expected)
+    assert targets.dtype == np.uint8
+
+
+def test_wider_boundary_leaves_a_thinner_interior_and_image_edges_are_not_boundary():
+    labels = np.zeros((12, 12), np.uint16)
+    labels[:, :] = 1  # one nucleus filling the crop: no edge anywhere
+    assert set(np.unique(boundary_targets(labels, 2))) == {1}
+    labels = np.zeros((12, 12), np.uint16)
+    labels[1:11, 1:11] = 3
+    targets = boundary_targets(labels, width=2)
+    # Edge pixels at distance 0, their inner neighbours at distance 1 < 2: two rings.
+    assert (targets[1:11, 1:11] == 2).sum() == 100 - 36
+    np.testing.assert_array_equal(targets[3:9, 3:9], 1)
+    assert (targets[labels == 0] == 0).all()
+
+
+def test_touching_disks_give_two_separate_interiors():
+    shape = (40, 60)
+    left = disk(shape, (20, 20), 10)
+    right = disk(shape, (20, 30), 10) & ~left  # a wide neck: one blob in the union
+    labels = (left + 2 * right).astype(np.uint16)
+    interior = boundary_targets(labels, 2) == 1
+    from scipy import ndimage
+
+    assert ndimage.label(labels > 0)[1] == 1
+    assert ndimage.label(interior)[1] == 2
+
+
+def test_class_targets_kinds_and_errors():
+    labels = two_touching_rectangles()
+    np.testing.assert_array_equal(class_targets(labels, "binary"), labels > 0)
+    assert set(np.unique(class_targets(labels, "boundary", 1))) == {0, 1, 2}
+    assert num_classes("binary") == 2 and num_classes("boundary") == 3
+    with pytest.raises(ParameterError, match="kind must be one of"):
+        class_targets(labels, "contours")
+    with pytest.raises(ParameterError, match="boundary_width must be >= 1"):
+        boundary_targets(labels, 0)
+
+
+def test_nucleus_maps_of_two_and_three_classes():
+    two = np.array([[[0.8, 0.2], [0.3, 0.7]]], np.float32)
+    np.testing.assert_allclose(nucleus_maps(two), [[0.2, 0.7]])
+    three = np.array([[[0.5, 0.1, 0.4], [0.1, 0.6, 0.3]]], np.float32)
+    maps = nucleus_maps(three)
+    assert maps.shape == (1, 2, 2)
+    np.testing.assert_allclose(maps[..., 0], [[0.5, 0.9]])  # nucleus: 1 - background
+    np.testing.assert_allclose(maps[..., 1], [[0.1, 0.6]])  # interior
+    with pytest.raises(ValueError, match="4 output classes"):
+        nucleus_maps(np.zeros((2, 2, 4)))
+
+
+def test_interior_seeds_split_touching_disks_the_distance_map_merges():
+    shape = (40, 60)
+    left = disk(shape, (20, 20), 10)
+    right = disk(shape, (20, 30), 8) & ~left  # overlapping disks: no neck to cut
+    truth = (left + 2 * right).astype(np.uint16)
+    targets = boundary_targets(truth, 2)
+    nucleus = (targets > 0).astype(np.float32)
+    maps = np.stack([nucleus, (targets == 1).astype(np.float32)], axis=-1)
+    merged = separate_instances(nucleus, method="distance", seed_depth=1.0, smoothing=1.0)
+    assert merged.max() == 1  # the union has one distance maximum
+    labels = separate_instances(maps, method="interior", seed_depth=1.0, smoothing=1.0)
+    assert labels.max() == 2
+    assert dsb_score(truth, labels) > dsb_score(truth, merged) + 0.5
+    # The outline is the nucleus channel's: the union is covered exactly.
+    np.testing.assert_array_equal(labels > 0, truth > 0)
+    # Other methods read the nucleus channel of the same maps.
+    np.testing.assert_array_equal(separate_instances(maps, method="distance"), merged)
+
+
+def test_interior_method_needs_a_boundary_model():
+    with pytest.raises(ValueError, match="needs a model with a boundary class"):
+        separate_instances(np.ones((8, 8)), method="interior")
+    with pytest.raises(ValueError, match="HxWx2"):
+        separate_instances(np.ones((8, 8, 3)))
