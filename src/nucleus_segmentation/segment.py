@@ -205,6 +205,27 @@ def check_separation(separation: Mapping[str, Any], source: str = "separation") 
     return settings
 
 
+def model_classes(model) -> int | None:
+    """Output classes of a Keras model (2: background / nucleus, 3: with a boundary class);
+    None for anything without an ``output_shape`` (test doubles)."""
+    shape = getattr(model, "output_shape", None)
+    return int(shape[-1]) if shape else None
+
+
+def check_model_separation(
+    model, separation: Mapping[str, Any], source: str = "instance_postprocessing"
+) -> None:
+    """Refuse, before any image is read, a separation that seeds from the interior class
+    (``method: interior``) for a model that has none."""
+    classes = model_classes(model)
+    if separation["method"] == "interior" and classes is not None and classes != 3:
+        raise DataProblem(
+            f"{source}: method 'interior' seeds from a boundary class, but this model predicts "
+            f"{classes} classes (no boundary): tune the separation for this model with "
+            "`kedro run --pipeline evaluation` (same --env) or calibrate it"
+        )
+
+
 def _optional_level(value: Any) -> float | None:
     """``outline`` as stored: None (YAML null, JSON null, a NaN from a table) or a float."""
     if value is None or (isinstance(value, float) and value != value):

@@ -128,6 +128,7 @@ def test_every_readable_image_is_segmented_and_bad_files_are_reported(folder):
     assert manifest["model"] == {"file": SOURCE.filepath, "version": "v1", "sha256": "ab12"} | {
         "name": "Echo",
         "precision": resolve_precision("auto"),  # what this machine runs the network in
+        "classes": None,  # a test double: no output shape
     }
     assert manifest["input_folder"] == str(folder.resolve())
     assert manifest["parameters"]["preprocessing"] == PREPROCESSING
@@ -223,6 +224,15 @@ def test_bad_settings_stop_before_any_image_is_read(folder, segmentation, params
     assert model.shapes == []
 
 
+def test_an_interior_separation_needs_a_model_with_a_boundary_class(folder):
+    model = Echo()
+    model.output_shape = (None, None, None, 2)
+    interior = {**SEPARATION, "method": "interior"}
+    with pytest.raises(ValueError, match="method 'interior' seeds from a boundary class"):
+        segment_images(_images(folder), model, interior, PREPROCESSING, SEGMENTATION, PARAMS)
+    assert model.shapes == []
+
+
 def _catalog(images, model, output):
     return DataCatalog(
         {
@@ -297,6 +307,7 @@ def test_pipeline_with_a_real_model_records_its_file_and_version(folder, tmp_pat
     saved = model_file / "v1" / "tiny.keras"
     assert manifest["model"]["file"] == str(saved) and manifest["model"]["version"] == "v1"
     assert manifest["model"]["sha256"] == hashlib.sha256(saved.read_bytes()).hexdigest()
+    assert manifest["model"]["classes"] == 2
     assert [image["id"] for image in manifest["images"]] == ["blank", "cells16", "rgba", "sub/rgba"]
     for image in manifest["images"]:
         labels = cv2.imread(str(result / "labels" / f"{image['id']}.tif"), cv2.IMREAD_UNCHANGED)

@@ -17,8 +17,10 @@ from nucleus_segmentation.model.precision import resolve_precision
 from nucleus_segmentation.parallel import runs_in_process, threads_per_worker
 from nucleus_segmentation.segment import (
     SegmentationSettings,
+    check_model_separation,
     check_separation,
     for_segmentation,
+    model_classes,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ def segment_images(
     """
     settings = SegmentationSettings.from_params(segmentation)
     separation = check_separation(postprocessing, "instance_postprocessing")
+    check_model_separation(model, separation)
     style = params["overlay"]
     colour = contour_colour(style["colour"], style["mode"]).tolist()
     workers = params["n_workers"]
@@ -92,6 +95,7 @@ def _about(
             "sha256": getattr(source, "sha256", None),
             "name": getattr(model, "name", type(model).__name__),
             "precision": resolve_precision(settings.precision),
+            "classes": model_classes(model),
         },
         "parameters": {
             "preprocessing": dict(preprocessing),
