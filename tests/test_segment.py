@@ -122,7 +122,7 @@ class BoundaryEcho:
 def test_a_boundary_model_gives_nucleus_and_interior_tiled_flipped_and_separated():
     from nucleus_segmentation.imaging.targets import boundary_targets
 
-    shape = (49, 64)  # symmetric about row 24, so a vertical flip gives the same maps
+    shape = (48, 64)
     left = disk(shape, (24, 22), 10)
     right = disk(shape, (24, 32), 8) & ~left  # overlapping: the union has one maximum
     truth = (left + 2 * right).astype(np.uint16)
@@ -133,22 +133,39 @@ def test_a_boundary_model_gives_nucleus_and_interior_tiled_flipped_and_separated
     assert maps.shape == (*shape, 2) and maps.dtype == np.float32
     np.testing.assert_allclose(maps[..., 0], truth > 0)
     np.testing.assert_allclose(maps[..., 1], (truth > 0) & (edges == 0))
-    flipped = SegmentationSettings().with_tta([1.0], ["none", "vertical"])
-    np.testing.assert_allclose(nucleus_probability(model, image, RAW, flipped), maps, atol=1e-6)
     interior = {**SEPARATION, "method": "interior", "min_size": 4}
     labels = segment_image(model, image, RAW, SegmentationSettings(), interior)
     assert labels.max() == 2 and labels[24, 14] != labels[24, 38]
     assert segment_image(model, image, RAW, SegmentationSettings(), SEPARATION).max() == 1
 
 
-def test_tiles_of_a_boundary_model_keep_both_channels():
+class ThreeClassSquare:
+    """A three-class "model" computing every class from its own input pixel x: background
+    1 - x, interior x ** 2, boundary x - x ** 2 (so nucleus = x, interior = x ** 2)."""
+
+    def predict_on_batch(self, batch):
+        return np.concatenate([1 - batch, batch**2, batch - batch**2], axis=-1)
+
+
+def test_boundary_maps_are_flipped_back_scaled_and_tiled_channel_by_channel():
     image = np.random.default_rng(1).integers(0, 256, (70, 90), dtype=np.uint8)
-    model = BoundaryEcho(np.zeros((32, 32), np.float32))
-    settings = SegmentationSettings(tile_size=32, tile_overlap=8, batch_size=3)
-    maps = network_probability(model, image, settings)
+    x = image / 255
+    plain = SegmentationSettings()
+    maps = network_probability(ThreeClassSquare(), image, plain)
     assert maps.shape == (70, 90, 2)
-    np.testing.assert_allclose(maps[..., 0], image / 255, rtol=1e-6)
-    np.testing.assert_allclose(maps[..., 1], image / 255, rtol=1e-6)
+    np.testing.assert_allclose(maps[..., 0], x, rtol=1e-5)  # nucleus, not swapped
+    np.testing.assert_allclose(maps[..., 1], x**2, rtol=1e-5, atol=1e-7)  # interior
+    flips = plain.with_tta([1.0], ["none", "horizontal", "vertical", "both"])
+    np.testing.assert_allclose(network_probability(ThreeClassSquare(), image, flips), maps, 1e-5)
+    tiled = SegmentationSettings(tile_size=32, tile_overlap=8, batch_size=3)
+    np.testing.assert_allclose(network_probability(ThreeClassSquare(), image, tiled), maps, 1e-5)
+    # On the own grid after a scale policy, both channels come back resized alike.
+    ramp = np.tile(np.linspace(0, 255, 90).astype(np.uint8), (70, 1))  # smooth: resizes back
+    scaled = SegmentationSettings(scale=ScalePolicy(factor=2.0))
+    back = nucleus_probability(ThreeClassSquare(), ramp, RAW, scaled)
+    assert back.shape == (70, 90, 2)
+    np.testing.assert_allclose(back[..., 0], ramp / 255, atol=0.02)
+    np.testing.assert_allclose(back[..., 1], (ramp / 255) ** 2, atol=0.02)
 
 
 def test_output_stride_is_read_off_the_model():

@@ -75,6 +75,12 @@ def score_settings(
     return table.sort_values(column, ascending=False, kind="stable")
 
 
+def fits(settings: Mapping[str, Any], items: list[Item]) -> bool:
+    """Whether a separation can run on ``items``' maps: ``interior`` needs the interior map
+    of a boundary model (HxWx2) on every image."""
+    return settings["method"] != "interior" or all(np.ndim(p) == 3 for p, _ in items)
+
+
 def search_separation(
     items: list[Item],
     search: Mapping[str, Sequence[Any]],
@@ -107,10 +113,10 @@ def search_separation(
     # Candidates first: on a tie the stable sort keeps them (the one in use is not changed
     # for nothing).
     grid = [check_separation(c, "separation candidate") for c in candidates] + grid
-    if not all(np.ndim(probability) == 3 for probability, _ in items):
+    if not all(fits(s, items) for s in grid):
         # A model without a boundary class has no interior map to seed from.
-        skipped = sum(s["method"] == "interior" for s in grid)
-        grid = [s for s in grid if s["method"] != "interior"]
+        skipped = sum(not fits(s, items) for s in grid)
+        grid = [s for s in grid if fits(s, items)]
         if skipped:
             logger.info("Skipped %d 'interior' settings: the model has no boundary class", skipped)
         if not grid:

@@ -161,6 +161,37 @@ def test_every_method_is_separated_once_on_the_own_grid_and_compared():
     assert markdown.count("\n| ") == 5  # header + four methods
 
 
+class BoundaryEcho:
+    """A three-class "model": nucleus = its input, interior = input ** 2."""
+
+    def predict_on_batch(self, batch):
+        return np.concatenate([1 - batch, batch**2, batch - batch**2], axis=-1)
+
+
+def test_a_boundary_model_tuned_to_interior_seeds_is_compared_with_a_two_class_baseline():
+    images, split = _test_data()
+    params = {
+        **PARAMS,
+        "instances": {**PARAMS["instances"], "search": {**PARAMS["instances"]["search"]}},
+    }
+    params["instances"]["search"]["method"] = ["interior"]
+    validation = predict_test_images(BoundaryEcho(), images, split, RAW, SEGMENTATION, params)
+    best, table = tune_instance_separation(validation["in_use"], images, params)
+    assert best["method"] == "interior" and set(table["method"]) == {"interior"}
+    baselines = segment_test_with_baselines(images, split, Echo(), RAW, SEGMENTATION, params)
+    instances = separate_test_instances(validation, baselines, best, params)
+    # The baseline has no interior map: it is split on the distance relief, not refused.
+    table, _, _ = compare_methods(instances, images, split, params)
+    np.testing.assert_allclose(table["dsb_score"], 1.0)
+    # A two-class model has no interior settings to try: the search says so.
+    with pytest.raises(ValueError, match="only method 'interior'"):
+        tune_instance_separation(
+            predict_test_images(Echo(), images, split, RAW, SEGMENTATION, params)["in_use"],
+            images,
+            params,
+        )
+
+
 def test_the_baseline_env_does_not_compare_the_model_with_itself():
     images, split = _test_data()
     params = {**PARAMS, "compare_with_baseline": False, "model_label": "U-Net (plain)"}

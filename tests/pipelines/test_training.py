@@ -196,8 +196,58 @@ def test_a_boundary_model_trains_on_three_class_targets_and_validates(tmp_path, 
     model, history, _, _ = _train(preprocessed, augmented, split, weights, params)
     assert model.predict(np.zeros((1, 32, 32, 1), np.float32), verbose=0).shape == (1, 32, 32, 3)
     assert np.isfinite(history[["loss", "val_loss", "val_dsb_score"]].to_numpy()).all()
-    with pytest.raises(ParameterError, match=r"class_weights lack \['boundary'\]"):
+    with pytest.raises(ParameterError, match=r"needs \['background', 'nucleus', 'boundary'\]"):
         _train(preprocessed, augmented, split, {"background": 1.0, "nucleus": 2.0}, params)
+    binary = {**PARAMS, "checkpoint_dir": str(tmp_path / "binary")}
+    with pytest.raises(ParameterError, match="are for the classes"):  # stale 3-class weights
+        _train(preprocessed, augmented, split, weights, binary)
+    interior = {"separation": {**SEGMENTATION["separation"], "method": "interior"}}
+    with pytest.raises(ParameterError, match="need training.targets.kind: boundary"):
+        train_segmentation_model(
+            augmented,
+            preprocessed,
+            preprocessed,
+            split,
+            {"background": 1.0, "nucleus": 1.0},
+            binary,
+            AUGMENTATION,
+            RAW,
+            interior,
+        )
+
+
+def test_validation_loss_is_the_cross_entropy_of_the_training_targets():
+    from nucleus_segmentation.model.training import class_probabilities
+
+    two = class_probabilities(np.array([[0.25]]))
+    np.testing.assert_allclose(two, [[[0.75, 0.25]]])
+    three = class_probabilities(np.array([[[0.75, 0.5]]]))  # nucleus 0.75, interior 0.5
+    np.testing.assert_allclose(three, [[[0.25, 0.5, 0.25]]])
+    labels = np.zeros((8, 8), np.uint16)
+    labels[2:6, 2:6] = 1
+    perfect = np.zeros((8, 8, 2))
+    perfect[..., 0] = labels > 0
+    perfect[3:5, 3:5, 1] = 1.0  # interior of a 4x4 square with a 1-px boundary
+    validation = ValidationMetrics(
+        [np.zeros((8, 8), np.uint8)],
+        [labels],
+        [1.0, 1.0, 1.0],
+        RAW,
+        SegmentationSettings(),
+        SEGMENTATION["separation"],
+        targets=("boundary", 1),
+    )
+    from nucleus_segmentation.model.training import weighted_cross_entropy_numpy
+
+    loss = weighted_cross_entropy_numpy(
+        class_probabilities(perfect), validation.targets[0], [1] * 3
+    )
+    assert loss == pytest.approx(0.0, abs=1e-6)
+    swapped = perfect[..., ::-1]  # interior where the boundary is: a large loss
+    assert (
+        weighted_cross_entropy_numpy(class_probabilities(swapped), validation.targets[0], [1] * 3)
+        > 1
+    )
 
 
 def test_training_in_bfloat16_computes_in_it_and_leaves_the_global_policy(tmp_path):

@@ -79,13 +79,17 @@ def is_stained(image: np.ndarray, spread_threshold: float = 15.0) -> bool:
 
 
 def hematoxylin_density(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.5)):
-    """RGB uint8 stained image -> HxW uint8 hematoxylin density (the nuclear stain, from
-    colour deconvolution: ``skimage.color.rgb2hed``), stretched between its own
-    ``percentiles``: nuclei bright on a dark background, cytoplasm (eosin) dark, where
-    inverted grayscale makes all tissue bright."""
+    """RGB(A) stained image (uint8, uint16 or float 0..1) -> HxW uint8 hematoxylin density
+    (the nuclear stain, from colour deconvolution: ``skimage.color.rgb2hed``), stretched
+    between its own ``percentiles``: nuclei bright on a dark background, cytoplasm (eosin)
+    dark, where inverted grayscale makes all tissue bright. Integer images are deconvolved
+    from their values over the type's maximum (optical density needs the true intensities)."""
     from skimage.color import rgb2hed
 
-    density = rgb2hed(drop_alpha(image))[..., 0].astype(np.float32)
+    rgb = drop_alpha(image)
+    if np.issubdtype(rgb.dtype, np.integer):
+        rgb = rgb.astype(np.float64) / np.iinfo(rgb.dtype).max
+    density = rgb2hed(np.clip(rgb, 0.0, 1.0))[..., 0].astype(np.float32)
     low, high = np.percentile(density, percentiles)
     if high <= low:
         return np.zeros(density.shape, dtype=np.uint8)

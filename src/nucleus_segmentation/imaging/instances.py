@@ -39,9 +39,10 @@ def separate_instances(
     ``method`` picks the relief the seeds are grown on: ``distance`` (the negated distance
     map: borders where the mask narrows) or ``probability`` (the negated nucleus probability,
     smoothed the same way: borders along the network's own low-confidence valleys) or
-    ``interior`` (boundary models only: the distance map of the predicted *interior*
-    ``interior > threshold`` inside the mask, so seeds come from interior minus boundary and
-    touching nuclei part where the network drew their common boundary, whatever the neck).
+    ``interior`` (boundary models only: every connected part of the predicted interior
+    ``interior > threshold`` inside the mask is one seed, grown along the interior
+    probability smoothed by ``smoothing``, so touching nuclei part where the network drew
+    their common boundary, whatever the neck; ``seed_depth`` is not used).
 
     ``outline`` draws each nucleus' extent at its own probability level, apart from the
     ``threshold`` that finds and separates them: the nuclei found at ``threshold`` are
@@ -65,19 +66,25 @@ def separate_instances(
     mask = probability > threshold
     if not mask.any():
         return np.zeros(probability.shape, dtype=np.uint16)
-    core = mask if method != "interior" else mask & (interior > threshold)
-    distance = ndimage.distance_transform_edt(core)
-    if smoothing > 0:
-        distance = ndimage.gaussian_filter(distance, smoothing)
     eight = np.ones((3, 3), dtype=bool)
-    markers, count = ndimage.label(h_maxima(distance, seed_depth).astype(bool) & mask, eight)
+    if method == "interior":
+        # Each connected part of the predicted interior is one seed; it grows over the mask
+        # along the interior probability, so neighbours meet where the network drew the
+        # boundary between them.
+        relief = ndimage.gaussian_filter(interior.astype(np.float64), smoothing or 0.0)
+        markers, count = ndimage.label(mask & (interior > threshold), eight)
+    else:
+        distance = ndimage.distance_transform_edt(mask)
+        if smoothing > 0:
+            distance = ndimage.gaussian_filter(distance, smoothing)
+        markers, count = ndimage.label(h_maxima(distance, seed_depth).astype(bool) & mask, eight)
+        relief = distance
+        if method == "probability":
+            relief = ndimage.gaussian_filter(probability.astype(np.float64), smoothing or 0.0)
     components, _ = ndimage.label(mask)
     unseeded = np.setdiff1d(np.unique(components[mask]), np.unique(components[markers > 0]))
     for offset, component in enumerate(unseeded, start=count + 1):
         markers[components == component] = offset
-    relief = distance
-    if method == "probability":
-        relief = ndimage.gaussian_filter(probability.astype(np.float64), smoothing or 0.0)
     labels = watershed(-relief, markers, mask=mask)
     if min_size > 1:
         sizes = np.bincount(labels.ravel())

@@ -38,7 +38,7 @@ def preprocess_image(
     ``kernel_size``, ``sigma``). Grayscale is taken before resizing: both are linear, so the
     order does not change the result, and resizing one channel is three times cheaper.
     """
-    image = to_uint8(image)
+    raw, image = image, to_uint8(image)
     stain = dict(params.get("stain") or {"representation": "gray"})
     representation = stain.get("representation", "gray")
     if representation not in STAIN_REPRESENTATIONS:
@@ -47,8 +47,8 @@ def preprocess_image(
             f"got {representation!r}"
         )
     invert = params["invert"]
-    if representation == "hematoxylin" and is_stained(image, stain["spread_threshold"]):
-        gray = hematoxylin_density(image)
+    if representation == "hematoxylin" and is_stained(image, stain.get("spread_threshold", 15.0)):
+        gray = hematoxylin_density(raw)  # from the file's own values, not the 8-bit stretch
     else:
         gray = to_grayscale(image)
         if invert["enabled"]:

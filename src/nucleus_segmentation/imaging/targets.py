@@ -2,7 +2,7 @@
 
 ``binary``: 0 background, 1 nucleus (the paper's two classes).
 ``boundary``: 0 background, 1 nucleus interior, 2 nucleus boundary: the pixels of each
-nucleus within ``width`` pixels of its own edge, where it meets the background or another
+nucleus closer than ``width`` pixels to its own edge, where it meets the background or another
 nucleus (what the DSB2018 winners added so touching nuclei come apart: the interior of two
 touching nuclei is two blobs, however wide the neck between them). Edges of the image are
 not boundaries (a nucleus cut by a crop does not end there).
@@ -31,9 +31,9 @@ def num_classes(kind: str) -> int:
 
 def boundary_targets(labels: np.ndarray, width: int = 2) -> np.ndarray:
     """HxW instance labels (0 background) -> HxW uint8 classes {0 background, 1 interior,
-    2 boundary}: a nucleus pixel is boundary when it lies within ``width`` pixels
-    (Euclidean, the edge pixel itself at 0) of a pixel of that nucleus that touches (4-
-    connectivity) the background or another nucleus."""
+    2 boundary}: a nucleus pixel is boundary when it lies closer than ``width`` pixels
+    (Euclidean, the edge pixel itself at 0) to a pixel of that nucleus that touches (4-
+    connectivity) the background or another nucleus: a band ``width`` pixels thick."""
     if int(width) < 1:
         raise ParameterError(f"training.targets.boundary_width must be >= 1 pixel, got {width!r}")
     labels = np.asarray(labels)

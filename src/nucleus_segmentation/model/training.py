@@ -171,12 +171,24 @@ def weighted_cross_entropy_numpy(
     return float(np.mean(-weights * np.log(np.clip(picked, epsilon, 1.0))))
 
 
+def class_probabilities(maps: np.ndarray) -> np.ndarray:
+    """The segmentation path's maps back to class probabilities: HxW nucleus -> HxWx2
+    (background, nucleus); HxWx2 (nucleus, interior) -> HxWx3 (background, interior,
+    boundary = nucleus - interior)."""
+    if maps.ndim == 2:
+        return np.stack([1.0 - maps, maps], axis=-1)
+    nucleus, interior = maps[..., 0], maps[..., 1]
+    return np.stack([1.0 - nucleus, interior, np.clip(nucleus - interior, 0.0, 1.0)], axis=-1)
+
+
 class ValidationMetrics(keras.callbacks.Callback):
     """After each epoch, segment the whole validation images exactly as inference does
     (in ``segmentation.precision``, whatever precision the model trains in;
     :func:`nucleus_segmentation.segment.nucleus_probability` on the raw image, then the
     watershed with ``separation``), score them against their own-grid labels, and add to the
-    logs ``val_loss``, ``val_<score>_<pooled|per_image>`` (PA, MPA, MIoU, nucleus IoU, of the
+    logs ``val_loss`` (the weighted cross-entropy against the training targets of
+    ``targets`` = (kind, boundary width), no Dice term), ``val_<score>_<pooled|per_image>``
+    (PA, MPA, MIoU, nucleus IoU, of the
     mask ``instances > 0`` that users get) and ``val_dsb_score``. Keeps the weights of the
     best ``monitor`` epoch."""
 
@@ -190,10 +202,12 @@ class ValidationMetrics(keras.callbacks.Callback):
         separation: Mapping[str, Any],
         monitor: str = "val_miou_pooled",
         best: float = -math.inf,
+        targets: tuple[str, int] = ("binary", 2),
     ):
         super().__init__()
         self.images, self.labels = list(images), list(labels)
         self.masks = [(np.asarray(t) > 0).astype(np.int64) for t in self.labels]
+        self.targets = [class_targets(t, *targets).astype(np.int64) for t in self.labels]
         self.class_weights, self.monitor = list(class_weights), monitor
         self.preprocessing, self.settings = dict(preprocessing), settings
         self.separation = check_separation(separation, "segmentation.separation")
@@ -208,10 +222,9 @@ class ValidationMetrics(keras.callbacks.Callback):
         ]
         instances = [separate_instances(p, **self.separation) for p in probabilities]
         scores = evaluate_segmentation(self.masks, [(i > 0).astype(np.int64) for i in instances])
-        nucleus = [p if p.ndim == 2 else p[..., 0] for p in probabilities]  # boundary: union
         losses = [
-            weighted_cross_entropy_numpy(np.stack([1.0 - p, p], axis=-1), t, self.class_weights[:2])
-            for p, t in zip(nucleus, self.masks, strict=True)
+            weighted_cross_entropy_numpy(class_probabilities(p), t, self.class_weights)
+            for p, t in zip(probabilities, self.targets, strict=True)
         ]
         logs["val_loss"] = float(np.mean(losses))
         logs.update({f"val_{k}": float(v) for k, v in scores.items() if k != "images"})

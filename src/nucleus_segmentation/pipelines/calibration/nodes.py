@@ -25,7 +25,7 @@ from nucleus_segmentation.segment import (
     check_separation,
     segmentation_probabilities,
 )
-from nucleus_segmentation.tuning import labelled_items, search_separation
+from nucleus_segmentation.tuning import fits, labelled_items, search_separation
 
 logger = logging.getLogger(__name__)
 REPORT_SCORES = ("dsb_score", "precision", "recall", "f1", "area_error", "nucleus_iou_pooled")
@@ -65,13 +65,20 @@ def calibrate_separation(
     items = labelled_items(probabilities, images, "the calibration images")
     instances = params["instances"]
     previous = check_separation(in_use, "instance_postprocessing (in use)")
+    candidates = [previous] if fits(previous, items) else []
+    if not candidates:
+        logger.warning(
+            "The separation in use (%s) seeds from a boundary class this model lacks: "
+            "calibrating without it",
+            previous,
+        )
     best, table = search_separation(
         items,
         instances["search"],
         instances.get("outline"),
         instances["n_workers"],
         "calibration_dsb_score",
-        candidates=[previous],
+        candidates=candidates,
     )
     return best, table, previous
 
@@ -94,6 +101,11 @@ def report_calibration(
     rows = []
     for name, separation in (("before", before), ("after", after)):
         settings = check_separation(separation, f"instance_postprocessing ({name})")
+        if not fits(settings, [(p, None) for p in probabilities.values()]):
+            # An interior separation left from a boundary model: it cannot run on this one.
+            scores = dict.fromkeys(REPORT_SCORES, np.nan)
+            rows.append({"separation": name, "images": 0, **scores, **settings})
+            continue
         predictions = {k: separate_instances(p, **settings) for k, p in probabilities.items()}
         _, summary = score_images(truths, predictions, groups)
         overall = summary.set_index("group").loc["all"]

@@ -214,9 +214,11 @@ def separate_test_instances(
     """Instance label maps of every method and test-time variant, each separated once:
     ``{"attention_unet" | "tta:<variant>" | baseline method: {image_id: HxW uint16}}``.
 
-    The networks use the tuned ``postprocessing``; the thresholding baselines give 0/1
-    maps, so they are split on the distance relief at threshold 0.5 (a flat probability has
-    no valleys). ``attention_unet`` is the variant in use, the one inference runs.
+    The networks use the tuned ``postprocessing`` (a two-class baseline beside a boundary
+    model tuned to ``interior`` seeds takes the distance relief instead); the thresholding
+    baselines give 0/1 maps, so they are split on the distance relief at threshold 0.5 (a
+    flat probability has no valleys). ``attention_unet`` is the variant in use, the one
+    inference runs.
     """
     tuned = check_separation(postprocessing, "instance_postprocessing")
     binary = {**tuned, "method": "distance", "threshold": 0.5}
@@ -257,7 +259,11 @@ def collect_scored_labels(
 
 def _separate(item: tuple[str, str, np.ndarray], settings: Mapping[str, dict]) -> np.ndarray:
     method, _, probability = item
-    return separate_instances(probability, **settings[method])
+    chosen = settings[method]
+    if np.ndim(probability) == 2 and chosen["method"] == "interior":
+        # A two-class baseline beside a boundary model: no interior map to seed from.
+        chosen = {**chosen, "method": "distance"}
+    return separate_instances(probability, **chosen)
 
 
 def _truths(ingested: Mapping[str, np.ndarray], ids: Iterable[str]) -> dict[str, np.ndarray]:

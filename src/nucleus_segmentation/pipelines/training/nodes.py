@@ -186,11 +186,16 @@ def train_segmentation_model(
     if steps is None:  # one pass over the training samples per epoch
         feeder.steps = max(1, samples // int(params["batch_size"]))
     names = _class_names(params)
-    missing = sorted(set(names) - set(class_weights))
-    if missing:
+    kind, width = _targets(params)
+    if set(class_weights) != set(names):
         raise ParameterError(
-            f"class_weights lack {missing} for training.targets {params.get('targets')}: "
-            "rerun the compute_class_weights node"
+            f"class_weights are for the classes {sorted(class_weights)}, training.targets "
+            f"{params.get('targets')} needs {list(names)}: rerun the compute_class_weights node"
+        )
+    if segmentation_params["separation"]["method"] == "interior" and kind != "boundary":
+        raise ParameterError(
+            "segmentation.separation.method 'interior' validates with interior seeds, which "
+            "need training.targets.kind: boundary"
         )
     weights = [float(class_weights[name]) for name in names]
     config = UNetConfig.from_params({**params["model"], "num_classes": len(names)})
@@ -203,6 +208,7 @@ def train_segmentation_model(
         SegmentationSettings.from_params(segmentation_params),
         segmentation_params["separation"],
         monitor=params["monitor"],
+        targets=(kind, width),
     )
     with (
         precision_scope(params["precision"]),
