@@ -3,8 +3,7 @@ class (and where its seeds come from) and the stain representation, against the 
 model.
 
     python benchmarks/bench_levers.py --model two_class=<version> --model boundary=<version> \
-        two_class boundary_mask_seeds boundary
-    python benchmarks/bench_levers.py --model boundary=<version> hematoxylin
+        boundary_mask_seeds hematoxylin two_class boundary
     python benchmarks/bench_levers.py --report-only
 
 Each lever is one ``kedro run --pipeline evaluation`` (its environment, the model version
@@ -32,33 +31,42 @@ REPORTS = {
     "boundary": PROJECT / "data/08_reporting/boundary",
 }
 MASK_SEEDS = {"evaluation": {"instances": {"search": {"method": ["distance", "probability"]}}}}
-# name -> environment, which trained model (a --model key), parameters, what it shows.
+# name -> environment, which trained model (a --model key), parameters, the lever it is
+# paired against (one change at a time), what it shows. Levers run in this order, so each
+# environment's last run (its latest tuned separation, what its inference uses) is its
+# default configuration's.
 LEVERS = {
-    "two_class": {
-        "env": "local",
-        "model": "two_class",
-        "params": {},
-        "label": "two-class attention U-Net (background / nucleus)",
-    },
     "boundary_mask_seeds": {
         "env": "boundary",
         "model": "boundary",
         "params": MASK_SEEDS,
+        "against": "two_class",
         "label": "boundary class, seeds from the nucleus mask (distance / probability relief)",
-    },
-    "boundary": {
-        "env": "boundary",
-        "model": "boundary",
-        "params": {},
-        "label": "boundary class, separation tuned over every relief (interior seeds included)",
     },
     "hematoxylin": {
         "env": "boundary",
         "model": "boundary",
         "params": {"preprocessing": {"stain": {"representation": "hematoxylin"}}},
+        "against": "boundary",
         "label": "boundary class, stained images as hematoxylin density at test time only",
     },
+    "two_class": {
+        "env": "local",
+        "model": "two_class",
+        "params": {},
+        "against": None,
+        "label": "two-class attention U-Net (background / nucleus)",
+    },
+    "boundary": {
+        "env": "boundary",
+        "model": "boundary",
+        "params": {},
+        "against": "two_class",
+        "label": "boundary class, separation tuned over every relief (interior seeds included)",
+    },
 }
+# Shown in this order (the reference first).
+SHOWN = ("two_class", "boundary_mask_seeds", "boundary", "hematoxylin")
 COUNTS = {"split": "split", "merged": "merged"}
 
 
@@ -66,7 +74,8 @@ def measure(name: str, version: str) -> dict:
     lever = LEVERS[name]
     env = lever["env"]
     params = {**lever["params"], "evaluation": {**lever["params"].get("evaluation", {})}}
-    params["evaluation"]["tta_compare"] = None
+    # Only the model's own test scores: no TTA variants, no baseline rows.
+    params["evaluation"].update(tta_compare=None, compare_with_baseline=False)
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as config:
         yaml.safe_dump({"run": {"params": params}}, config)
     try:
@@ -83,7 +92,7 @@ def measure(name: str, version: str) -> dict:
     finally:
         Path(config.name).unlink()
 
-    def latest(report: str) -> pd.DataFrame:
+    def latest(report: str) -> pd.DataFrame:  # this run's: the newest version
         hint = "run `kedro run --pipeline evaluation` first"
         return pd.read_csv(latest_version(REPORTS[env], report, hint))
 
@@ -140,20 +149,22 @@ def report(results: dict) -> str:
             )
         by_modality.append(f"| {LEVERS[name]['label']} | " + " | ".join(cells) + " |")
     lines = []
-    if "two_class" in results:
-        base = pd.DataFrame(results["two_class"]["per_image"]).set_index("image_id")
-        for name, run in results.items():
-            if name == "two_class":
-                continue
-            own = pd.DataFrame(run["per_image"]).set_index("image_id")
-            difference = (own["dsb_score"] - base["dsb_score"].reindex(own.index)).dropna()
-            paired = interval_over_groups(difference, own["acquisition"])
-            lines.append(
-                f"- {LEVERS[name]['label']} minus the two-class model, paired over the same "
-                f"{paired['images']} test images: DSB {paired['mean']:+.3f} (95 % interval "
-                f"{paired['low']:+.3f} to {paired['high']:+.3f}, bootstrap over "
-                f"{paired['groups']} acquisition groups)."
-            )
+    for name, run in results.items():
+        against = LEVERS[name]["against"]
+        if against not in results:
+            continue
+        base = pd.DataFrame(results[against]["per_image"]).set_index("image_id")
+        own = pd.DataFrame(run["per_image"]).set_index("image_id")
+        if set(own.index) != set(base.index):
+            raise SystemExit(f"{name} and {against} scored different test images")
+        difference = own["dsb_score"] - base["dsb_score"].reindex(own.index)
+        paired = interval_over_groups(difference, own["acquisition"])
+        lines.append(
+            f"- {LEVERS[name]['label']} minus {LEVERS[against]['label']}, paired over the "
+            f"same {paired['images']} test images: DSB {paired['mean']:+.3f} (95 % interval "
+            f"{paired['low']:+.3f} to {paired['high']:+.3f}, bootstrap over "
+            f"{paired['groups']} acquisition groups)."
+        )
     versions = ", ".join(
         sorted({f"`{r['env']}` model {r['model_version']}" for r in results.values()})
     )
@@ -191,15 +202,15 @@ def main() -> None:
         unknown = sorted(set(args.levers) - set(LEVERS))
         if unknown or not args.levers:
             parser.error(f"name levers to run from {list(LEVERS)} (unknown: {unknown})")
-        for name in args.levers:
+        for name in (k for k in LEVERS if k in args.levers):
             key = LEVERS[name]["model"]
             if key not in models:
                 parser.error(f"lever {name} needs --model {key}=<version>")
             results[name] = measure(name, models[key])
-            ordered = {k: results[k] for k in LEVERS if k in results}
+            ordered = {k: results[k] for k in SHOWN if k in results}
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(ordered, indent=1, default=str))
-    results = {k: results[k] for k in LEVERS if k in results}
+    results = {k: results[k] for k in SHOWN if k in results}
     print(write_section("levers", "Accuracy levers, one by one", report(results)))
 
 
