@@ -28,7 +28,7 @@ from bench_scale_policy import interval_over_groups
 RESULTS = PROJECT / "benchmarks" / "results" / "levers.json"
 REPORTS = {
     "local": PROJECT / "data/08_reporting",
-    "boundary": PROJECT / "data/08_reporting/boundary",
+    "two_class": PROJECT / "data/08_reporting/two_class",
 }
 MASK_SEEDS = {"evaluation": {"instances": {"search": {"method": ["distance", "probability"]}}}}
 # name -> environment, which trained model (a --model key), parameters, the lever it is
@@ -37,28 +37,28 @@ MASK_SEEDS = {"evaluation": {"instances": {"search": {"method": ["distance", "pr
 # default configuration's.
 LEVERS = {
     "boundary_mask_seeds": {
-        "env": "boundary",
+        "env": "local",
         "model": "boundary",
         "params": MASK_SEEDS,
         "against": "two_class",
         "label": "boundary class, seeds from the nucleus mask (distance / probability relief)",
     },
     "hematoxylin": {
-        "env": "boundary",
+        "env": "local",
         "model": "boundary",
         "params": {"preprocessing": {"stain": {"representation": "hematoxylin"}}},
         "against": "boundary",
         "label": "boundary class, stained images as hematoxylin density at test time only",
     },
     "two_class": {
-        "env": "local",
+        "env": "two_class",
         "model": "two_class",
         "params": {},
         "against": None,
         "label": "two-class attention U-Net (background / nucleus)",
     },
     "boundary": {
-        "env": "boundary",
+        "env": "local",
         "model": "boundary",
         "params": {},
         "against": "two_class",

@@ -47,13 +47,21 @@ def test_environments_override_only_their_keys(env, expected):
         assert params["augmentation"]["transforms"]["output_size"] == 512
 
 
-def test_the_boundary_environment_changes_only_the_targets():
-    base, boundary = _parameters("local"), _parameters("boundary")
-    assert boundary["training"]["targets"] == {"kind": "boundary", "boundary_width": 2}
-    assert base["training"]["targets"]["kind"] == "binary"
-    assert {
-        k: v for k, v in boundary["training"].items() if k not in ("targets", "checkpoint_dir")
-    } == {k: v for k, v in base["training"].items() if k not in ("targets", "checkpoint_dir")}
+def test_the_default_has_a_boundary_class_and_two_class_changes_only_that():
+    base, two_class = _parameters("local"), _parameters("two_class")
+    assert base["training"]["targets"] == {"kind": "boundary", "boundary_width": 2}
+    assert base["segmentation"]["separation"]["method"] == "interior"
+    assert two_class["training"]["targets"]["kind"] == "binary"
+    assert two_class["segmentation"]["separation"]["method"] == "distance"
+    ignore = ("targets", "checkpoint_dir")
+    assert {k: v for k, v in two_class["training"].items() if k not in ignore} == {
+        k: v for k, v in base["training"].items() if k not in ignore
+    }
+    # The paper's configuration and the previous CPU recipe keep the paper's two classes.
+    for env in ("paper", "fixed512"):
+        params = _parameters(env)
+        assert params["training"]["targets"]["kind"] == "binary"
+        assert params["segmentation"]["separation"]["method"] == "distance"
 
 
 def _catalog(env: str) -> dict:
@@ -66,7 +74,7 @@ def _catalog(env: str) -> dict:
     [
         ("local", "attention_unet", "preprocessed_images.npz", "native"),
         ("baseline", "unet_baseline", "preprocessed_images.npz", "native"),
-        ("boundary", "attention_unet_boundary", "preprocessed_images.npz", "native"),
+        ("two_class", "attention_unet_two_class", "preprocessed_images.npz", "native"),
         ("paper", "attention_unet_paper", "preprocessed_images_paper.npz", "fixed"),
         ("fixed512", "attention_unet_fixed512", "preprocessed_images_fixed512.npz", "fixed"),
         (
