@@ -184,7 +184,9 @@ def test_default_run_trains_and_tracks_everything_in_mlflow(trained_sample):
     )
     pyfunc = mlflow.pyfunc.load_model(models[0].model_uri)
     prediction = pyfunc.predict(np.zeros((1, 32, 48, 1), np.float32))
-    assert np.asarray(prediction).shape == (1, 32, 48, 2)
+    # background, nucleus interior, nucleus boundary: the default's three classes
+    assert np.asarray(prediction).shape == (1, 32, 48, 3)
+    np.testing.assert_allclose(np.asarray(prediction).sum(axis=-1), 1.0, rtol=1e-5)
 
     _inference_on_odd_inputs(project, client)
     _inference_gives_the_labels_evaluation_scored(project, split)
