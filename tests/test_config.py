@@ -50,9 +50,7 @@ def test_environments_override_only_their_keys(env, expected):
 def test_the_default_has_a_boundary_class_and_two_class_changes_only_that():
     base, two_class = _parameters("local"), _parameters("two_class")
     assert base["training"]["targets"] == {"kind": "boundary", "boundary_width": 2}
-    assert base["segmentation"]["separation"]["method"] == "interior"
     assert two_class["training"]["targets"]["kind"] == "binary"
-    assert two_class["segmentation"]["separation"]["method"] == "distance"
     ignore = ("targets", "checkpoint_dir")
     assert {k: v for k, v in two_class["training"].items() if k not in ignore} == {
         k: v for k, v in base["training"].items() if k not in ignore
@@ -61,7 +59,6 @@ def test_the_default_has_a_boundary_class_and_two_class_changes_only_that():
     for env in ("paper", "fixed512"):
         params = _parameters(env)
         assert params["training"]["targets"]["kind"] == "binary"
-        assert params["segmentation"]["separation"]["method"] == "distance"
 
 
 def _catalog(env: str) -> dict:
