@@ -45,8 +45,11 @@ def full_data_runs(named: list[str]) -> list:
     return [
         r
         for r in runs
-        if r.data.metrics.get("data.train_images", 0) >= FULL_DATA_TRAIN_IMAGES
-        or any(r.info.run_id.startswith(prefix) for prefix in named)
+        if "best.val_miou_pooled" in r.data.metrics  # an interrupted run has no result
+        and (
+            r.data.metrics.get("data.train_images", 0) >= FULL_DATA_TRAIN_IMAGES
+            or any(r.info.run_id.startswith(prefix) for prefix in named)
+        )
     ]
 
 
@@ -86,6 +89,8 @@ def row(run, peak: int | None) -> str:
         scale = "fixed (512x512)"
     env = run.data.tags.get("kedro_env", "?")
     memory = f"{peak / 2**30:.1f} GiB" if peak else "-"
+    if params.get("training.targets.kind", "binary") == "boundary":
+        parts += ", boundary class"
     return (
         f"| {model} {parts} | `{env}` | {scale} | {loss} | {recipe} | "
         f"{params['training.model.base_filters']} | "
