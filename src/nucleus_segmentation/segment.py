@@ -172,10 +172,11 @@ class SegmentationSettings:
         }
 
 
-def for_segmentation(model, settings: SegmentationSettings):
+def for_segmentation(model, settings: SegmentationSettings, refresh: bool = False):
     """``model`` computing in ``settings.precision`` (itself when it already does): call once
-    per model, before segmenting many images with it."""
-    return with_precision(model, settings.precision)
+    per model, before segmenting many images with it; ``refresh`` when its weights changed
+    since the last call (a model in training)."""
+    return with_precision(model, settings.precision, refresh)
 
 
 def check_separation(separation: Mapping[str, Any], source: str = "separation") -> dict:

@@ -103,8 +103,13 @@ def test_the_clone_follows_weights_that_change_after_it_was_made():
     keras.utils.set_random_seed(3)
     model = build_attention_unet(TINY)
     first = with_precision(model, "mixed_bfloat16")
+    old = [w.copy() for w in first.get_weights()]
     model.set_weights([w + 0.01 for w in model.get_weights()])
-    again = with_precision(model, "mixed_bfloat16")
+    kept = with_precision(model, "mixed_bfloat16")  # inference: the weights do not change
+    assert kept is first
+    for a, b in zip(old, kept.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    again = with_precision(model, "mixed_bfloat16", refresh=True)  # training's validation
     assert again is first
     for a, b in zip(model.get_weights(), again.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

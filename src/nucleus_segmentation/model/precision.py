@@ -77,12 +77,14 @@ def model_precision(model) -> str:
     return names.pop() if len(names) == 1 else "mixed"
 
 
-def with_precision(model, precision: str):
+def with_precision(model, precision: str, refresh: bool = False):
     """``model`` computing in ``precision`` (a resolved one, or ``auto``): the model itself
     when it already does, else a clone with the same weights whose layers (not the float32
     head) take that dtype policy. The clone is made once per model and policy (cloning
-    costs a second and a graph trace) and given the model's current weights on every call,
-    so a model that trains on between calls is followed. Attributes the catalog set on the
+    costs a second and a graph trace); ``refresh`` gives it the model's current weights
+    again, for a model that trains on between calls (training's per-epoch validation; a
+    refresh costs about 70 ms for the CPU default model, so inference and evaluation, whose
+    models do not change, skip it). Attributes the catalog set on the
     model (``loaded_from``) are carried over. Objects that are not Keras models (test
     doubles) are returned as they are."""
     if not isinstance(model, keras.Model):
@@ -92,7 +94,8 @@ def with_precision(model, precision: str):
         return model
     clones = _CLONES.setdefault(model, {})
     if policy in clones:
-        clones[policy].set_weights(model.get_weights())
+        if refresh:
+            clones[policy].set_weights(model.get_weights())
         return clones[policy]
 
     def relayer(layer):

@@ -215,7 +215,8 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
-        model = for_segmentation(self.model, self.settings)  # in segmentation.precision
+        # In segmentation.precision, with the weights this epoch trained.
+        model = for_segmentation(self.model, self.settings, refresh=True)
         probabilities = [
             nucleus_probability(model, image, self.preprocessing, self.settings)
             for image in track(self.images, f"epoch {epoch + 1}: validating")
