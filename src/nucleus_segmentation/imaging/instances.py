@@ -54,7 +54,7 @@ def separate_instances(
     labels) tunes this level.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown separation method {method!r}: use distance or probability")
+        raise ValueError(f"unknown separation method {method!r}: use one of {', '.join(METHODS)}")
     if not seed_depth > 0:
         raise ValueError(f"seed_depth must be > 0 pixels, got {seed_depth!r}")
     probability, interior = _channels(probability)
