@@ -1,9 +1,11 @@
 """Accuracy levers, measured one by one on the same acquisition-grouped split: the boundary
-class (and where its seeds come from) and the stain representation, against the two-class
-model.
+class (and where its seeds come from) against the two-class model; the stain representation
+and the per-image normalisation against the boundary-class default.
 
     python benchmarks/bench_levers.py --model two_class=<version> --model boundary=<version> \
         boundary_mask_seeds hematoxylin two_class boundary
+    python benchmarks/bench_levers.py --model hematoxylin=<version> hematoxylin_trained
+    python benchmarks/bench_levers.py --model percentile=<version> percentile
     python benchmarks/bench_levers.py --report-only
 
 Each lever is one ``kedro run --pipeline evaluation`` (its environment, the model version
@@ -29,6 +31,8 @@ RESULTS = PROJECT / "benchmarks" / "results" / "levers.json"
 REPORTS = {
     "local": PROJECT / "data/08_reporting",
     "two_class": PROJECT / "data/08_reporting/two_class",
+    "hematoxylin": PROJECT / "data/08_reporting/hematoxylin",
+    "percentile": PROJECT / "data/08_reporting/percentile",
 }
 MASK_SEEDS = {"evaluation": {"instances": {"search": {"method": ["distance", "probability"]}}}}
 # name -> environment, which trained model (a --model key), parameters, the lever it is
@@ -64,9 +68,32 @@ LEVERS = {
         "against": "two_class",
         "label": "boundary class, separation tuned over every relief (interior seeds included)",
     },
+    # Each trained in its own environment (own data, model and separation), the default's
+    # recipe otherwise (3 passes, seed 42).
+    "hematoxylin_trained": {
+        "env": "hematoxylin",
+        "model": "hematoxylin",
+        "params": {},
+        "against": "boundary",
+        "label": "boundary class, stained images as hematoxylin density in training and test",
+    },
+    "percentile": {
+        "env": "percentile",
+        "model": "percentile",
+        "params": {},
+        "against": "boundary",
+        "label": "boundary class, per-image percentile normalisation (1 / 99.8) for CLAHE",
+    },
 }
 # Shown in this order (the reference first).
-SHOWN = ("two_class", "boundary_mask_seeds", "boundary", "hematoxylin")
+SHOWN = (
+    "two_class",
+    "boundary_mask_seeds",
+    "boundary",
+    "hematoxylin",
+    "hematoxylin_trained",
+    "percentile",
+)
 COUNTS = {"split": "split", "merged": "merged"}
 
 
@@ -170,9 +197,10 @@ def report(results: dict) -> str:
     )
     return "\n\n".join(
         [
-            "Command: `python benchmarks/bench_levers.py --model two_class=<version> --model "
-            "boundary=<version> <levers>` (one `kedro run --pipeline evaluation` per lever, "
-            "model pinned, the lever's parameters in a `--config` file), or `--report-only`. "
+            "Command: `python benchmarks/bench_levers.py --model <key>=<version> <levers>` "
+            "(keys two_class, boundary, hematoxylin, percentile: the trained models the levers "
+            "need; one `kedro run --pipeline evaluation` per lever in its environment, model "
+            "pinned, the lever's parameters in a `--config` file), or `--report-only`. "
             f"Models: {versions}. Test split grouped by acquisition (96 images, never trained "
             "or tuned on), each image segmented by the inference path and scored on its own "
             "grid; separation tuned on validation per lever; network in the default "

@@ -81,6 +81,18 @@ def _catalog(env: str) -> dict:
             "native",
         ),
         ("logo", "attention_unet_logo", "preprocessed_images_logo.npz", "native"),
+        (
+            "hematoxylin",
+            "attention_unet_hematoxylin",
+            "preprocessed_images_hematoxylin.npz",
+            "native",
+        ),
+        (
+            "percentile",
+            "attention_unet_percentile",
+            "preprocessed_images_percentile.npz",
+            "native",
+        ),
     ],
 )
 def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data, mode):
@@ -105,6 +117,27 @@ def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data,
         )
     # The baseline model the evaluation compares against is always the plain U-Net's file.
     assert catalog["baseline_model"]["filepath"] == "data/06_models/unet_baseline.keras"
+
+
+@pytest.mark.parametrize(
+    ("env", "changed"),
+    [
+        ("hematoxylin", {"stain": {"representation": "hematoxylin"}}),
+        ("percentile", {"equalize": {"method": "percentile"}}),
+    ],
+)
+def test_the_preprocessing_environments_change_one_preprocessing_setting(env, changed):
+    """The lever environments differ from the default in one preprocessing setting, so their
+    models measure that setting alone; training, segmentation and the split stay the base's."""
+    base, own = _parameters("local"), _parameters(env)
+    for group, settings in changed.items():
+        for key, value in settings.items():
+            assert own["preprocessing"][group][key] == value != base["preprocessing"][group][key]
+            own["preprocessing"][group][key] = base["preprocessing"][group][key]
+    for section in ("training", "preprocessing", "segmentation", "split", "augmentation"):
+        if section == "training":  # each environment checkpoints under its own model's name
+            own[section].pop("checkpoint_dir"), base[section].pop("checkpoint_dir")
+        assert own[section] == base[section], section
 
 
 def test_the_split_environments_change_only_the_split_protocol():

@@ -65,6 +65,35 @@ def test_equalize_global_spreads_to_full_range_and_clahe_differs():
         equalize_histogram(gray, "x")
 
 
+def test_percentile_normalisation_is_a_linear_stretch_between_the_images_own_levels():
+    gray = np.tile(np.arange(100, 140, dtype=np.uint8), (40, 1))  # 40 levels, equally many
+    out = equalize_histogram(gray, "percentile", percentiles=(0.0, 100.0))
+    # 100 -> 0, 139 -> 255, every level in between on the line, rounded
+    expected = np.floor((np.arange(40) * 255.0 / 39.0) + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(out[0], expected)
+    # Inner percentiles clip the tails: the lowest and highest levels saturate.
+    clipped = equalize_histogram(gray, "percentile", percentiles=(10.0, 90.0))
+    assert clipped[0, 0] == clipped[0, 3] == 0 and clipped[0, -1] == clipped[0, -4] == 255
+    assert np.all(np.diff(clipped[0].astype(int)) >= 0)  # order kept
+    # A dim nucleus stays dimmer than a bright one (equalization maps both near the top).
+    image = np.full((64, 64), 10, np.uint8)
+    image[8:24, 8:24], image[40:56, 40:56] = 60, 200
+    stretched = equalize_histogram(image, "percentile", percentiles=(1.0, 99.8))
+    assert stretched[10, 10] < stretched[50, 50] == 255 and stretched[0, 0] == 0
+    assert equalize_histogram(np.full((8, 8), 9, np.uint8), "percentile").max() == 0
+    with pytest.raises(ValueError, match="0 <= low < high <= 100"):
+        equalize_histogram(gray, "percentile", percentiles=(50.0, 5.0))
+
+
+def test_preprocess_rejects_unknown_equalization_and_bad_percentiles():
+    image = np.zeros((8, 8), np.uint8)
+    with pytest.raises(Exception, match=r"preprocessing.equalize.method must be one of .*'x'"):
+        preprocess_image(image, {**PARAMS, "equalize": {**PARAMS["equalize"], "method": "x"}})
+    percentile = {**PARAMS["equalize"], "method": "percentile", "percentiles": [99.0, 1.0]}
+    with pytest.raises(Exception, match=r"preprocessing.equalize.percentiles .*\[99.0, 1.0\]"):
+        preprocess_image(image, {**PARAMS, "equalize": percentile})
+
+
 def test_gaussian_preserves_constant_and_validates_kernel():
     flat = np.full((9, 9), 77, np.uint8)
     np.testing.assert_array_equal(gaussian_smooth(flat, 5, 1.0), flat)

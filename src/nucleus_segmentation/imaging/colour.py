@@ -23,10 +23,17 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
         return image
     if np.issubdtype(image.dtype, np.floating):
         return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    values = image.astype(np.float32)
-    low, high = np.percentile(values, (0.1, 99.9))
+    return stretch_percentiles(image, (0.1, 99.9))
+
+
+def stretch_percentiles(values: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    """Any numeric array -> uint8 0..255 of the same shape, linear between its own
+    ``percentiles`` (low, high, in 0..100) and clipped outside them; all zeros when the two
+    percentiles coincide (a flat image has no contrast to stretch)."""
+    values = np.asarray(values, dtype=np.float32)
+    low, high = np.percentile(values, percentiles)
     if high <= low:
-        return np.zeros(image.shape, dtype=np.uint8)
+        return np.zeros(values.shape, dtype=np.uint8)
     scaled = (values - low) * (255.0 / (high - low))
     return (np.clip(scaled, 0.0, 255.0) + 0.5).astype(np.uint8)
 
@@ -89,11 +96,7 @@ def hematoxylin_density(image: np.ndarray, percentiles: tuple[float, float] = (1
     rgb = drop_alpha(image)
     if np.issubdtype(rgb.dtype, np.integer):
         rgb = rgb.astype(np.float64) / np.iinfo(rgb.dtype).max
-    density = rgb2hed(np.clip(rgb, 0.0, 1.0))[..., 0].astype(np.float32)
-    low, high = np.percentile(density, percentiles)
-    if high <= low:
-        return np.zeros(density.shape, dtype=np.uint8)
-    return (np.clip((density - low) / (high - low), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return stretch_percentiles(rgb2hed(np.clip(rgb, 0.0, 1.0))[..., 0], percentiles)
 
 
 def invert_bright_background(gray: np.ndarray, brightness_threshold: float = 127.0) -> np.ndarray:

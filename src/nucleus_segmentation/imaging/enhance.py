@@ -5,15 +5,26 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from nucleus_segmentation.imaging.colour import stretch_percentiles
+
+EQUALIZE_METHODS = ("global", "clahe", "percentile")
+
 
 def equalize_histogram(
-    gray: np.ndarray, method: str = "global", clip_limit: float = 2.0, tile_grid: int = 8
+    gray: np.ndarray,
+    method: str = "global",
+    clip_limit: float = 2.0,
+    tile_grid: int = 8,
+    percentiles: tuple[float, float] = (1.0, 99.8),
 ) -> np.ndarray:
     """Equalize a uint8 HxW image.
 
     ``method="global"`` is the paper's global histogram equalization; ``"clahe"`` is
     contrast-limited adaptive equalization with ``clip_limit`` and a ``tile_grid`` x
-    ``tile_grid`` grid, which keeps dim nuclei next to bright ones.
+    ``tile_grid`` grid, which keeps dim nuclei next to bright ones; ``"percentile"`` is the
+    per-image normalisation of StarDist and Cellpose: a linear stretch between the image's own
+    ``percentiles`` (low, high in 0..100), which keeps the order and ratios of intensities
+    (a dim nucleus stays dimmer than a bright one) where equalization reshapes them.
     """
     if gray.dtype != np.uint8 or gray.ndim != 2:
         raise ValueError(f"equalize_histogram expects HxW uint8, got {gray.shape} {gray.dtype}")
@@ -22,7 +33,14 @@ def equalize_histogram(
     if method == "clahe":
         clahe = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(tile_grid, tile_grid))
         return clahe.apply(gray)
-    raise ValueError(f"unknown histogram equalization method {method!r}: use 'global' or 'clahe'")
+    if method == "percentile":
+        low, high = (float(p) for p in percentiles)
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+        return stretch_percentiles(gray, (low, high))
+    raise ValueError(
+        f"unknown histogram equalization method {method!r}: use one of {EQUALIZE_METHODS}"
+    )
 
 
 def gaussian_smooth(gray: np.ndarray, kernel_size: int = 5, sigma: float = 1.0) -> np.ndarray:

@@ -15,7 +15,11 @@ from nucleus_segmentation.imaging.colour import (
     to_grayscale,
     to_uint8,
 )
-from nucleus_segmentation.imaging.enhance import equalize_histogram, gaussian_smooth
+from nucleus_segmentation.imaging.enhance import (
+    EQUALIZE_METHODS,
+    equalize_histogram,
+    gaussian_smooth,
+)
 from nucleus_segmentation.imaging.geometry import resize_image
 
 STAIN_REPRESENTATIONS = ("gray", "hematoxylin")
@@ -34,7 +38,7 @@ def preprocess_image(
     ``hematoxylin`` takes the hematoxylin density instead, already bright nuclei on dark, so
     not inverted), ``invert`` bright backgrounds, resize to ``size`` =
     (height, width) when given (the scale policy of :mod:`nucleus_segmentation.segment`
-    decides it), ``equalize`` (``method`` global or clahe), ``smooth`` (Gaussian
+    decides it), ``equalize`` (``method`` global, clahe or percentile), ``smooth`` (Gaussian
     ``kernel_size``, ``sigma``). Grayscale is taken before resizing: both are linear, so the
     order does not change the result, and resizing one channel is three times cheaper.
     """
@@ -46,6 +50,12 @@ def preprocess_image(
             f"preprocessing.stain.representation must be one of {STAIN_REPRESENTATIONS}, "
             f"got {representation!r}"
         )
+    equalize = params["equalize"]
+    if equalize["method"] not in EQUALIZE_METHODS:
+        raise ParameterError(
+            f"preprocessing.equalize.method must be one of {EQUALIZE_METHODS}, "
+            f"got {equalize['method']!r}"
+        )
     invert = params["invert"]
     if representation == "hematoxylin" and is_stained(image, stain.get("spread_threshold", 15.0)):
         gray = hematoxylin_density(raw)  # from the file's own values, not the 8-bit stretch
@@ -55,12 +65,31 @@ def preprocess_image(
             gray = invert_bright_background(gray, invert["brightness_threshold"])
     if size is not None and tuple(size) != gray.shape:
         gray = resize_image(gray, tuple(size), interpolation)
-    equalize = params["equalize"]
     if equalize["enabled"]:
         gray = equalize_histogram(
-            gray, equalize["method"], equalize["clip_limit"], equalize["tile_grid"]
+            gray,
+            equalize["method"],
+            equalize["clip_limit"],
+            equalize["tile_grid"],
+            _percentiles(equalize),
         )
     smooth = params["smooth"]
     if smooth["enabled"]:
         gray = gaussian_smooth(gray, smooth["kernel_size"], smooth["sigma"])
     return gray
+
+
+def _percentiles(equalize: Mapping[str, Any]) -> tuple[float, float]:
+    """``equalize.percentiles`` as (low, high), checked: 0 <= low < high <= 100. Settings
+    written before the percentile method existed have none; they get StarDist's 1 / 99.8."""
+    value = equalize.get("percentiles", (1.0, 99.8))
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        low = high = float("nan")
+    if not 0.0 <= low < high <= 100.0:
+        raise ParameterError(
+            f"preprocessing.equalize.percentiles must be [low, high] with "
+            f"0 <= low < high <= 100, got {value!r}"
+        )
+    return low, high
