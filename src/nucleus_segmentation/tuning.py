@@ -21,7 +21,7 @@ import pandas as pd
 
 from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import DataProblem, ParameterError
-from nucleus_segmentation.imaging.instances import score_separations
+from nucleus_segmentation.imaging.instances import can_separate, score_separations
 from nucleus_segmentation.parallel import parallel_map
 from nucleus_segmentation.segment import OUTLINE, SEPARATION_KEYS, check_separation
 
@@ -78,7 +78,7 @@ def score_settings(
 def fits(settings: Mapping[str, Any], items: list[Item]) -> bool:
     """Whether a separation can run on ``items``' maps: ``interior`` needs the interior map
     of a boundary model (HxWx2) on every image."""
-    return settings["method"] != "interior" or all(np.ndim(p) == 3 for p, _ in items)
+    return all(can_separate(settings["method"], p) for p, _ in items)
 
 
 def search_separation(

@@ -57,12 +57,12 @@ def separate_instances(
         raise ValueError(f"unknown separation method {method!r}: use one of {', '.join(METHODS)}")
     if not seed_depth > 0:
         raise ValueError(f"seed_depth must be > 0 pixels, got {seed_depth!r}")
-    probability, interior = _channels(probability)
-    if method == "interior" and interior is None:
+    if not can_separate(method, probability):
         raise ValueError(
             "separation method 'interior' needs a model with a boundary class "
             "(training.targets.kind: boundary); this one predicts nucleus / background only"
         )
+    probability, interior = _channels(probability)
     mask = probability > threshold
     if not mask.any():
         return np.zeros(probability.shape, dtype=np.uint16)
@@ -93,6 +93,12 @@ def separate_instances(
         labels = _redraw(labels, probability, outline)
     relabelled, _, _ = relabel_sequential(labels)
     return relabelled.astype(np.uint16)
+
+
+def can_separate(method: str, probability: np.ndarray) -> bool:
+    """Whether separation ``method`` can run on this map: ``interior`` seeds from the interior
+    channel, which only a model with a boundary class predicts (HxWx2)."""
+    return method != "interior" or np.ndim(probability) == 3
 
 
 def _channels(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

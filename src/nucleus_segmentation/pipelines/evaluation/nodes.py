@@ -21,7 +21,7 @@ from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.colour import to_grayscale, to_uint8
 from nucleus_segmentation.imaging.geometry import resize_labels
-from nucleus_segmentation.imaging.instances import separate_instances
+from nucleus_segmentation.imaging.instances import can_separate, separate_instances
 from nucleus_segmentation.imaging.threshold import multilevel_segment, otsu_segment
 from nucleus_segmentation.parallel import parallel_map
 from nucleus_segmentation.reporting import (
@@ -260,7 +260,7 @@ def collect_scored_labels(
 def _separate(item: tuple[str, str, np.ndarray], settings: Mapping[str, dict]) -> np.ndarray:
     method, _, probability = item
     chosen = settings[method]
-    if np.ndim(probability) == 2 and chosen["method"] == "interior":
+    if not can_separate(chosen["method"], probability):
         # A two-class baseline beside a boundary model: no interior map to seed from.
         chosen = {**chosen, "method": "distance"}
     return separate_instances(probability, **chosen)
