@@ -81,8 +81,9 @@ def test_percentile_normalisation_is_a_linear_stretch_between_the_images_own_lev
     stretched = equalize_histogram(image, "percentile", percentiles=(1.0, 99.8))
     assert stretched[10, 10] < stretched[50, 50] == 255 and stretched[0, 0] == 0
     assert equalize_histogram(np.full((8, 8), 9, np.uint8), "percentile").max() == 0
-    with pytest.raises(ValueError, match="0 <= low < high <= 100"):
-        equalize_histogram(gray, "percentile", percentiles=(50.0, 5.0))
+    for bad in [(50.0, 5.0), (-1.0, 50.0), (5.0, 101.0), (5.0,), "ab", None]:
+        with pytest.raises(ValueError, match="0 <= low < high <= 100"):
+            equalize_histogram(gray, "percentile", percentiles=bad)
 
 
 def test_preprocess_rejects_unknown_equalization_and_bad_percentiles():

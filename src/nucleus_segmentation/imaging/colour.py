@@ -26,12 +26,25 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return stretch_percentiles(image, (0.1, 99.9))
 
 
+def checked_percentiles(percentiles) -> tuple[float, float]:
+    """``percentiles`` as (low, high) floats; ValueError unless 0 <= low < high <= 100."""
+    try:
+        low, high = (float(p) for p in percentiles)
+    except (TypeError, ValueError):
+        low = high = float("nan")
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(
+            f"percentiles must be [low, high] with 0 <= low < high <= 100, got {percentiles!r}"
+        )
+    return low, high
+
+
 def stretch_percentiles(values: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
     """Any numeric array -> uint8 0..255 of the same shape, linear between its own
     ``percentiles`` (low, high, in 0..100) and clipped outside them; all zeros when the two
     percentiles coincide (a flat image has no contrast to stretch)."""
     values = np.asarray(values, dtype=np.float32)
-    low, high = np.percentile(values, percentiles)
+    low, high = np.percentile(values, checked_percentiles(percentiles))
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
     scaled = (values - low) * (255.0 / (high - low))

@@ -34,10 +34,7 @@ def equalize_histogram(
         clahe = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(tile_grid, tile_grid))
         return clahe.apply(gray)
     if method == "percentile":
-        low, high = (float(p) for p in percentiles)
-        if not 0.0 <= low < high <= 100.0:
-            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
-        return stretch_percentiles(gray, (low, high))
+        return stretch_percentiles(gray, percentiles)
     raise ValueError(
         f"unknown histogram equalization method {method!r}: use one of {EQUALIZE_METHODS}"
     )

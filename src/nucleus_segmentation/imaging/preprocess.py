@@ -9,6 +9,7 @@ import numpy as np
 
 from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.colour import (
+    checked_percentiles,
     hematoxylin_density,
     invert_bright_background,
     is_stained,
@@ -82,14 +83,7 @@ def preprocess_image(
 def _percentiles(equalize: Mapping[str, Any]) -> tuple[float, float]:
     """``equalize.percentiles`` as (low, high), checked: 0 <= low < high <= 100. Settings
     written before the percentile method existed have none; they get StarDist's 1 / 99.8."""
-    value = equalize.get("percentiles", (1.0, 99.8))
     try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        low = high = float("nan")
-    if not 0.0 <= low < high <= 100.0:
-        raise ParameterError(
-            f"preprocessing.equalize.percentiles must be [low, high] with "
-            f"0 <= low < high <= 100, got {value!r}"
-        )
-    return low, high
+        return checked_percentiles(equalize.get("percentiles", (1.0, 99.8)))
+    except ValueError as error:
+        raise ParameterError(f"preprocessing.equalize.{error}") from None
