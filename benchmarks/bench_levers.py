@@ -1,11 +1,13 @@
 """Accuracy levers, measured one by one on the same acquisition-grouped split: the boundary
-class (and where its seeds come from) against the two-class model; the stain representation
-and the per-image normalisation against the boundary-class default.
+class (and where its seeds come from) against the two-class model; the stain representation,
+the per-image normalisation and the stain jitter in training against the boundary-class
+default.
 
     python benchmarks/bench_levers.py --model two_class=<version> --model boundary=<version> \
         boundary_mask_seeds hematoxylin two_class boundary
     python benchmarks/bench_levers.py --model hematoxylin=<version> hematoxylin_trained
     python benchmarks/bench_levers.py --model percentile=<version> percentile
+    python benchmarks/bench_levers.py --model stain_jitter=<version> stain_jitter
     python benchmarks/bench_levers.py --report-only
 
 Each lever is one ``kedro run --pipeline evaluation`` (its environment, the model version
@@ -33,6 +35,7 @@ REPORTS = {
     "two_class": PROJECT / "data/08_reporting/two_class",
     "hematoxylin": PROJECT / "data/08_reporting/hematoxylin",
     "percentile": PROJECT / "data/08_reporting/percentile",
+    "stain_jitter": PROJECT / "data/08_reporting/stain_jitter",
 }
 MASK_SEEDS = {"evaluation": {"instances": {"search": {"method": ["distance", "probability"]}}}}
 # name -> environment, which trained model (a --model key), parameters, the lever it is
@@ -84,6 +87,13 @@ LEVERS = {
         "against": "boundary",
         "label": "boundary class, per-image percentile normalisation (1 / 99.8) for CLAHE",
     },
+    "stain_jitter": {
+        "env": "stain_jitter",
+        "model": "stain_jitter",
+        "params": {},
+        "against": "boundary",
+        "label": "boundary class, HED stain jitter of stained training images",
+    },
 }
 # Shown in this order (the reference first).
 SHOWN = (
@@ -93,6 +103,7 @@ SHOWN = (
     "hematoxylin",
     "hematoxylin_trained",
     "percentile",
+    "stain_jitter",
 )
 COUNTS = {"split": "split", "merged": "merged"}
 
@@ -198,9 +209,9 @@ def report(results: dict) -> str:
     return "\n\n".join(
         [
             "Command: `python benchmarks/bench_levers.py --model <key>=<version> <levers>` "
-            "(keys two_class, boundary, hematoxylin, percentile: the trained models the levers "
-            "need; one `kedro run --pipeline evaluation` per lever in its environment, model "
-            "pinned, the lever's parameters in a `--config` file), or `--report-only`. "
+            "(keys two_class, boundary, hematoxylin, percentile, stain_jitter: the trained models "
+            "the levers need; one `kedro run --pipeline evaluation` per lever in its environment, "
+            "model pinned, the lever's parameters in a `--config` file), or `--report-only`. "
             f"Models: {versions}. Test split grouped by acquisition (96 images, never trained "
             "or tuned on), each image segmented by the inference path and scored on its own "
             "grid; separation tuned on validation per lever; network in the default "

@@ -93,6 +93,12 @@ def _catalog(env: str) -> dict:
             "preprocessed_images_percentile.npz",
             "native",
         ),
+        (
+            "stain_jitter",
+            "attention_unet_stain_jitter",
+            "preprocessed_images_stain_jitter.npz",
+            "native",
+        ),
     ],
 )
 def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data, mode):
@@ -149,3 +155,16 @@ def test_the_split_environments_change_only_the_split_protocol():
     }
     assert _parameters("logo")["split"] == base  # the group is given with --params
     assert base["grouping"]["enabled"] is True and base["hold_out"] is None
+
+
+def test_the_stain_jitter_environment_changes_only_the_augmentation_switch():
+    base, own = _parameters("local"), _parameters("stain_jitter")
+    assert base["augmentation"]["stain_jitter"]["enabled"] is False
+    assert own["augmentation"]["stain_jitter"] == {
+        **base["augmentation"]["stain_jitter"],
+        "enabled": True,
+    }
+    own["augmentation"]["stain_jitter"]["enabled"] = False
+    own["training"].pop("checkpoint_dir"), base["training"].pop("checkpoint_dir")
+    for section in ("training", "preprocessing", "segmentation", "split", "augmentation"):
+        assert own[section] == base[section], section

@@ -96,3 +96,22 @@ def test_absolute_zoom_keeps_the_pixel_size_of_nuclei():
         assert _longest_run(big[12]) >= 12  # 12 source pixels fill the 24-pixel crop
     with pytest.raises(ParameterError, match="zoom_range"):
         AugmentConfig.from_params({"zoom_range": [2.0, 1.0]})
+
+
+def test_stain_jitter_settings_are_checked_and_draws_follow_the_generator():
+    from nucleus_segmentation.imaging.augment import StainJitter
+
+    assert StainJitter.from_params(None) == StainJitter() and not StainJitter().enabled
+    jitter = StainJitter.from_params({"enabled": True, "gain_range": [0.5, 2.0]})
+    gains, shifts = jitter.draw(sample_rng(3, "a", 0))
+    again = jitter.draw(sample_rng(3, "a", 0))
+    np.testing.assert_array_equal(gains, again[0])
+    np.testing.assert_array_equal(shifts, again[1])
+    assert gains.shape == shifts.shape == (3,)
+    assert np.all((gains >= 0.5) & (gains <= 2.0)) and np.all(np.abs(shifts) <= 0.01)
+    with pytest.raises(ParameterError, match=r"unknown augmentation.stain_jitter .*\['gain'\]"):
+        StainJitter.from_params({"gain": [1, 2]})
+    with pytest.raises(ParameterError, match=r"stain_jitter.shift_range .*\[0.1, -0.1\]"):
+        StainJitter.from_params({"shift_range": [0.1, -0.1]})
+    with pytest.raises(ParameterError, match="gain_range must stay above 0"):
+        StainJitter.from_params({"gain_range": [0.0, 1.0]})

@@ -175,3 +175,30 @@ def test_stain_representation_switches_stained_images_only():
     np.testing.assert_array_equal(preprocess_image(gray, hematoxylin), preprocess_image(gray, off))
     with pytest.raises(Exception, match="stain.representation must be one of"):
         preprocess_image(rgb, {**off, "stain": {"representation": "rgb", "spread_threshold": 1}})
+
+
+def test_stain_jitter_scales_each_stain_and_is_exact_at_identity():
+    from skimage.color import hed_from_rgb
+
+    from nucleus_segmentation.imaging.colour import jitter_stains
+
+    rgb, nuclei = _stained_section()
+    np.testing.assert_array_equal(jitter_stains(rgb, [1, 1, 1], [0, 0, 0]), rgb)
+    rgba = np.dstack([rgb, np.full(nuclei.shape, 255, np.uint8)])
+    np.testing.assert_array_equal(jitter_stains(rgba, [1, 1, 1], [0, 0, 0]), rgb)
+
+    def densities(image):  # rgb2hed's scale, unclipped
+        od = np.log(np.clip(image / 255.0, 1e-6, 1)) / np.log(1e-6)
+        return od @ hed_from_rgb
+
+    before = densities(rgb)[nuclei]
+    stronger = densities(jitter_stains(rgb, [1.5, 1.0, 1.0], [0, 0, 0]))[nuclei]
+    # Hematoxylin x1.5 in the nuclei (up to 8-bit rounding); eosin untouched.
+    np.testing.assert_allclose(stronger[:, 0], 1.5 * before[:, 0], atol=0.004)
+    np.testing.assert_allclose(stronger[:, 1], before[:, 1], atol=0.004)
+    shifted = densities(jitter_stains(rgb, [1, 1, 1], [0.0, 0.02, 0.0]))
+    assert abs((shifted[..., 1] - densities(rgb)[..., 1]).mean() - 0.02) < 0.003
+    with pytest.raises(ValueError, match="needs an RGB image"):
+        jitter_stains(rgb[..., 0], [1, 1, 1], [0, 0, 0])
+    with pytest.raises(ValueError, match="three gains and three shifts"):
+        jitter_stains(rgb, [1, 1], [0, 0, 0])

@@ -76,3 +76,53 @@ def test_augmentation_is_byte_identical_for_a_seed_whatever_the_workers(preproce
         assert first[key].tobytes() == parallel[key].tobytes()
     other = augment_training_images(preprocessed, split, {**AUG, "seed": 12})
     assert any(first[k].tobytes() != other[k].tobytes() for k in first if k in other)
+
+
+def _jitter_inputs():
+    ingested, metadata = _ingested()
+    split = pd.DataFrame(
+        {
+            "image_id": metadata["image_id"],
+            "split": ["train", "train", "train", "test"],
+            "modality": ["stained", "fluorescence", "stained", "stained"],
+        }
+    )
+    return ingested, split, preprocess_images(ingested, metadata, PRE, FIXED)
+
+
+def test_stain_jitter_changes_only_the_colours_of_stained_training_copies():
+    ingested, split, preprocessed = _jitter_inputs()
+    on = {**AUG, "stain_jitter": {"enabled": True, "gain_range": [0.5, 1.5]}}
+    plain = augment_training_images(preprocessed, split, AUG)
+    jittered = augment_training_images(preprocessed, split, on, ingested, PRE, FIXED)
+    assert list(plain) == list(jittered)
+    for image_id in bundle.sample_ids(plain):
+        # The geometry of every copy is the one it has without jitter.
+        np.testing.assert_array_equal(plain[f"{image_id}/labels"], jittered[f"{image_id}/labels"])
+        same = np.array_equal(plain[f"{image_id}/image"], jittered[f"{image_id}/image"])
+        assert same == image_id.startswith("img1_"), image_id  # img1 is fluorescence
+    # Same seed, same copies, whatever the workers; the jitter comes from the seed.
+    again = augment_training_images(
+        preprocessed, split, {**on, "n_workers": 2}, ingested, PRE, FIXED
+    )
+    assert all(jittered[k].tobytes() == again[k].tobytes() for k in jittered)
+    # Jitter that changes nothing gives the preprocessing stage's own images back.
+    identity = {
+        **AUG,
+        "stain_jitter": {"enabled": True, "gain_range": [1, 1], "shift_range": [0, 0]},
+    }
+    unchanged = augment_training_images(preprocessed, split, identity, ingested, PRE, FIXED)
+    assert all(unchanged[k].tobytes() == plain[k].tobytes() for k in plain)
+
+
+def test_stain_jitter_names_what_it_lacks():
+    from nucleus_segmentation.errors import DataProblem, ParameterError
+
+    ingested, split, preprocessed = _jitter_inputs()
+    on = {**AUG, "stain_jitter": {"enabled": True}}
+    with pytest.raises(ParameterError, match="needs the ingested images"):
+        augment_training_images(preprocessed, split, on)
+    gray = dict(ingested)
+    gray["img2/image"] = ingested["img2/image"][..., 0]
+    with pytest.raises(DataProblem, match=r"img2 \(modality stained\) is not a colour image"):
+        augment_training_images(preprocessed, split, on, gray, PRE, FIXED)

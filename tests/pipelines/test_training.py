@@ -321,3 +321,15 @@ def test_validation_scores_what_the_segmentation_path_gives():
     with pytest.raises(ParameterError, match="not one of"):
         validation.monitor = "val_accuracy"
         validation.on_epoch_end(2, {})
+
+
+def test_online_augmentation_refuses_stain_jitter_it_cannot_apply():
+    from nucleus_segmentation.pipelines.training.nodes import _training_batches
+
+    preprocessed, augmented, split = _data()
+    jitter = {**AUGMENTATION, "stain_jitter": {"enabled": True}}
+    params = {**PARAMS, "augmentation_mode": "online"}
+    with pytest.raises(ParameterError, match="stain_jitter works on the stored .offline. copies"):
+        _training_batches(augmented, preprocessed, split, params, jitter, 1)
+    feeder, _ = _training_batches(augmented, preprocessed, split, params, AUGMENTATION, 1)
+    assert feeder[0][0].shape[0] == PARAMS["batch_size"]

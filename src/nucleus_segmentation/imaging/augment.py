@@ -69,6 +69,47 @@ class AugmentConfig:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class StainJitter:
+    """HED stain jitter of stained training images (``augmentation.stain_jitter``): each copy
+    of an image whose modality is in ``modalities`` is made from the raw colour image with
+    its hematoxylin, eosin and DAB densities each times U(``gain_range``) plus
+    U(``shift_range``) (see :func:`~nucleus_segmentation.imaging.colour.jitter_stains`), then
+    preprocessed like any image, then augmented geometrically. Off by default."""
+
+    enabled: bool = False
+    modalities: tuple[str, ...] = ("stained",)
+    gain_range: tuple[float, float] = (0.8, 1.2)
+    shift_range: tuple[float, float] = (-0.01, 0.01)
+
+    @classmethod
+    def from_params(cls, params: dict | None) -> StainJitter:
+        """Build from ``augmentation.stain_jitter`` (absent: off); bad settings stop with a
+        ParameterError naming the setting."""
+        params = dict(params or {})
+        unknown = set(params) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ParameterError(
+                f"unknown augmentation.stain_jitter parameter(s) {sorted(unknown)}; "
+                f"known: {sorted(cls.__dataclass_fields__)}"
+            )
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+        for name in ("gain_range", "shift_range"):
+            pair = values.get(name, getattr(cls, name))
+            if len(pair) != 2 or not float(pair[0]) <= float(pair[1]):
+                raise ParameterError(
+                    f"augmentation.stain_jitter.{name} must be [low, high] with low <= high, "
+                    f"got {list(pair)}"
+                )
+        if float(values.get("gain_range", cls.gain_range)[0]) <= 0:
+            raise ParameterError("augmentation.stain_jitter.gain_range must stay above 0")
+        return cls(**values)
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(gains, shifts) for the three stains of one copy."""
+        return rng.uniform(*self.gain_range, size=3), rng.uniform(*self.shift_range, size=3)
+
+
 def sample_rng(seed: int, image_id: str, copy_index: int) -> np.random.Generator:
     """Generator for one (image, copy): depends on the seed, the id and the copy only, so the
     result does not change with worker count, ordering or which other images are present."""

@@ -11,57 +11,124 @@ import numpy as np
 import pandas as pd
 
 from nucleus_segmentation import bundle
-from nucleus_segmentation.errors import DataProblem
-from nucleus_segmentation.imaging.augment import AugmentConfig, augment_sample, sample_rng
+from nucleus_segmentation.errors import DataProblem, ParameterError
+from nucleus_segmentation.imaging.augment import (
+    AugmentConfig,
+    StainJitter,
+    augment_sample,
+    sample_rng,
+)
+from nucleus_segmentation.imaging.colour import jitter_stains
 from nucleus_segmentation.imaging.masks import labels_to_mask
 from nucleus_segmentation.parallel import parallel_map
+from nucleus_segmentation.segment import ScalePolicy, SegmentationSettings, prepare_image
 
 logger = logging.getLogger(__name__)
 
 
 def _augment_one(
-    task: tuple[str, np.ndarray, np.ndarray], config: AugmentConfig, copies: int, seed: int
+    task: tuple[str, np.ndarray, np.ndarray, np.ndarray | None],
+    config: AugmentConfig,
+    copies: int,
+    seed: int,
+    jitter: StainJitter,
+    preprocessing: Mapping[str, Any] | None,
+    scale: ScalePolicy | None,
 ) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """All copies of one training image (runs in a worker process)."""
-    image_id, image, labels = task
+    """All copies of one training image (runs in a worker process). With a raw colour image
+    (stain jitter on for its modality) each copy starts from that image's own stain jitter,
+    preprocessed as in the preprocessing stage; else from the preprocessed image."""
+    image_id, image, labels, raw = task
     out = []
     for copy in range(copies):
+        source = image
+        if raw is not None:
+            # Its own generator, so the geometry of a copy is the same with jitter on or off.
+            gains, shifts = jitter.draw(sample_rng(seed, f"{image_id}/stain", copy))
+            source = prepare_image(jitter_stains(raw, gains, shifts), preprocessing, scale)
         new_image, new_labels = augment_sample(
-            image, labels, config, sample_rng(seed, image_id, copy)
+            source, labels, config, sample_rng(seed, image_id, copy)
         )
         fields = {"image": new_image, "labels": new_labels, "mask": labels_to_mask(new_labels)}
         out.append((f"{image_id}_aug{copy:02d}", fields))
     return out
 
 
+def _jittered_ids(
+    split: pd.DataFrame, train_ids: list[str], jitter: StainJitter, ingested
+) -> set[str]:
+    """Training images whose copies get stain jitter: their modality is listed, and they are
+    colour images (the check that names the image, before any worker starts)."""
+    if not jitter.enabled:
+        return set()
+    if ingested is None or "modality" not in split:
+        raise ParameterError(
+            "augmentation.stain_jitter needs the ingested images and a data split with a "
+            "modality column (the augmentation pipeline passes both)"
+        )
+    chosen = split.loc[split["split"] == "train"]
+    chosen = chosen.loc[chosen["modality"].isin(jitter.modalities), "image_id"].tolist()
+    for image_id in chosen:
+        shape = bundle.field(ingested, image_id, "image").shape
+        if len(shape) != 3 or shape[2] not in (3, 4):
+            raise DataProblem(
+                f"ingested image {image_id} (modality "
+                f"{split.set_index('image_id').at[image_id, 'modality']}) is not a colour "
+                f"image (shape {shape}): stain jitter needs RGB; remove its modality from "
+                "augmentation.stain_jitter.modalities"
+            )
+    logger.info("Stain jitter on %d of %d training images", len(chosen), len(train_ids))
+    return set(chosen)
+
+
 def augment_training_images(
-    preprocessed: Mapping[str, np.ndarray], split: pd.DataFrame, params: Mapping[str, Any]
+    preprocessed: Mapping[str, np.ndarray],
+    split: pd.DataFrame,
+    params: Mapping[str, Any],
+    ingested: Mapping[str, np.ndarray] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    segmentation: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """``copies_per_image`` augmented copies of every *training* image.
 
     Validation and test images are never read here. Each copy's randomness depends only on
     (``seed``, image id, copy index), so the result is byte-identical for the same seed,
     whatever the worker count. The copies are then shuffled with the same seed (the paper's
-    random sample shuffling).
+    random sample shuffling). With ``stain_jitter.enabled`` the copies of training images of
+    the listed modalities start from their raw colour image (``ingested``) with jittered
+    stains, preprocessed with ``preprocessing`` on the ``segmentation`` scale grid exactly as
+    the preprocessing stage does.
 
     Returns:
         A bundle of ``<image_id>_augNN`` samples: ``image`` (SxS uint8), ``labels`` (SxS
         uint16), ``mask`` (SxS uint8), S = ``transforms.output_size``.
     """
     config = AugmentConfig.from_params(dict(params["transforms"]))
+    jitter = StainJitter.from_params(params.get("stain_jitter"))
     seed, copies = int(params["seed"]), int(params["copies_per_image"])
     train_ids = split.loc[split["split"] == "train", "image_id"].tolist()
     if not train_ids:
         raise DataProblem("the split has no training image to augment")
+    jittered = _jittered_ids(split, train_ids, jitter, ingested)
+    scale = SegmentationSettings.from_params(segmentation).scale if jittered else None
     tasks = (
         (
             image_id,
             bundle.field(preprocessed, image_id, "image"),
             bundle.field(preprocessed, image_id, "labels"),
+            bundle.field(ingested, image_id, "image") if image_id in jittered else None,
         )
         for image_id in train_ids
     )
-    work = partial(_augment_one, config=config, copies=copies, seed=seed)
+    work = partial(
+        _augment_one,
+        config=config,
+        copies=copies,
+        seed=seed,
+        jitter=jitter,
+        preprocessing=preprocessing if jittered else None,
+        scale=scale,
+    )
     samples = [
         s
         for result in parallel_map(

@@ -10,7 +10,15 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 augment_training_images,
-                inputs=["preprocessed_images", "data_split", "params:augmentation"],
+                inputs=[
+                    "preprocessed_images",
+                    "data_split",
+                    "params:augmentation",
+                    # raw colour and the preprocessing, for augmentation.stain_jitter only
+                    "ingested_images",
+                    "params:preprocessing",
+                    "params:segmentation",
+                ],
                 outputs="augmented_images",
                 name="augment_training_images",
             ),

@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import ParameterError
-from nucleus_segmentation.imaging.augment import AugmentConfig
+from nucleus_segmentation.imaging.augment import AugmentConfig, StainJitter
 from nucleus_segmentation.imaging.targets import class_targets, num_classes
 from nucleus_segmentation.model.distribution import device_report, distribution_scope
 from nucleus_segmentation.model.losses import (
@@ -105,6 +105,11 @@ def _training_batches(augmented, preprocessed, split, params, augmentation_param
         )
         return SegmentationBatches(images, masks, batch, steps, seed), len(ids)
     if mode == "online":
+        if StainJitter.from_params(augmentation_params.get("stain_jitter")).enabled:
+            raise ParameterError(
+                "augmentation.stain_jitter works on the stored (offline) copies only: set "
+                "training.augmentation_mode to offline or stain_jitter.enabled to false"
+            )
         ids = _ids(split, "train")
         config = AugmentConfig.from_params(dict(augmentation_params["transforms"]))
         images = [bundle.field(preprocessed, i, "image") for i in ids]
