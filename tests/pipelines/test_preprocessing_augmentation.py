@@ -126,3 +126,35 @@ def test_stain_jitter_names_what_it_lacks():
     gray["img2/image"] = ingested["img2/image"][..., 0]
     with pytest.raises(DataProblem, match=r"img2 \(modality stained\) is not a colour image"):
         augment_training_images(preprocessed, split, on, gray, PRE, FIXED)
+
+
+def test_copies_per_modality_oversamples_the_named_modalities_only():
+    _, split, preprocessed = _jitter_inputs()  # train: img0, img2 stained, img1 fluorescence
+    plain = augment_training_images(preprocessed, split, AUG)
+    more = augment_training_images(
+        preprocessed, split, {**AUG, "copies_per_modality": {"stained": 5, "brightfield": 9}}
+    )
+    ids = bundle.sample_ids(more)
+    counts = pd.Series([i.rsplit("_aug", 1)[0] for i in ids]).value_counts().to_dict()
+    assert counts == {"img0": 5, "img2": 5, "img1": 3}
+    # The first copies of an oversampled image are the ones it gets without oversampling.
+    assert all(more[k].tobytes() == plain[k].tobytes() for k in plain)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"stained": 0}, r"copies_per_modality.stained must be a whole number >= 1, got 0"),
+        ({"stained": 2.5}, r"copies_per_modality.stained must be a whole number >= 1, got 2.5"),
+    ],
+)
+def test_copies_per_modality_refuses_bad_counts(setting, message):
+    from nucleus_segmentation.errors import ParameterError
+
+    _, split, preprocessed = _jitter_inputs()
+    with pytest.raises(ParameterError, match=message):
+        augment_training_images(preprocessed, split, {**AUG, "copies_per_modality": setting})
+    with pytest.raises(ParameterError, match="needs a data split with a modality column"):
+        augment_training_images(
+            preprocessed, split.drop(columns="modality"), {**AUG, "copies_per_modality": {"a": 2}}
+        )

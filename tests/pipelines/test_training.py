@@ -323,7 +323,7 @@ def test_validation_scores_what_the_segmentation_path_gives():
         validation.on_epoch_end(2, {})
 
 
-def test_online_augmentation_refuses_stain_jitter_it_cannot_apply():
+def test_online_augmentation_refuses_what_only_stored_copies_can_do():
     from nucleus_segmentation.pipelines.training.nodes import _training_batches
 
     preprocessed, augmented, split = _data()
@@ -331,5 +331,8 @@ def test_online_augmentation_refuses_stain_jitter_it_cannot_apply():
     params = {**PARAMS, "augmentation_mode": "online"}
     with pytest.raises(ParameterError, match="stain_jitter works on the stored .offline. copies"):
         _training_batches(augmented, preprocessed, split, params, jitter, 1)
+    oversampled = {**AUGMENTATION, "copies_per_modality": {"stained": 4}}
+    with pytest.raises(ParameterError, match="copies_per_modality works on the stored"):
+        _training_batches(augmented, preprocessed, split, params, oversampled, 1)
     feeder, _ = _training_batches(augmented, preprocessed, split, params, AUGMENTATION, 1)
     assert feeder[0][0].shape[0] == PARAMS["batch_size"]

@@ -27,9 +27,8 @@ logger = logging.getLogger(__name__)
 
 
 def _augment_one(
-    task: tuple[str, np.ndarray, np.ndarray, np.ndarray | None],
+    task: tuple[str, int, np.ndarray, np.ndarray, np.ndarray | None],
     config: AugmentConfig,
-    copies: int,
     seed: int,
     jitter: StainJitter,
     preprocessing: Mapping[str, Any] | None,
@@ -38,7 +37,7 @@ def _augment_one(
     """All copies of one training image (runs in a worker process). With a raw colour image
     (stain jitter on for its modality) each copy starts from that image's own stain jitter,
     preprocessed as in the preprocessing stage; else from the preprocessed image."""
-    image_id, image, labels, raw = task
+    image_id, copies, image, labels, raw = task
     out = []
     for copy in range(copies):
         source = image
@@ -52,6 +51,35 @@ def _augment_one(
         fields = {"image": new_image, "labels": new_labels, "mask": labels_to_mask(new_labels)}
         out.append((f"{image_id}_aug{copy:02d}", fields))
     return out
+
+
+def _copies(split: pd.DataFrame, train_ids: list[str], params: Mapping[str, Any]) -> list[int]:
+    """Copies to store of each training image: ``copies_per_modality`` where it names the
+    image's modality (to oversample rare ones), else ``copies_per_image``."""
+    default = int(params["copies_per_image"])
+    per_modality = dict(params.get("copies_per_modality") or {})
+    for modality, copies in per_modality.items():
+        if not isinstance(copies, int) or isinstance(copies, bool) or copies < 1:
+            raise ParameterError(
+                f"augmentation.copies_per_modality.{modality} must be a whole number >= 1, "
+                f"got {copies!r}"
+            )
+    if not per_modality:
+        return [default] * len(train_ids)
+    if "modality" not in split:
+        raise ParameterError(
+            "augmentation.copies_per_modality needs a data split with a modality column"
+        )
+    modality = split.set_index("image_id")["modality"]
+    copies = [per_modality.get(modality[image_id], default) for image_id in train_ids]
+    counts = pd.Series([modality[i] for i in train_ids]).value_counts()
+    logger.info(
+        "Copies per training image by modality: %s",
+        ", ".join(
+            f"{name} {per_modality.get(name, default)} x {count}" for name, count in counts.items()
+        ),
+    )
+    return copies
 
 
 def _jittered_ids(
@@ -89,7 +117,8 @@ def augment_training_images(
     preprocessing: Mapping[str, Any] | None = None,
     segmentation: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
-    """``copies_per_image`` augmented copies of every *training* image.
+    """``copies_per_image`` augmented copies of every *training* image (or, for the
+    modalities ``copies_per_modality`` names, as many as it says: oversampling).
 
     Validation and test images are never read here. Each copy's randomness depends only on
     (``seed``, image id, copy index), so the result is byte-identical for the same seed,
@@ -105,25 +134,26 @@ def augment_training_images(
     """
     config = AugmentConfig.from_params(dict(params["transforms"]))
     jitter = StainJitter.from_params(params.get("stain_jitter"))
-    seed, copies = int(params["seed"]), int(params["copies_per_image"])
+    seed = int(params["seed"])
     train_ids = split.loc[split["split"] == "train", "image_id"].tolist()
     if not train_ids:
         raise DataProblem("the split has no training image to augment")
     jittered = _jittered_ids(split, train_ids, jitter, ingested)
     scale = SegmentationSettings.from_params(segmentation).scale if jittered else None
+    copies = _copies(split, train_ids, params)
     tasks = (
         (
             image_id,
+            image_copies,
             bundle.field(preprocessed, image_id, "image"),
             bundle.field(preprocessed, image_id, "labels"),
             bundle.field(ingested, image_id, "image") if image_id in jittered else None,
         )
-        for image_id in train_ids
+        for image_id, image_copies in zip(train_ids, copies, strict=True)
     )
     work = partial(
         _augment_one,
         config=config,
-        copies=copies,
         seed=seed,
         jitter=jitter,
         preprocessing=preprocessing if jittered else None,

@@ -110,6 +110,11 @@ def _training_batches(augmented, preprocessed, split, params, augmentation_param
                 "augmentation.stain_jitter works on the stored (offline) copies only: set "
                 "training.augmentation_mode to offline or stain_jitter.enabled to false"
             )
+        if augmentation_params.get("copies_per_modality"):
+            raise ParameterError(
+                "augmentation.copies_per_modality works on the stored (offline) copies only: "
+                "set training.augmentation_mode to offline or copies_per_modality to {}"
+            )
         ids = _ids(split, "train")
         config = AugmentConfig.from_params(dict(augmentation_params["transforms"]))
         images = [bundle.field(preprocessed, i, "image") for i in ids]
