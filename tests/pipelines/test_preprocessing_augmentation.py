@@ -120,8 +120,10 @@ def test_stain_jitter_names_what_it_lacks():
 
     ingested, split, preprocessed = _jitter_inputs()
     on = {**AUG, "stain_jitter": {"enabled": True}}
-    with pytest.raises(ParameterError, match="needs the ingested images"):
+    with pytest.raises(ParameterError, match="needs the ingested images, the preprocessing"):
         augment_training_images(preprocessed, split, on)
+    with pytest.raises(ParameterError, match="needs the ingested images, the preprocessing"):
+        augment_training_images(preprocessed, split, on, ingested, PRE)
     gray = dict(ingested)
     gray["img2/image"] = ingested["img2/image"][..., 0]
     with pytest.raises(DataProblem, match=r"img2 \(modality stained\) is not a colour image"):

@@ -83,16 +83,18 @@ def _copies(split: pd.DataFrame, train_ids: list[str], params: Mapping[str, Any]
 
 
 def _jittered_ids(
-    split: pd.DataFrame, train_ids: list[str], jitter: StainJitter, ingested
+    split: pd.DataFrame, train_ids: list[str], jitter: StainJitter, ingested, settings
 ) -> set[str]:
     """Training images whose copies get stain jitter: their modality is listed, and they are
-    colour images (the check that names the image, before any worker starts)."""
+    colour images (the check that names the image, before any worker starts). ``settings``:
+    the preprocessing and segmentation parameters the jittered copies are prepared with."""
     if not jitter.enabled:
         return set()
-    if ingested is None or "modality" not in split:
+    if ingested is None or None in settings or "modality" not in split:
         raise ParameterError(
-            "augmentation.stain_jitter needs the ingested images and a data split with a "
-            "modality column (the augmentation pipeline passes both)"
+            "augmentation.stain_jitter needs the ingested images, the preprocessing and "
+            "segmentation parameters and a data split with a modality column (the "
+            "augmentation pipeline passes them all)"
         )
     chosen = split.loc[split["split"] == "train"]
     chosen = chosen.loc[chosen["modality"].isin(jitter.modalities), "image_id"].tolist()
@@ -138,7 +140,7 @@ def augment_training_images(
     train_ids = split.loc[split["split"] == "train", "image_id"].tolist()
     if not train_ids:
         raise DataProblem("the split has no training image to augment")
-    jittered = _jittered_ids(split, train_ids, jitter, ingested)
+    jittered = _jittered_ids(split, train_ids, jitter, ingested, (preprocessing, segmentation))
     scale = SegmentationSettings.from_params(segmentation).scale if jittered else None
     copies = _copies(split, train_ids, params)
     tasks = (
