@@ -129,7 +129,7 @@ def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data,
     ("env", "changed"),
     [
         ("hematoxylin", {"stain": {"representation": "hematoxylin"}}),
-        ("percentile", {"equalize": {"method": "percentile"}}),
+        ("paper", {"equalize": {"method": "global"}}),
     ],
 )
 def test_the_preprocessing_environments_change_one_preprocessing_setting(env, changed):
@@ -140,9 +140,23 @@ def test_the_preprocessing_environments_change_one_preprocessing_setting(env, ch
         for key, value in settings.items():
             assert own["preprocessing"][group][key] == value != base["preprocessing"][group][key]
             own["preprocessing"][group][key] = base["preprocessing"][group][key]
+    if env == "paper":  # the paper's protocol changes more than preprocessing
+        assert own["preprocessing"] == base["preprocessing"]
+        return
     for section in ("training", "preprocessing", "segmentation", "split", "augmentation"):
         if section == "training":  # each environment checkpoints under its own model's name
             own[section].pop("checkpoint_dir"), base[section].pop("checkpoint_dir")
+        assert own[section] == base[section], section
+
+
+def test_the_default_normalises_each_image_by_its_percentiles_as_measured_in_percentile():
+    """The percentile environment measured the setting the base now has: apart from file
+    names it is the default, so its documented model is the default recipe's."""
+    base, own = _parameters("local"), _parameters("percentile")
+    assert base["preprocessing"]["equalize"]["method"] == "percentile"
+    assert base["preprocessing"]["equalize"]["percentiles"] == [1.0, 99.8]
+    own["training"].pop("checkpoint_dir"), base["training"].pop("checkpoint_dir")
+    for section in ("training", "preprocessing", "segmentation", "split", "augmentation"):
         assert own[section] == base[section], section
 
 
