@@ -60,7 +60,15 @@ LEVERS = {
     "hematoxylin": {
         "env": "local",
         "model": "boundary",
-        "params": {"preprocessing": {**CLAHE, "stain": {"representation": "hematoxylin"}}},
+        # match_model false: a deliberate test-time change (the model records its training
+        # preprocessing since; this one, older, has no record).
+        "params": {
+            "preprocessing": {
+                **CLAHE,
+                "stain": {"representation": "hematoxylin"},
+                "match_model": False,
+            }
+        },
         "against": "boundary",
         "label": "boundary class, stained images as hematoxylin density at test time only",
     },

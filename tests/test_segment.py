@@ -205,3 +205,34 @@ def test_separation_settings_are_checked():
     assert check_separation({**SEPARATION, "outline": 0.7})["outline"] == 0.7
     with pytest.raises(DataProblem, match="outline"):
         check_separation({**SEPARATION, "outline": 1.0})
+
+
+def test_a_model_runs_only_on_input_prepared_like_its_training_data(caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from nucleus_segmentation.imaging.preprocess import effective_preprocessing
+    from nucleus_segmentation.segment import check_model_preprocessing
+
+    percentile = {
+        "invert": {"enabled": True, "brightness_threshold": 127.0},
+        "equalize": {"enabled": True, "method": "percentile", "clip_limit": 2.0, "tile_grid": 8},
+        "smooth": {"enabled": True, "kernel_size": 5, "sigma": 1.0},
+    }
+    model = SimpleNamespace(trained_preprocessing=effective_preprocessing(percentile))
+    # Settings the method does not use (CLAHE's clip limit) do not count.
+    check_model_preprocessing(
+        model, {**percentile, "equalize": {**percentile["equalize"], "clip_limit": 9.0}}
+    )
+    clahe = {**percentile, "equalize": {**percentile["equalize"], "method": "clahe"}}
+    with pytest.raises(DataProblem) as error:
+        check_model_preprocessing(model, clahe)
+    message = str(error.value)
+    assert "preprocessing.equalize.method='percentile'" in message
+    assert "this run has preprocessing.equalize.clip_limit=2.0" in message
+    assert "preprocessing.equalize.percentiles=None" in message  # not used by CLAHE
+    with caplog.at_level(logging.WARNING):
+        check_model_preprocessing(model, {**clahe, "match_model": False})
+    assert "preprocessing.equalize.method='percentile'" in caplog.text
+    # A model saved before the record existed is not checked.
+    check_model_preprocessing(SimpleNamespace(), clahe)

@@ -23,6 +23,7 @@ interior, nucleus boundary; ``training.targets.kind: boundary``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,13 +35,14 @@ from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import DataProblem, ParameterError
 from nucleus_segmentation.imaging.geometry import resize_image, resize_labels
 from nucleus_segmentation.imaging.instances import METHODS, separate_instances
-from nucleus_segmentation.imaging.preprocess import preprocess_image
+from nucleus_segmentation.imaging.preprocess import effective_preprocessing, preprocess_image
 from nucleus_segmentation.imaging.targets import nucleus_maps
 from nucleus_segmentation.imaging.tiling import predict_tiled
 from nucleus_segmentation.model.precision import PRECISIONS, with_precision
 from nucleus_segmentation.model.predict import FLIPS, output_stride, predict_probabilities
 from nucleus_segmentation.progress import track
 
+logger = logging.getLogger(__name__)
 SCALE_MODES = ("native", "fixed")
 SEPARATION_KEYS = ("threshold", "method", "seed_depth", "smoothing", "min_size")
 OUTLINE = "outline"  # optional: the level the extent is drawn at (None: the threshold)
@@ -227,6 +229,35 @@ def check_model_separation(
         )
 
 
+def check_model_preprocessing(model, preprocessing: Mapping[str, Any]) -> None:
+    """Refuse, before any image is read, to run a model on input prepared otherwise than its
+    training data: a model saved by this project records the settings it was trained with
+    (``trained_preprocessing``, see :func:`effective_preprocessing`); any difference is a
+    DataProblem naming each setting, unless ``preprocessing.match_model`` is false (a
+    deliberate test-time experiment), where it is a warning. Models without a record (saved
+    before it existed) are not checked."""
+    trained = getattr(model, "trained_preprocessing", None)
+    if trained is None:
+        return
+    current = effective_preprocessing(preprocessing)
+    differ = sorted(k for k in set(trained) | set(current) if trained.get(k) != current.get(k))
+    if not differ:
+        return
+    source = getattr(model, "loaded_from", None)
+    name = f"{source.filepath} (version {source.version})" if source else "the model"
+    message = (
+        f"{name} was trained with "
+        + ", ".join(f"preprocessing.{k}={trained.get(k)!r}" for k in differ)
+        + "; this run has "
+        + ", ".join(f"preprocessing.{k}={current.get(k)!r}" for k in differ)
+        + ": run it with the settings it was trained with (--params preprocessing.<key>="
+        "<value>), or set preprocessing.match_model: false to run it on this input anyway"
+    )
+    if preprocessing.get("match_model", True):
+        raise DataProblem(message)
+    logger.warning(message)
+
+
 def _optional_level(value: Any) -> float | None:
     """``outline`` as stored: None (YAML null, JSON null, a NaN from a table) or a float."""
     if value is None or (isinstance(value, float) and value != value):
@@ -331,6 +362,7 @@ def segmentation_probabilities(
 ) -> dict[str, np.ndarray]:
     """``{image id: HxW nucleus probability}`` of the bundle's images ``ids`` through the
     segmentation path (the model in ``settings.precision``), with a progress line."""
+    check_model_preprocessing(model, preprocessing)
     model = for_segmentation(model, settings)
     return {
         image_id: nucleus_probability(

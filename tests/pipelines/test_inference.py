@@ -233,6 +233,22 @@ def test_an_interior_separation_needs_a_model_with_a_boundary_class(folder):
     assert model.shapes == []
 
 
+def test_a_model_trained_on_other_preprocessing_stops_before_any_image_is_read(folder):
+    from nucleus_segmentation.imaging.preprocess import effective_preprocessing
+
+    model = Echo()
+    trained = {**PREPROCESSING, "smooth": {**PREPROCESSING["smooth"], "enabled": True}}
+    model.trained_preprocessing = effective_preprocessing(trained)
+    model.loaded_from = SOURCE
+    with pytest.raises(ValueError, match=r"attention_unet.keras \(version v1\) was trained with"):
+        segment_images(_images(folder), model, SEPARATION, PREPROCESSING, SEGMENTATION, PARAMS)
+    assert model.shapes == []
+    model.trained_preprocessing = effective_preprocessing(PREPROCESSING)
+    assert list(
+        segment_images(_images(folder), model, SEPARATION, PREPROCESSING, SEGMENTATION, PARAMS)
+    )
+
+
 def _catalog(images, model, output):
     return DataCatalog(
         {

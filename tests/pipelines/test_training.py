@@ -153,6 +153,11 @@ def test_training_returns_model_history_and_best_metrics(tmp_path, mode):
         "step": best_epoch,
     }
     assert model.predict(np.zeros((1, 32, 32, 1), np.float32), verbose=0).shape == (1, 32, 32, 2)
+    # The preprocessing it was trained with goes with it (saved in its .keras file).
+    from nucleus_segmentation.imaging.preprocess import effective_preprocessing
+
+    assert model.trained_preprocessing == effective_preprocessing(RAW)
+    assert model.trained_preprocessing["equalize.enabled"] is RAW["equalize"]["enabled"]
     figure = plot_training_curves(history)
     assert len(figure.axes) == 2 and len(figure.axes[0].lines) == 3
 

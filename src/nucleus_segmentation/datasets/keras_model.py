@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -12,6 +14,10 @@ from typing import Any
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
 
 from nucleus_segmentation.datasets.errors import InputDatasetError
+
+# Beside Keras' own entries in the .keras zip: what the project knows about the model that
+# Keras does not keep (the preprocessing its training data had).
+RECORD = "nucleus_segmentation.json"
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,9 @@ class KerasModelDataset(AbstractVersionedDataset[Any, Any]):
     serializable) and works with any Keras backend, unlike kedro-datasets'
     ``TensorFlowModelDataset``, which imports TensorFlow. Saves to a temporary file beside the
     target and renames it into place, so a crash never leaves half a model. A loaded model
-    carries ``loaded_from`` (:class:`ModelSource`: file, version, digest) for provenance.
+    carries ``loaded_from`` (:class:`ModelSource`: file, version, digest) for provenance and
+    ``trained_preprocessing`` (the preprocessing settings its training data had, stored in
+    the file as ``nucleus_segmentation.json``; None for files saved before that record).
     """
 
     def __init__(
@@ -71,6 +79,7 @@ class KerasModelDataset(AbstractVersionedDataset[Any, Any]):
         except (OSError, ValueError) as exc:
             raise InputDatasetError(f"{path}: not a loadable .keras model ({exc})") from exc
         model.loaded_from = ModelSource(path, self.resolve_load_version(), _sha256(Path(path)))
+        model.trained_preprocessing = _read_record(path).get("preprocessing")
         return model
 
     def save(self, data: Any) -> None:
@@ -82,6 +91,10 @@ class KerasModelDataset(AbstractVersionedDataset[Any, Any]):
         os.close(handle)
         try:
             data.save(temporary)
+            preprocessing = getattr(data, "trained_preprocessing", None)
+            if preprocessing is not None:
+                with zipfile.ZipFile(temporary, "a") as archive:
+                    archive.writestr(RECORD, json.dumps({"preprocessing": preprocessing}))
             os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -95,6 +108,17 @@ class KerasModelDataset(AbstractVersionedDataset[Any, Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": self._filepath, "version": self._version}
+
+
+def _read_record(path: str) -> dict[str, Any]:
+    """The project's record inside a ``.keras`` file ({} when it has none)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if RECORD not in archive.namelist():
+                return {}
+            return json.loads(archive.read(RECORD))
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise InputDatasetError(f"{path}: unreadable {RECORD} ({exc})") from exc
 
 
 def _sha256(path: Path) -> str:

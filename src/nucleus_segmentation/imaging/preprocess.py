@@ -87,3 +87,32 @@ def _percentiles(equalize: Mapping[str, Any]) -> tuple[float, float]:
         return checked_percentiles(equalize.get("percentiles", (1.0, 99.8)))
     except ValueError as error:
         raise ParameterError(f"preprocessing.equalize.{error}") from None
+
+
+def effective_preprocessing(params: Mapping[str, Any]) -> dict[str, Any]:
+    """What of the ``preprocessing`` parameters changes the network input, flattened to
+    ``{"equalize.method": "percentile", ...}`` (JSON-able values): settings of a switched-off
+    step or of another method are left out (CLAHE's clip limit means nothing to the
+    percentile stretch), so two parameter sets that prepare every image alike compare equal."""
+    out: dict[str, Any] = {}
+    stain = dict(params.get("stain") or {"representation": "gray"})
+    out["stain.representation"] = str(stain.get("representation", "gray"))
+    if out["stain.representation"] == "hematoxylin":
+        out["stain.spread_threshold"] = float(stain.get("spread_threshold", 15.0))
+    invert, equalize, smooth = params["invert"], params["equalize"], params["smooth"]
+    out["invert.enabled"] = bool(invert["enabled"])
+    if invert["enabled"]:
+        out["invert.brightness_threshold"] = float(invert["brightness_threshold"])
+    out["equalize.enabled"] = bool(equalize["enabled"])
+    if equalize["enabled"]:
+        out["equalize.method"] = str(equalize["method"])
+        if equalize["method"] == "clahe":
+            out["equalize.clip_limit"] = float(equalize["clip_limit"])
+            out["equalize.tile_grid"] = int(equalize["tile_grid"])
+        elif equalize["method"] == "percentile":
+            out["equalize.percentiles"] = list(_percentiles(equalize))
+    out["smooth.enabled"] = bool(smooth["enabled"])
+    if smooth["enabled"]:
+        out["smooth.kernel_size"] = int(smooth["kernel_size"])
+        out["smooth.sigma"] = float(smooth["sigma"])
+    return out

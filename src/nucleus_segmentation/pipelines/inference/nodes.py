@@ -17,6 +17,7 @@ from nucleus_segmentation.model.precision import resolve_precision
 from nucleus_segmentation.parallel import runs_in_process, threads_per_worker
 from nucleus_segmentation.segment import (
     SegmentationSettings,
+    check_model_preprocessing,
     check_model_separation,
     check_separation,
     for_segmentation,
@@ -52,6 +53,7 @@ def segment_images(
     settings = SegmentationSettings.from_params(segmentation)
     separation = check_separation(postprocessing, "instance_postprocessing")
     check_model_separation(model, separation)
+    check_model_preprocessing(model, preprocessing)
     style = params["overlay"]
     colour = contour_colour(style["colour"], style["mode"]).tolist()
     workers = params["n_workers"]

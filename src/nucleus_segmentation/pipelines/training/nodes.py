@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.augment import AugmentConfig, StainJitter
+from nucleus_segmentation.imaging.preprocess import effective_preprocessing
 from nucleus_segmentation.imaging.targets import class_targets, num_classes
 from nucleus_segmentation.model.distribution import device_report, distribution_scope
 from nucleus_segmentation.model.losses import (
@@ -265,6 +266,8 @@ def train_segmentation_model(
         best_row["val_miou_pooled"],
         best_row["val_nucleus_iou_pooled"],
     )
+    # Saved with the model (KerasModelDataset): evaluation and inference refuse other input.
+    model.trained_preprocessing = effective_preprocessing(preprocessing_params)
     return model, table, metric_history, best
 
 
