@@ -58,7 +58,8 @@ CELLS = [
     new_code_cell(
         'steps = ["grayscale", "invert", "equalize", "smooth"]\n'
         "def upto(step):\n"
-        '    chosen = {k: dict(v) for k, v in params["preprocessing"].items()}\n'
+        '    chosen = dict(params["preprocessing"])  # each step\'s settings, and match_model\n'
+        "    chosen.update({name: dict(chosen[name]) for name in steps[1:]})\n"
         "    for name in steps[1:]:\n"
         '        chosen[name]["enabled"] = steps.index(name) <= steps.index(step)\n'
         "    return chosen\n\n"
