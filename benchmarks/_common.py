@@ -26,6 +26,15 @@ SCORES = {
 }
 
 
+def bf16_instructions() -> str:
+    """The CPU's bfloat16 instructions, as the tables' machine line names them: bfloat16 pays
+    on CPUs with AMX and loses without it (docs/running.md, "Precision")."""
+    from nucleus_segmentation.hardware import cpu_flags
+
+    shown = cpu_flags() & {"amx_bf16", "amx_tile", "avx512_bf16"}
+    return ", ".join(sorted(shown)) or "none"
+
+
 def cell(name: str, value: float) -> str:
     """One score as a table shows it: pixel scores in %, area error as a signed %; ``-``
     where there is nothing to score (no nucleus matched)."""

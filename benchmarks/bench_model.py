@@ -21,15 +21,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-from _common import PROJECT, write_section  # noqa: E402
+from _common import PROJECT, bf16_instructions, write_section  # noqa: E402
 from complexity import count_multiply_adds  # noqa: E402
 
 from nucleus_segmentation.model.losses import PixelWeightedCrossEntropy  # noqa: E402
-from nucleus_segmentation.model.precision import (  # noqa: E402
-    BF16_CPU_FLAGS,
-    cpu_flags,
-    precision_scope,
-)
+from nucleus_segmentation.model.precision import precision_scope  # noqa: E402
 from nucleus_segmentation.model.predict import predict_probabilities  # noqa: E402
 from nucleus_segmentation.model.training import make_optimizer  # noqa: E402
 from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet  # noqa: E402
@@ -154,7 +150,7 @@ def main() -> None:
             "Command: `python benchmarks/bench_model.py`. Machine: "
             f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
             f"Keras {keras.__version__} on {keras.backend.backend()}; CPU bfloat16 "
-            f"instructions: {', '.join(sorted(cpu_flags() & BF16_CPU_FLAGS)) or 'none'}.",
+            f"instructions: {bf16_instructions()}.",
             "",
             "| model | parameters | multiply-adds, 512x512 (G) | FLOPs, 512x512 (G) |",
             "|---|---|---|---|",

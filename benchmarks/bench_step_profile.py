@@ -27,7 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import yaml  # noqa: E402
-from _common import PROJECT, write_section  # noqa: E402
+from _common import PROJECT, bf16_instructions, write_section  # noqa: E402
 from bench_model import training_throughput  # noqa: E402
 
 from nucleus_segmentation.model.precision import precision_scope  # noqa: E402
@@ -167,8 +167,9 @@ def main() -> None:
         [
             f"Command: `python benchmarks/bench_step_profile.py --size {args.size} --batch "
             f"{batch} --repeats {args.repeats}`: the CPU default's attention U-Net, "
-            f"{batch} crops of {args.size}x{args.size}, {os.cpu_count()} cores, Keras "
-            f"{keras.__version__} on {keras.backend.backend()}. Each layer timed alone on the "
+            f"{batch} crops of {args.size}x{args.size}, {os.cpu_count()} cores (CPU bfloat16 "
+            f"instructions: {bf16_instructions()}), Keras {keras.__version__} on "
+            f"{keras.backend.backend()}. Each layer timed alone on the "
             "activations it gets in the network (compiled, median of the repeats); forward + "
             "backward includes the gradients for its inputs and its weights. Shares are of the "
             "whole training step in the same precision.",

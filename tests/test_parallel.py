@@ -59,7 +59,7 @@ def test_parallel_settings_are_checked():
     ) == ParallelSettings("dask", "tcp://10.0.0.5:8786", 4)
     with pytest.raises(ValueError, match="backend must be one of"):
         ParallelSettings.from_params({"backend": "spark"})
-    with pytest.raises(ValueError, match=r"unknown keys \['dask.workers'\]"):
+    with pytest.raises(ValueError, match=r"params:parallel.dask: unknown keys \['workers'\]"):
         ParallelSettings.from_params({"backend": "dask", "dask": {"workers": 2}})
 
 

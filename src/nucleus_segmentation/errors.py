@@ -23,6 +23,14 @@ class DataProblem(ValueError, InputProblem):
     """The data, as a whole, cannot give what the stage needs (e.g. an empty split)."""
 
 
+def refuse_unknown_keys(params, known, section: str) -> None:
+    """Stop with a ParameterError naming ``section`` (e.g. ``params:model``), the keys of
+    ``params`` that are not in ``known``, and the known ones; nothing when all are known."""
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ParameterError(f"{section}: unknown keys {unknown}; known: {sorted(known)}")
+
+
 def find_input_problem(error: BaseException) -> BaseException | None:
     """The first :class:`InputProblem` in ``error``'s chain of causes, or ``None``."""
     seen: set[int] = set()

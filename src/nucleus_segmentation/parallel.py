@@ -30,7 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from nucleus_segmentation.errors import ParameterError
+from nucleus_segmentation.errors import ParameterError, refuse_unknown_keys
 from nucleus_segmentation.progress import track
 
 T = TypeVar("T")
@@ -77,11 +77,8 @@ class ParallelSettings:
     def from_params(cls, params: dict[str, Any] | None) -> ParallelSettings:
         params = dict(params or {})
         dask = dict(params.pop("dask", None) or {})
-        unknown = sorted(set(params) - {"backend"}) + sorted(
-            f"dask.{k}" for k in set(dask) - {"scheduler", "n_workers"}
-        )
-        if unknown:
-            raise ParameterError(f"params:parallel: unknown keys {unknown}")
+        refuse_unknown_keys(params, ["backend"], "params:parallel")
+        refuse_unknown_keys(dask, ["scheduler", "n_workers"], "params:parallel.dask")
         return cls(
             backend=str(params.get("backend", "processes")),
             scheduler=dask.get("scheduler"),

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from nucleus_segmentation import bundle
-from nucleus_segmentation.errors import DataProblem, ParameterError
+from nucleus_segmentation.errors import DataProblem, ParameterError, refuse_unknown_keys
 from nucleus_segmentation.imaging.geometry import resize_image, resize_labels
 from nucleus_segmentation.imaging.instances import METHODS, separate_instances
 from nucleus_segmentation.imaging.preprocess import effective_preprocessing, preprocess_image
@@ -140,13 +140,10 @@ class SegmentationSettings:
             "precision",
             "separation",
         }
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ParameterError(f"params:segmentation: unknown keys {unknown}")
+        refuse_unknown_keys(params, known, "params:segmentation")
         scale = dict(params.get("scale") or {})
-        unknown = sorted(set(scale) - {f.name for f in dataclasses.fields(ScalePolicy)})
-        if unknown:
-            raise ParameterError(f"params:segmentation.scale: unknown keys {unknown}")
+        scale_keys = [f.name for f in dataclasses.fields(ScalePolicy)]
+        refuse_unknown_keys(scale, scale_keys, "params:segmentation.scale")
         tta = dict(params.get("tta") or {})
         return cls(
             scale=ScalePolicy(**scale),

@@ -50,7 +50,8 @@ def fitted():
 
 
 def test_from_params_refuses_unknown_keys():
-    with pytest.raises(ValueError, match="unknown model parameters \\['filters'\\]"):
+    message = r"params:model: unknown keys \['filters'\]; known: \[.*'base_filters'"
+    with pytest.raises(ValueError, match=message):
         UNetConfig.from_params({"base_filters": 8, "filters": 8})
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from nucleus_segmentation.errors import ParameterError
+from nucleus_segmentation.errors import ParameterError, refuse_unknown_keys
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,7 @@ class AugmentConfig:
     @classmethod
     def from_params(cls, params: dict) -> AugmentConfig:
         """Build from the ``augmentation.transforms`` parameter mapping (unknown keys refused)."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(params) - known
-        if unknown:
-            raise ParameterError(
-                f"unknown augmentation parameter(s) {sorted(unknown)}; known: {sorted(known)}"
-            )
+        refuse_unknown_keys(params, cls.__dataclass_fields__, "augmentation.transforms")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
         zoom = values.get("zoom_range")
         if zoom is not None and (len(zoom) != 2 or not 0 < zoom[0] <= zoom[1]):
@@ -87,12 +82,7 @@ class StainJitter:
         """Build from ``augmentation.stain_jitter`` (absent: off); bad settings stop with a
         ParameterError naming the setting."""
         params = dict(params or {})
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ParameterError(
-                f"unknown augmentation.stain_jitter parameter(s) {sorted(unknown)}; "
-                f"known: {sorted(cls.__dataclass_fields__)}"
-            )
+        refuse_unknown_keys(params, cls.__dataclass_fields__, "augmentation.stain_jitter")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
         for name in ("gain_range", "shift_range"):
             pair = values.get(name, getattr(cls, name))

@@ -2,10 +2,11 @@
 
 ``precision`` is ``auto``, ``float32`` or ``mixed_bfloat16`` (Keras' dtype policy of that
 name: layers compute in bfloat16, variables, the softmax head, the loss and the metrics stay
-float32). ``auto`` picks ``mixed_bfloat16`` where the hardware runs it natively (a TPU, a
-GPU of compute capability 8.0 or later, or a CPU with AMX or AVX512-BF16, which oneDNN uses)
-and ``float32`` elsewhere; the figures behind that choice are in docs/benchmarks.md
-("Precision of the segmentation path").
+float32). ``auto`` picks ``mixed_bfloat16`` where the hardware runs it fast (a TPU, a GPU of
+compute capability 8.0 or later, or a CPU with AMX tiles, which oneDNN uses) and ``float32``
+elsewhere. AVX512-BF16 alone is not enough: on such a CPU (2 cores, no AMX) a bfloat16 matmul
+ran at half the float32 speed and the CPU default's inference 1.45x slower; the figures are in
+docs/benchmarks.md ("Precision of the segmentation path").
 
 A saved model computes in whatever precision it was trained in; :func:`with_precision` gives
 the same weights computing in another, so a model trained in either loads under either.
@@ -23,7 +24,7 @@ from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.hardware import cpu_flags, gpu_capability
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
-BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+BF16_CPU_FLAGS = frozenset({"amx_bf16"})  # not avx512_bf16 alone: slower than float32 there
 BF16_GPU_CAPABILITY = (8, 0)  # Ampere and later run bfloat16 natively
 HEAD = "probabilities"  # the softmax layer, float32 in every precision
 # model -> {policy: its clone in that policy}: a model is converted once, however many

@@ -33,7 +33,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from nucleus_segmentation.errors import ParameterError
+from nucleus_segmentation.errors import ParameterError, refuse_unknown_keys
 from nucleus_segmentation.model.layers import ASPP, AttentionFusion, LocalResponseNormalization
 
 ATTENTIONS = ("sap", "gap", "none")
@@ -121,10 +121,7 @@ class UNetConfig:
     def from_params(cls, params: Mapping[str, Any] | None) -> UNetConfig:
         """Config from a parameters dict (``params:model``); unknown keys raise ParameterError."""
         params = dict(params or {})
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ParameterError(f"unknown model parameters {unknown}; known: {sorted(known)}")
+        refuse_unknown_keys(params, [f.name for f in dataclasses.fields(cls)], "params:model")
         return cls(**params)
 
     def to_params(self) -> dict[str, Any]:

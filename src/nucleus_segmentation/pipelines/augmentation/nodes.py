@@ -82,12 +82,10 @@ def _copies(split: pd.DataFrame, train_ids: list[str], params: Mapping[str, Any]
     return copies
 
 
-def _jittered_ids(
-    split: pd.DataFrame, train_ids: list[str], jitter: StainJitter, ingested, settings
-) -> set[str]:
-    """Training images whose copies get stain jitter: their modality is listed, and they are
-    colour images (the check that names the image, before any worker starts). ``settings``:
-    the preprocessing and segmentation parameters the jittered copies are prepared with."""
+def _jittered_ids(split: pd.DataFrame, jitter: StainJitter, ingested, settings) -> set[str]:
+    """Training images whose copies get stain jitter: those of a listed modality.
+    ``settings``: the preprocessing and segmentation parameters the jittered copies are
+    prepared with (all needed when the jitter is on)."""
     if not jitter.enabled:
         return set()
     if ingested is None or None in settings or "modality" not in split:
@@ -96,19 +94,24 @@ def _jittered_ids(
             "segmentation parameters and a data split with a modality column (the "
             "augmentation pipeline passes them all)"
         )
-    chosen = split.loc[split["split"] == "train"]
-    chosen = chosen.loc[chosen["modality"].isin(jitter.modalities), "image_id"].tolist()
-    for image_id in chosen:
-        shape = bundle.field(ingested, image_id, "image").shape
-        if len(shape) != 3 or shape[2] not in (3, 4):
-            raise DataProblem(
-                f"ingested image {image_id} (modality "
-                f"{split.set_index('image_id').at[image_id, 'modality']}) is not a colour "
-                f"image (shape {shape}): stain jitter needs RGB; remove its modality from "
-                "augmentation.stain_jitter.modalities"
-            )
-    logger.info("Stain jitter on %d of %d training images", len(chosen), len(train_ids))
+    train = split.loc[split["split"] == "train"]
+    chosen = train.loc[train["modality"].isin(jitter.modalities), "image_id"].tolist()
+    logger.info("Stain jitter on %d of %d training images", len(chosen), len(train))
     return set(chosen)
+
+
+def _colour_source(ingested, image_id: str, split: pd.DataFrame) -> np.ndarray:
+    """The raw colour image a jittered copy starts from; a gray one stops the run naming it
+    (in this process, before its task reaches a worker)."""
+    image = bundle.field(ingested, image_id, "image")
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        modality = split.set_index("image_id").at[image_id, "modality"]
+        raise DataProblem(
+            f"ingested image {image_id} (modality {modality}) is not a colour image "
+            f"(shape {image.shape}): stain jitter needs RGB; remove its modality from "
+            "augmentation.stain_jitter.modalities"
+        )
+    return image
 
 
 def augment_training_images(
@@ -140,7 +143,7 @@ def augment_training_images(
     train_ids = split.loc[split["split"] == "train", "image_id"].tolist()
     if not train_ids:
         raise DataProblem("the split has no training image to augment")
-    jittered = _jittered_ids(split, train_ids, jitter, ingested, (preprocessing, segmentation))
+    jittered = _jittered_ids(split, jitter, ingested, (preprocessing, segmentation))
     scale = SegmentationSettings.from_params(segmentation).scale if jittered else None
     copies = _copies(split, train_ids, params)
     tasks = (
@@ -149,7 +152,7 @@ def augment_training_images(
             image_copies,
             bundle.field(preprocessed, image_id, "image"),
             bundle.field(preprocessed, image_id, "labels"),
-            bundle.field(ingested, image_id, "image") if image_id in jittered else None,
+            _colour_source(ingested, image_id, split) if image_id in jittered else None,
         )
         for image_id, image_copies in zip(train_ids, copies, strict=True)
     )
