@@ -99,6 +99,7 @@ def _catalog(env: str) -> dict:
             "preprocessed_images_stain_jitter.npz",
             "native",
         ),
+        ("seed43", "attention_unet_seed43", "preprocessed_images_seed43.npz", "native"),
     ],
 )
 def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data, mode):
@@ -156,6 +157,17 @@ def test_the_default_normalises_each_image_by_its_percentiles_as_measured_in_per
     assert base["preprocessing"]["equalize"]["method"] == "percentile"
     assert base["preprocessing"]["equalize"]["percentiles"] == [1.0, 99.8]
     own["training"].pop("checkpoint_dir"), base["training"].pop("checkpoint_dir")
+    for section in ("training", "preprocessing", "segmentation", "split", "augmentation"):
+        assert own[section] == base[section], section
+
+
+def test_the_seed43_environment_reruns_the_default_recipe_with_other_seeds_on_the_same_split():
+    base, own = _parameters("local"), _parameters("seed43")
+    assert (own["training"]["seed"], own["augmentation"]["seed"]) == (43, 43)
+    assert base["training"]["seed"] == base["augmentation"]["seed"] == 42
+    own["training"].pop("checkpoint_dir"), base["training"].pop("checkpoint_dir")
+    for section in ("training", "augmentation"):
+        own[section].pop("seed"), base[section].pop("seed")
     for section in ("training", "preprocessing", "segmentation", "split", "augmentation"):
         assert own[section] == base[section], section
 
