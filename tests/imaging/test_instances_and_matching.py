@@ -164,3 +164,74 @@ def test_a_higher_outline_never_loses_a_faint_nucleus():
     # It never exceeds 0.8, so it keeps its pixels as found; the bright one shrinks.
     assert (redrawn == redrawn[15, 45]).sum() == (found == faint).sum()
     assert (redrawn == redrawn[15, 15]).sum() < (found == found[15, 15]).sum()
+
+
+def _blob_relief(shape, count, radius, seed, smoothing):
+    """A smoothed distance map of ``count`` random disks (some touching, some at the border,
+    some too shallow for a seed)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(shape, dtype=bool)
+    for _ in range(count):
+        center = rng.integers(0, shape, size=2)
+        mask |= disk(shape, tuple(center), int(rng.integers(1, radius + 1))) > 0
+    return ndimage.gaussian_filter(ndimage.distance_transform_edt(mask), smoothing)
+
+
+@pytest.mark.parametrize(
+    ("shape", "count", "radius"),
+    [
+        ((200, 300), 3, 12),  # sparse: region by region
+        ((120, 120), 150, 5),  # dense, many small regions: the whole map in one call
+        ((64, 64), 1, 40),  # one disk over most of the map, touching its borders
+    ],
+)
+@pytest.mark.parametrize("smoothing", [0.0, 1.0, 2.0])
+def test_seeds_are_skimage_h_maxima_exactly_whichever_way_they_are_computed(
+    shape, count, radius, smoothing
+):
+    from skimage.morphology import h_maxima
+
+    import nucleus_segmentation.imaging.instances as instances
+
+    for seed in range(3):
+        relief = _blob_relief(shape, count, radius, seed, smoothing)
+        for depth in (0.5, 1.0, 3.0):
+            expected = h_maxima(relief, depth).astype(bool)
+            np.testing.assert_array_equal(instances._h_maxima(relief, depth), expected)
+
+
+def test_sparse_maps_are_cut_into_regions_and_dense_ones_are_not(monkeypatch):
+    from skimage import morphology
+
+    import nucleus_segmentation.imaging.instances as instances
+
+    sizes = []
+
+    def counting(image, h):
+        sizes.append(image.size)
+        return morphology.h_maxima(image, h)
+
+    monkeypatch.setattr(instances, "h_maxima", counting)
+    instances._h_maxima(_blob_relief((200, 300), 3, 12, 0, 1.0), 1.0)
+    assert len(sizes) >= 2 and max(sizes) < 200 * 300 / 4
+    sizes.clear()
+    instances._h_maxima(_blob_relief((120, 120), 150, 5, 0, 1.0), 1.0)
+    assert sizes == [120 * 120]
+
+
+def test_seeds_of_square_regions_see_the_background_around_them():
+    """A square region fills its own box: cut out without the zeros around it, its relief
+    would span less than the depth and lose the seed h_maxima gives it."""
+    from scipy import ndimage
+    from skimage.morphology import h_maxima
+
+    import nucleus_segmentation.imaging.instances as instances
+
+    mask = np.zeros((100, 100), dtype=bool)
+    mask[10:13, 10:13] = mask[50:55, 60:65] = mask[97:, :3] = True
+    relief = ndimage.distance_transform_edt(mask)
+    expected = h_maxima(relief, 1.5).astype(bool)
+    assert expected[11, 11] and expected[52, 62]
+    np.testing.assert_array_equal(instances._h_maxima(relief, 1.5), expected)

@@ -77,7 +77,7 @@ def separate_instances(
         distance = ndimage.distance_transform_edt(mask)
         if smoothing > 0:
             distance = ndimage.gaussian_filter(distance, smoothing)
-        markers, count = ndimage.label(h_maxima(distance, seed_depth).astype(bool) & mask, eight)
+        markers, count = ndimage.label(_h_maxima(distance, seed_depth) & mask, eight)
         relief = distance
         if method == "probability":
             relief = ndimage.gaussian_filter(probability.astype(np.float64), smoothing or 0.0)
@@ -93,6 +93,40 @@ def separate_instances(
         labels = _redraw(labels, probability, outline)
     relabelled, _, _ = relabel_sequential(labels)
     return relabelled.astype(np.uint16)
+
+
+# Fixed cost of one region's h_maxima call, in pixels' worth of its per-pixel cost (about
+# 0.2 to 1 ms against 0.25 to 0.3 us per pixel on a 2-core CPU): where cutting pays.
+_CALL_PIXELS = 3000
+
+
+def _h_maxima(relief: np.ndarray, depth: float) -> np.ndarray:
+    """``skimage.morphology.h_maxima(relief, depth) > 0`` for a relief that is >= 0 and 0
+    on the background (a distance map, smoothed or not), computed region by region where
+    that is cheaper. Each 8-connected region of ``relief > 0`` is surrounded by zeros, so
+    its h-maxima depend on its own values only (a region whose top stays under ``depth``
+    has none, alone or among others): the result is identical, and the reconstruction runs
+    over the regions' boxes instead of the whole map, mostly background on sparse images
+    (about 0.2 s of reconstruction for a 520x696 map). Many small regions cost more one by
+    one than together; then the whole map goes in one call."""
+    regions, _ = ndimage.label(relief > 0, np.ones((3, 3), dtype=bool))
+    boxes = ndimage.find_objects(regions)
+    height, width = relief.shape
+    padded = [
+        (
+            slice(max(r.start - 1, 0), min(r.stop + 1, height)),
+            slice(max(c.start - 1, 0), min(c.stop + 1, width)),
+        )
+        for r, c in boxes
+    ]
+    cost = sum((r.stop - r.start) * (c.stop - c.start) + _CALL_PIXELS for r, c in padded)
+    if cost >= relief.size:
+        return h_maxima(relief, depth).astype(bool)
+    out = np.zeros(relief.shape, dtype=bool)
+    for index, box in enumerate(padded, start=1):
+        own = regions[box] == index
+        out[box] |= h_maxima(np.where(own, relief[box], 0.0), depth).astype(bool) & own
+    return out
 
 
 def can_separate(method: str, probability: np.ndarray) -> bool:
