@@ -2,6 +2,7 @@
 throughput of `kedro run --pipeline inference` on a folder of 100 DSB images.
 
     python benchmarks/bench_inference.py     # writes the "inference" section of docs/benchmarks.md
+    python benchmarks/bench_inference.py --env percentile   # that environment's model and files
 
 Needs a trained model (`kedro run --pipeline training`), the tuned separation
 (`kedro run --pipeline evaluation`) and the ingested full data (`data_processing` on
@@ -11,6 +12,7 @@ stage1_train): the images are the 100 test-split images, written as PNG at their
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import statistics
@@ -38,13 +40,23 @@ from nucleus_segmentation.pipelines.inference.nodes import segment_images  # noq
 LATEST = Version(None, None)
 
 
+def file_names(env: str) -> dict:
+    """The environment's file names (conf/base/globals.yml, overridden by the environment's
+    own globals.yml): model, separation, data suffix."""
+    names = yaml.safe_load((PROJECT / "conf/base/globals.yml").read_text())
+    own = PROJECT / "conf" / env / "globals.yml"
+    if env not in ("base", "local") and own.exists():
+        names.update(yaml.safe_load(own.read_text()))
+    return names
+
+
 def latest_file(folder: str, name: str) -> Path:
     return latest_version(PROJECT / folder, name, "see this script's docstring")
 
 
-def test_images() -> dict[str, np.ndarray]:
+def test_images(names: dict) -> dict[str, np.ndarray]:
     """The test-split images of the latest ingested set, as stored (RGB/RGBA/gray, own size)."""
-    split = pd.read_csv(latest_file("data/03_primary", "data_split.csv"))
+    split = pd.read_csv(latest_file("data/03_primary", f"data_split{names['data_suffix']}.csv"))
     ingested = NpzDataset(filepath=str(latest_file("data/02_intermediate", "ingested_images.npz")))
     bundle = ingested.load()
     ids = split.loc[split["split"] == "test", "image_id"].tolist()
@@ -70,16 +82,17 @@ def params() -> tuple[dict, dict, dict]:
 
 
 def per_image_seconds(
-    images: dict[str, np.ndarray], scratch: Path, precision: str, count: int = 20
+    images: dict[str, np.ndarray], scratch: Path, precision: str, names: dict, count: int = 20
 ) -> dict:
     """Median and mean seconds per 512x512 image of `segment_images` (decode, preprocess,
     network, watershed, outlines, measurement, RLE; everything but writing the files) with
     the network in ``precision``, after one warm-up image (graph tracing happens once per
     shape)."""
-    model = KerasModelDataset(filepath="data/06_models/attention_unet.keras", version=LATEST)
-    model = model.load()
+    model = KerasModelDataset(
+        filepath=f"data/06_models/{names['model_name']}.keras", version=LATEST
+    ).load()
     postprocessing = JSONDataset(
-        filepath="data/06_models/instance_postprocessing.json", version=LATEST
+        filepath=f"data/06_models/{names['separation_name']}.json", version=LATEST
     ).load()
     preprocessing, segmentation, inference = params()
     settings = (preprocessing, {**segmentation, "precision": precision}, inference)
@@ -104,11 +117,13 @@ def per_image_seconds(
     }
 
 
-def folder_run(images: dict[str, np.ndarray], scratch: Path) -> dict:
+def folder_run(images: dict[str, np.ndarray], scratch: Path, env: str) -> dict:
     folder, out = scratch / "folder", scratch / "out"
     write_folder(images, folder)
     result = kedro_run(
         "inference",
+        "--env",
+        env,
         "--params",
         f"inference_input={folder},inference_output={out}",
         log_path=PROJECT / "benchmark_inference.log",
@@ -118,21 +133,27 @@ def folder_run(images: dict[str, np.ndarray], scratch: Path) -> dict:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="local", help="whose model and files (default: base)")
+    env = parser.parse_args().env
     os.chdir(PROJECT)
-    images = test_images()
+    names = file_names(env)
+    images = test_images(names)
     with tempfile.TemporaryDirectory() as scratch:
         default = resolve_precision(params()[1]["precision"])
         singles = {
-            precision: per_image_seconds(images, Path(scratch), precision)
+            precision: per_image_seconds(images, Path(scratch), precision, names)
             for precision in ("float32", "mixed_bfloat16")
         }
         single = singles[default]
         peak_in_process = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        folder = folder_run(images, Path(scratch))
+        folder = folder_run(images, Path(scratch), env)
+    option = "" if env == "local" else f" --env {env}"
     body = "\n".join(
         [
-            "Command: `python benchmarks/bench_inference.py`. CPU default model "
-            f"(`attention_unet.keras` version {single['model']}), separation tuned by "
+            f"Command: `python benchmarks/bench_inference.py{option}`. "
+            f"CPU default recipe's model (`{names['model_name']}.keras` version "
+            f"{single['model']}), separation tuned by "
             f"`evaluation`, no test-time augmentation; {available_cores()} cores; "
             f"`segmentation.precision` default (auto) here: {default}.",
             "",
