@@ -24,8 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
 from _common import PROJECT, kedro_run, latest_version, write_section  # noqa: E402
+from kedro.config import OmegaConfigLoader  # noqa: E402
 from kedro.io.core import Version  # noqa: E402
 from kedro_datasets.json import JSONDataset  # noqa: E402
 
@@ -36,27 +36,28 @@ from nucleus_segmentation.imaging.geometry import resize_image  # noqa: E402
 from nucleus_segmentation.model.precision import resolve_precision  # noqa: E402
 from nucleus_segmentation.parallel import available_cores  # noqa: E402
 from nucleus_segmentation.pipelines.inference.nodes import segment_images  # noqa: E402
+from nucleus_segmentation.settings import CONFIG_LOADER_ARGS  # noqa: E402
 
 LATEST = Version(None, None)
 
 
-def file_names(env: str) -> dict:
-    """The environment's file names (conf/base/globals.yml, overridden by the environment's
-    own globals.yml): model, separation, data suffix."""
-    names = yaml.safe_load((PROJECT / "conf/base/globals.yml").read_text())
-    own = PROJECT / "conf" / env / "globals.yml"
-    if env not in ("base", "local") and own.exists():
-        names.update(yaml.safe_load(own.read_text()))
-    return names
+def configuration(env: str) -> tuple[dict, dict]:
+    """(catalog, parameters) of ``env`` as `kedro run --env` resolves them (the project's
+    own config loader settings): whose model, separation, split and settings to measure."""
+    loader = OmegaConfigLoader(
+        str(PROJECT / "conf"), **{**CONFIG_LOADER_ARGS, "default_run_env": env}
+    )
+    return loader["catalog"], loader["parameters"]
 
 
 def latest_file(folder: str, name: str) -> Path:
     return latest_version(PROJECT / folder, name, "see this script's docstring")
 
 
-def test_images(names: dict) -> dict[str, np.ndarray]:
+def test_images(catalog: dict) -> dict[str, np.ndarray]:
     """The test-split images of the latest ingested set, as stored (RGB/RGBA/gray, own size)."""
-    split = pd.read_csv(latest_file("data/03_primary", f"data_split{names['data_suffix']}.csv"))
+    split_file = Path(catalog["data_split"]["filepath"])
+    split = pd.read_csv(latest_file(str(split_file.parent), split_file.name))
     ingested = NpzDataset(filepath=str(latest_file("data/02_intermediate", "ingested_images.npz")))
     bundle = ingested.load()
     ids = split.loc[split["split"] == "test", "image_id"].tolist()
@@ -73,28 +74,25 @@ def write_folder(images: dict[str, np.ndarray], folder: Path, size: int | None =
         (folder / f"{image_id}.png").write_bytes(encode_png(image))
 
 
-def params() -> tuple[dict, dict, dict]:
-    conf = PROJECT / "conf" / "base"
-    preprocessing = yaml.safe_load((conf / "parameters_preprocessing.yml").read_text())
-    segmentation = yaml.safe_load((conf / "parameters.yml").read_text())
-    inference = yaml.safe_load((conf / "parameters_inference.yml").read_text())
-    return preprocessing["preprocessing"], segmentation["segmentation"], inference["inference"]
-
-
 def per_image_seconds(
-    images: dict[str, np.ndarray], scratch: Path, precision: str, names: dict, count: int = 20
+    images: dict[str, np.ndarray],
+    scratch: Path,
+    precision: str,
+    conf: tuple[dict, dict],
+    count: int = 20,
 ) -> dict:
     """Median and mean seconds per 512x512 image of `segment_images` (decode, preprocess,
     network, watershed, outlines, measurement, RLE; everything but writing the files) with
     the network in ``precision``, after one warm-up image (graph tracing happens once per
     shape)."""
-    model = KerasModelDataset(
-        filepath=f"data/06_models/{names['model_name']}.keras", version=LATEST
-    ).load()
+    catalog, parameters = conf
+    model = KerasModelDataset(filepath=catalog["trained_model"]["filepath"], version=LATEST).load()
     postprocessing = JSONDataset(
-        filepath=f"data/06_models/{names['separation_name']}.json", version=LATEST
+        filepath=catalog["instance_postprocessing"]["filepath"], version=LATEST
     ).load()
-    preprocessing, segmentation, inference = params()
+    preprocessing, segmentation, inference = (
+        parameters[k] for k in ("preprocessing", "segmentation", "inference")
+    )
     settings = (preprocessing, {**segmentation, "precision": precision}, inference)
     folder = scratch / "512"
     if not folder.exists():
@@ -137,12 +135,12 @@ def main() -> None:
     parser.add_argument("--env", default="local", help="whose model and files (default: base)")
     env = parser.parse_args().env
     os.chdir(PROJECT)
-    names = file_names(env)
-    images = test_images(names)
+    conf = configuration(env)
+    images = test_images(conf[0])
     with tempfile.TemporaryDirectory() as scratch:
-        default = resolve_precision(params()[1]["precision"])
+        default = resolve_precision(conf[1]["segmentation"]["precision"])
         singles = {
-            precision: per_image_seconds(images, Path(scratch), precision, names)
+            precision: per_image_seconds(images, Path(scratch), precision, conf)
             for precision in ("float32", "mixed_bfloat16")
         }
         single = singles[default]
@@ -152,7 +150,7 @@ def main() -> None:
     body = "\n".join(
         [
             f"Command: `python benchmarks/bench_inference.py{option}`. "
-            f"CPU default recipe's model (`{names['model_name']}.keras` version "
+            f"CPU default recipe's model (`{conf[0]['trained_model']['filepath']}` version "
             f"{single['model']}), separation tuned by "
             f"`evaluation`, no test-time augmentation; {available_cores()} cores; "
             f"`segmentation.precision` default (auto) here: {default}.",

@@ -241,9 +241,8 @@ def report(results: dict) -> str:
         [
             "Command: `python benchmarks/bench_levers.py --model <key>=<version> <levers>` "
             "(keys two_class, boundary, hematoxylin, percentile, stain_jitter, seed43: the trained "
-            "models "
-            "the levers need; one `kedro run --pipeline evaluation` per lever in its environment, "
-            "model pinned, the lever's parameters in a `--config` file), or `--report-only`. "
+            "models the levers need; one `kedro run --pipeline evaluation` per lever in its "
+            "environment, model pinned, the lever's parameters in a `--config` file), or `--report-only`. "
             f"Models: {versions}. Test split grouped by acquisition (96 images, never trained "
             "or tuned on), each image segmented by the inference path and scored on its own "
             f"grid; separation tuned on validation per lever; network in {PRECISION} "
