@@ -9,6 +9,7 @@ default.
     python benchmarks/bench_levers.py --model percentile=<version> percentile
     python benchmarks/bench_levers.py --model stain_jitter=<version> stain_jitter
     python benchmarks/bench_levers.py --model seed43=<version> seed43
+    python benchmarks/bench_levers.py --model oversample=<version> oversample
     python benchmarks/bench_levers.py --report-only
 
 Each lever is one ``kedro run --pipeline evaluation`` (its environment, the model version
@@ -38,6 +39,7 @@ REPORTS = {
     "percentile": PROJECT / "data/08_reporting/percentile",
     "stain_jitter": PROJECT / "data/08_reporting/stain_jitter",
     "seed43": PROJECT / "data/08_reporting/seed43",
+    "oversample": PROJECT / "data/08_reporting/oversample",
 }
 # The models trained before the percentile normalisation became the default (2026-12-02)
 # were trained on CLAHE input, and are evaluated on it: a rerun of their levers measures
@@ -120,6 +122,13 @@ LEVERS = {
         "against": "percentile",
         "label": "the default recipe again, training and augmentation seeds 43 for 42",
     },
+    "oversample": {
+        "env": "oversample",
+        "model": "oversample",
+        "params": {},
+        "against": "percentile",
+        "label": "rare modalities oversampled (stained x16, brightfield x24 copies), same steps",
+    },
 }
 # Shown in this order (the reference first).
 SHOWN = (
@@ -131,6 +140,7 @@ SHOWN = (
     "percentile",
     "stain_jitter",
     "seed43",
+    "oversample",
 )
 COUNTS = {"split": "split", "merged": "merged"}
 PRECISION = "mixed_bfloat16"
@@ -240,7 +250,8 @@ def report(results: dict) -> str:
     return "\n\n".join(
         [
             "Command: `python benchmarks/bench_levers.py --model <key>=<version> <levers>` "
-            "(keys two_class, boundary, hematoxylin, percentile, stain_jitter, seed43: the trained "
+            "(keys two_class, boundary, hematoxylin, percentile, stain_jitter, seed43, "
+            "oversample: the trained "
             "models the levers need; one `kedro run --pipeline evaluation` per lever in its "
             "environment, model pinned, the lever's parameters in a `--config` file), or "
             "`--report-only`. "

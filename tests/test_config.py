@@ -100,6 +100,12 @@ def _catalog(env: str) -> dict:
             "native",
         ),
         ("seed43", "attention_unet_seed43", "preprocessed_images_seed43.npz", "native"),
+        (
+            "oversample",
+            "attention_unet_oversample",
+            "preprocessed_images_oversample.npz",
+            "native",
+        ),
     ],
 )
 def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data, mode):
@@ -168,6 +174,24 @@ def test_the_seed43_environment_reruns_the_default_recipe_with_other_seeds_on_th
     own["training"].pop("checkpoint_dir"), base["training"].pop("checkpoint_dir")
     for section in ("training", "augmentation"):
         own[section].pop("seed"), base[section].pop("seed")
+    for section in ("training", "preprocessing", "segmentation", "split", "augmentation"):
+        assert own[section] == base[section], section
+
+
+def test_the_oversample_environment_changes_the_sampling_not_the_compute():
+    """More copies of the rare modalities, and the base's step count: the 470 training
+    images x 8 copies / batch 8 of the stage1_train grouped split (3 passes = 1,410 steps)."""
+    base, own = _parameters("local"), _parameters("oversample")
+    copies = own["augmentation"]["copies_per_modality"]
+    assert base["augmentation"]["copies_per_modality"] == {}
+    assert set(copies) == {"stained", "brightfield"}
+    assert min(copies.values()) > base["augmentation"]["copies_per_image"]
+    assert base["training"]["steps_per_epoch"] is None
+    steps = own["training"]["steps_per_epoch"]
+    assert steps * base["training"]["batch_size"] == 470 * base["augmentation"]["copies_per_image"]
+    own["augmentation"]["copies_per_modality"] = {}
+    own["training"]["steps_per_epoch"] = None
+    own["training"].pop("checkpoint_dir"), base["training"].pop("checkpoint_dir")
     for section in ("training", "preprocessing", "segmentation", "split", "augmentation"):
         assert own[section] == base[section], section
 
