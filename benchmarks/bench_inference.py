@@ -13,6 +13,7 @@ stage1_train): the images are the 100 test-split images, written as PNG at their
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import statistics
@@ -29,6 +30,7 @@ from kedro.config import OmegaConfigLoader  # noqa: E402
 from kedro.io.core import Version  # noqa: E402
 from kedro_datasets.json import JSONDataset  # noqa: E402
 
+from nucleus_segmentation import segment  # noqa: E402
 from nucleus_segmentation.datasets import KerasModelDataset, NpzDataset  # noqa: E402
 from nucleus_segmentation.datasets.image_folder import ImageFolder, index_images  # noqa: E402
 from nucleus_segmentation.imaging.codec import encode_png  # noqa: E402
@@ -74,6 +76,36 @@ def write_folder(images: dict[str, np.ndarray], folder: Path, size: int | None =
         (folder / f"{image_id}.png").write_bytes(encode_png(image))
 
 
+# The stages of one image that the segmentation path calls by these names in `segment`.
+STAGES = {"network": "network_probability", "separation": "separate_instances"}
+
+
+@contextlib.contextmanager
+def stage_clock():
+    """Seconds spent in each of ``STAGES`` while the block runs (lists, one entry per call),
+    by wrapping the functions where `segment` looks them up; restored afterwards."""
+    spent: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    originals = {name: getattr(segment, name) for name in STAGES.values()}
+
+    def clocked(stage, function):
+        def run(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[stage].append(time.perf_counter() - started)
+
+        return run
+
+    for stage, name in STAGES.items():
+        setattr(segment, name, clocked(stage, originals[name]))
+    try:
+        yield spent
+    finally:
+        for name, function in originals.items():
+            setattr(segment, name, function)
+
+
 def per_image_seconds(
     images: dict[str, np.ndarray],
     scratch: Path,
@@ -102,16 +134,24 @@ def per_image_seconds(
     warm = ImageFolder(folder, {names[0]: files[names[0]]})
     list(segment_images(warm, model, postprocessing, *settings))  # the stream, consumed
     times = []
-    for name in names[1:]:
-        one = ImageFolder(folder, {name: files[name]})
-        started = time.perf_counter()
-        list(segment_images(one, model, postprocessing, *settings))
-        times.append(time.perf_counter() - started)
+    with stage_clock() as spent:
+        for name in names[1:]:
+            one = ImageFolder(folder, {name: files[name]})
+            started = time.perf_counter()
+            list(segment_images(one, model, postprocessing, *settings))
+            times.append(time.perf_counter() - started)
+    if any(len(calls) != len(times) for calls in spent.values()):
+        raise RuntimeError(
+            f"expected one call of each of {sorted(STAGES.values())} per image in this "
+            f"process, got { ({k: len(v) for k, v in spent.items()}) }: did segmentation run "
+            "in worker processes (inference.parallel)?"
+        )
     return {
         "median": statistics.median(times),
         "mean": statistics.fmean(times),
         "count": len(times),
         "model": model.loaded_from.version,
+        **{stage: statistics.median(calls) for stage, calls in spent.items()},
     }
 
 
@@ -160,7 +200,8 @@ def main() -> None:
             *(
                 f"| seconds per 512x512 image, network in {precision}, everything but writing "
                 f"(median of {one['count']}; decode, preprocessing, network, watershed, "
-                f"outlines, measurement) | {one['median']:.3f} s (mean {one['mean']:.3f}) "
+                f"outlines, measurement) | {one['median']:.3f} s (mean {one['mean']:.3f}; "
+                f"medians: network {one['network']:.3f} s, separation {one['separation']:.3f} s) "
                 "| <= 0.3 s |"
                 for precision, one in singles.items()
             ),
