@@ -29,10 +29,12 @@ from _common import PROJECT, kedro_run, latest_version, write_section  # noqa: E
 from kedro.config import OmegaConfigLoader  # noqa: E402
 from kedro.io.core import Version  # noqa: E402
 from kedro_datasets.json import JSONDataset  # noqa: E402
+from skimage.morphology import h_maxima  # noqa: E402
 
 from nucleus_segmentation import segment  # noqa: E402
 from nucleus_segmentation.datasets import KerasModelDataset, NpzDataset  # noqa: E402
 from nucleus_segmentation.datasets.image_folder import ImageFolder, index_images  # noqa: E402
+from nucleus_segmentation.imaging import instances  # noqa: E402
 from nucleus_segmentation.imaging.codec import encode_png  # noqa: E402
 from nucleus_segmentation.imaging.geometry import resize_image  # noqa: E402
 from nucleus_segmentation.model.precision import resolve_precision  # noqa: E402
@@ -104,6 +106,19 @@ def stage_clock():
     finally:
         for name, function in originals.items():
             setattr(segment, name, function)
+
+
+@contextlib.contextmanager
+def whole_map_h_maxima():
+    """The seeds' h-maxima as before 2026-12-02: one skimage call over the whole map (the
+    same seeds: tests/imaging/test_instances_and_matching.py), to time what computing them
+    region by region saves."""
+    original = instances._h_maxima
+    instances._h_maxima = lambda relief, depth: h_maxima(relief, depth).astype(bool)
+    try:
+        yield
+    finally:
+        instances._h_maxima = original
 
 
 def per_image_seconds(
@@ -184,6 +199,8 @@ def main() -> None:
             for precision in ("float32", "mixed_bfloat16")
         }
         single = singles[default]
+        with whole_map_h_maxima():
+            whole = per_image_seconds(images, Path(scratch), default, conf)
         peak_in_process = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         folder = folder_run(images, Path(scratch), env)
     option = "" if env == "local" else f" --env {env}"
@@ -205,6 +222,8 @@ def main() -> None:
                 "| <= 0.3 s |"
                 for precision, one in singles.items()
             ),
+            f"| the same in {default}, seeds' h-maxima in one whole-map call (before "
+            f"2026-12-02) | {whole['median']:.3f} s (separation {whole['separation']:.3f} s) | |",
             f"| folder of {len(images)} test images at their own sizes "
             f"({folder['megapixels']:.1f} Mpixel), whole `kedro run --pipeline inference` "
             f"(start-up, model load, writing masks, 16-bit labels, overlays, tables) "
