@@ -6,6 +6,7 @@ tracking into a SQLite file there, so nothing outside tmp_path is written.
 
 from __future__ import annotations
 
+import math
 import shutil
 import sqlite3
 import subprocess
@@ -321,3 +322,8 @@ def test_the_paper_environment_takes_a_training_step_on_the_jax_backend(project)
     assert run.data.tags["keras.backend"] == "jax" and run.data.tags["keras.devices"] == "cpu:0"
     assert run.data.tags["keras.precision"] == "mixed_bfloat16"
     assert run.data.params["training.model.base_filters"] == "64"
+    # The training node's loop (batches, weighted loss, optimizer, validation callback) ran
+    # on JAX: what tests/model/test_unet.py leaves to this test.
+    assert math.isfinite(run.data.metrics["epoch.loss"])
+    assert 0.0 <= run.data.metrics["epoch.val_miou_pooled"] <= 1.0
+    assert 0.0 <= run.data.metrics["epoch.val_dsb_score"] <= 1.0

@@ -187,39 +187,6 @@ JAX_SCRIPT = textwrap.dedent(
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), y, rtol=1e-5, atol=1e-6)
-
-    # the training loop as the training node runs it: loss, optimizer, batches, validation
-    from nucleus_segmentation.model.losses import PixelWeightedCrossEntropy
-    from nucleus_segmentation.model.training import (
-        SegmentationBatches, ValidationMetrics, make_optimizer,
-    )
-    from nucleus_segmentation.segment import SegmentationSettings
-    rng = np.random.default_rng(0)
-    masks = (rng.random((4, 32, 32)) > 0.7).astype(np.uint8)
-    images = np.where(masks > 0, 200, 30).astype(np.uint8)
-    optimizer = make_optimizer(
-        {"name": "sgd", "learning_rate": 0.01, "weight_decay": 1e-4, "momentum": 0.98}, 4
-    )
-    model.compile(optimizer=optimizer, loss=PixelWeightedCrossEntropy([0.5, 2.0], 1.0))
-    before = [w.copy() for w in model.get_weights()]
-    raw = {
-        "invert": {"enabled": False, "brightness_threshold": 127.0},
-        "equalize": {"enabled": False, "method": "global", "clip_limit": 2.0, "tile_grid": 8},
-        "smooth": {"enabled": False, "kernel_size": 5, "sigma": 1.0},
-    }
-    separation = {"threshold": 0.5, "method": "distance", "seed_depth": 1.0,
-                  "smoothing": 1.0, "min_size": 1}
-    validation = ValidationMetrics(
-        list(images[:2]), list(masks[:2]), [0.5, 2.0], raw, SegmentationSettings(), separation
-    )
-    history = model.fit(
-        SegmentationBatches(images, masks, 2, 2, seed=1),
-        epochs=2, callbacks=[validation], verbose=0,
-    )
-    assert all(np.isfinite(history.history["loss"])), history.history
-    assert 0.0 <= history.history["val_miou_pooled"][-1] <= 1.0
-    assert 0.0 <= history.history["val_dsb_score"][-1] <= 1.0
-    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
     """
 )
 
