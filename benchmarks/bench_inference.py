@@ -1,13 +1,13 @@
 """Inference speed and memory: seconds per 512x512 image (network + post-processing) and the
-throughput of `kedro run --pipeline inference` on a folder of 100 DSB images.
+throughput of `kedro run --pipeline inference` on a folder of DSB images (the test split).
 
     python benchmarks/bench_inference.py     # writes the "inference" section of docs/benchmarks.md
     python benchmarks/bench_inference.py --env percentile   # that environment's model and files
 
 Needs a trained model (`kedro run --pipeline training`), the tuned separation
 (`kedro run --pipeline evaluation`) and the ingested full data (`data_processing` on
-stage1_train): the images are the 100 test-split images, written as PNG at their own sizes
-(from 256x256 to 1040x1388) to a temporary folder.
+stage1_train): the images are the test split's (96 on the grouped split), written as PNG
+at their own sizes (from 256x256 to 1040x1388) to a temporary folder.
 """
 
 from __future__ import annotations
