@@ -10,6 +10,7 @@ default.
     python benchmarks/bench_levers.py --model stain_jitter=<version> stain_jitter
     python benchmarks/bench_levers.py --model seed43=<version> seed43
     python benchmarks/bench_levers.py --model oversample=<version> oversample
+    python benchmarks/bench_levers.py --model no_attention=<version> no_attention
     python benchmarks/bench_levers.py --report-only
 
 Each lever is one ``kedro run --pipeline evaluation`` (its environment, the model version
@@ -40,6 +41,7 @@ REPORTS = {
     "stain_jitter": PROJECT / "data/08_reporting/stain_jitter",
     "seed43": PROJECT / "data/08_reporting/seed43",
     "oversample": PROJECT / "data/08_reporting/oversample",
+    "no_attention": PROJECT / "data/08_reporting/no_attention",
 }
 # The models trained before the percentile normalisation became the default (2026-12-02)
 # were trained on CLAHE input, and are evaluated on it: a rerun of their levers measures
@@ -129,6 +131,14 @@ LEVERS = {
         "against": "percentile",
         "label": "rare modalities oversampled (stained x16, brightfield x24 copies), same steps",
     },
+    # The paper's claim: the default without its attention (no SAP, no channel expansion).
+    "no_attention": {
+        "env": "no_attention",
+        "model": "no_attention",
+        "params": {},
+        "against": "percentile",
+        "label": "no attention (neither SAP nor channel expansion), ASPP kept",
+    },
 }
 # Shown in this order (the reference first).
 SHOWN = (
@@ -141,6 +151,7 @@ SHOWN = (
     "stain_jitter",
     "seed43",
     "oversample",
+    "no_attention",
 )
 COUNTS = {"split": "split", "merged": "merged"}
 PRECISION = "mixed_bfloat16"
@@ -247,11 +258,11 @@ def report(results: dict) -> str:
     versions = ", ".join(
         sorted({f"`{r['env']}` model {r['model_version']}" for r in results.values()})
     )
+    keys = ", ".join(dict.fromkeys(lever["model"] for lever in LEVERS.values()))
     return "\n\n".join(
         [
             "Command: `python benchmarks/bench_levers.py --model <key>=<version> <levers>` "
-            "(keys two_class, boundary, hematoxylin, percentile, stain_jitter, seed43, "
-            "oversample: the trained "
+            f"(keys {keys}: the trained "
             "models the levers need; one `kedro run --pipeline evaluation` per lever in its "
             "environment, model pinned, the lever's parameters in a `--config` file), or "
             "`--report-only`. "

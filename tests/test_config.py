@@ -106,6 +106,12 @@ def _catalog(env: str) -> dict:
             "preprocessed_images_oversample.npz",
             "native",
         ),
+        (
+            "no_attention",
+            "attention_unet_no_attention",
+            "preprocessed_images_percentile.npz",
+            "native",
+        ),
     ],
 )
 def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data, mode):
@@ -191,6 +197,27 @@ def test_the_oversample_environment_changes_the_sampling_not_the_compute():
     assert steps * base["training"]["batch_size"] == 470 * base["augmentation"]["copies_per_image"]
     own["augmentation"]["copies_per_modality"] = {}
     own["training"]["steps_per_epoch"] = None
+    own["training"].pop("checkpoint_dir"), base["training"].pop("checkpoint_dir")
+    for section in ("training", "preprocessing", "segmentation", "split", "augmentation"):
+        assert own[section] == base[section], section
+
+
+def test_the_no_attention_environment_removes_both_attention_terms_and_nothing_else():
+    """The ablation of the paper's attention: neither SAP nor channel expansion, on the
+    default recipe's own data (the percentile environment's files, as nothing upstream of
+    the network changes)."""
+    base, own = _parameters("local"), _parameters("no_attention")
+    model = own["training"]["model"]
+    assert (model["attention"], model["channel_expansion"]) == ("none", False)
+    assert (
+        base["training"]["model"]["attention"],
+        base["training"]["model"]["channel_expansion"],
+    ) == ("sap", True)
+    assert (
+        _catalog("no_attention")["augmented_images"]["filepath"]
+        == (_catalog("percentile")["augmented_images"]["filepath"])
+    )
+    model["attention"], model["channel_expansion"] = "sap", True
     own["training"].pop("checkpoint_dir"), base["training"].pop("checkpoint_dir")
     for section in ("training", "preprocessing", "segmentation", "split", "augmentation"):
         assert own[section] == base[section], section
