@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+from kedro.config import OmegaConfigLoader
 
 PROJECT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = PROJECT / "docs" / "benchmarks.md"
@@ -101,6 +102,13 @@ def kedro_run(
             f"{' '.join(command)} failed (exit {result['returncode']}):\n{result['log'][-3000:]}"
         )
     return result
+
+
+def reports_folder(env: str) -> Path:
+    """Where an environment's reports go: its ``reports`` global (conf/<env>/globals.yml,
+    else conf/base's), so a benchmark reads the folder the run wrote to."""
+    loader = OmegaConfigLoader(str(PROJECT / "conf"), base_env="base", default_run_env=env)
+    return PROJECT / loader["globals"]["reports"]
 
 
 def latest_version(folder: Path, name: str, hint: str) -> Path:

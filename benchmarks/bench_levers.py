@@ -29,20 +29,18 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from _common import PROJECT, SCORES, cell, kedro_run, latest_version, write_section
+from _common import (
+    PROJECT,
+    SCORES,
+    cell,
+    kedro_run,
+    latest_version,
+    reports_folder,
+    write_section,
+)
 from bench_scale_policy import interval_over_groups
 
 RESULTS = PROJECT / "benchmarks" / "results" / "levers.json"
-REPORTS = {
-    "local": PROJECT / "data/08_reporting",
-    "two_class": PROJECT / "data/08_reporting/two_class",
-    "hematoxylin": PROJECT / "data/08_reporting/hematoxylin",
-    "percentile": PROJECT / "data/08_reporting/percentile",
-    "stain_jitter": PROJECT / "data/08_reporting/stain_jitter",
-    "seed43": PROJECT / "data/08_reporting/seed43",
-    "oversample": PROJECT / "data/08_reporting/oversample",
-    "no_attention": PROJECT / "data/08_reporting/no_attention",
-}
 # The models trained before the percentile normalisation became the default (2026-12-02)
 # were trained on CLAHE input, and are evaluated on it: a rerun of their levers measures
 # what was measured.
@@ -184,7 +182,7 @@ def measure(name: str, version: str) -> dict:
 
     def latest(report: str) -> pd.DataFrame:  # this run's: the newest version
         hint = "run `kedro run --pipeline evaluation` first"
-        return pd.read_csv(latest_version(REPORTS[env], report, hint))
+        return pd.read_csv(latest_version(reports_folder(env), report, hint))
 
     search = latest("separation_search.csv")
     images = latest("evaluation_per_image.csv")

@@ -30,12 +30,16 @@ import json
 
 import numpy as np
 import pandas as pd
-from _common import PROJECT, SCORES, cell, kedro_run, latest_version, write_section
+from _common import (
+    PROJECT,
+    SCORES,
+    cell,
+    kedro_run,
+    latest_version,
+    reports_folder,
+    write_section,
+)
 
-REPORTS = {
-    "local": PROJECT / "data/08_reporting",
-    "fixed512": PROJECT / "data/08_reporting/fixed512",
-}
 ENVS = {"native": "local", "fixed": "fixed512"}  # the environment each model was trained in
 RESULTS = PROJECT / "benchmarks" / "results" / "scale_policy.json"
 # (key, model flag, scale mode, description), the default last.
@@ -62,7 +66,7 @@ CONFIGS = (
 
 
 def latest(env: str, name: str):
-    return latest_version(REPORTS[env], name, "run `kedro run --pipeline evaluation` first")
+    return latest_version(reports_folder(env), name, "run `kedro run --pipeline evaluation` first")
 
 
 def measure(env: str, model_version: str, mode: str) -> dict:

@@ -28,20 +28,23 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from _common import PROJECT, SCORES, cell, kedro_run, latest_version, write_section
+from _common import (
+    PROJECT,
+    SCORES,
+    cell,
+    kedro_run,
+    latest_version,
+    reports_folder,
+    write_section,
+)
 
 RESULTS = PROJECT / "benchmarks" / "results" / "split.json"
-REPORTS = {
-    "local": PROJECT / "data/08_reporting",
-    "random_split": PROJECT / "data/08_reporting/random_split",
-    "logo": PROJECT / "data/08_reporting/logo",
-}
 SPLITS = PROJECT / "data/03_primary"
 HINT = "run the evaluation first"
 
 
 def latest_report(env: str, name: str) -> Path:
-    return latest_version(REPORTS[env], name, HINT)
+    return latest_version(reports_folder(env), name, HINT)
 
 
 def evaluation_summary(env: str) -> dict:

@@ -213,10 +213,8 @@ def test_the_no_attention_environment_removes_both_attention_terms_and_nothing_e
         base["training"]["model"]["attention"],
         base["training"]["model"]["channel_expansion"],
     ) == ("sap", True)
-    assert (
-        _catalog("no_attention")["augmented_images"]["filepath"]
-        == (_catalog("percentile")["augmented_images"]["filepath"])
-    )
+    shared = _catalog("no_attention")["augmented_images"]["filepath"]
+    assert shared == _catalog("percentile")["augmented_images"]["filepath"]
     model["attention"], model["channel_expansion"] = "sap", True
     own["training"].pop("checkpoint_dir"), base["training"].pop("checkpoint_dir")
     for section in ("training", "preprocessing", "segmentation", "split", "augmentation"):
