@@ -2,10 +2,15 @@
 
     python benchmarks/bench_evaluation.py                 # runs `kedro run --pipeline evaluation`
     python benchmarks/bench_evaluation.py --report-only   # tabulate the latest reports only
+    python benchmarks/bench_evaluation.py --env percentile \
+        --load-versions trained_model:<version>,baseline_model:<version>
 
 Expects the full-data `data_processing`, `training` and (for the baseline row)
-`training --env baseline` runs to have finished. Writes the "evaluation" section of
-docs/benchmarks.md from the latest versioned reports in data/08_reporting.
+`training --env baseline` runs to have finished. ``--env`` evaluates another environment's
+model (the default's recipe under its own file names, say) and reads that environment's
+reports folder; ``--load-versions`` pins the models (a later sample run makes a newer
+"latest"). Writes the "evaluation" section of docs/benchmarks.md from the latest versioned
+reports.
 """
 
 from __future__ import annotations
@@ -15,14 +20,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from _common import PROJECT, kedro_run, latest_version, write_section
-
-REPORTS = PROJECT / "data" / "08_reporting"
-
-
-def latest(name: str) -> Path:
-    """The newest version of a versioned report file."""
-    return latest_version(REPORTS, name, "run `kedro run --pipeline evaluation` first")
+from _common import PROJECT, kedro_run, latest_version, reports_folder, write_section
 
 
 def table(frame: pd.DataFrame, columns: dict[str, str], percent: set[str]) -> str:
@@ -53,9 +51,19 @@ def node_times(log: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--env", default="local", help="the Kedro environment to evaluate")
+    parser.add_argument(
+        "--load-versions", help="pinned models, as kedro run takes them (dataset:version,...)"
+    )
     parser.add_argument("--wall", type=float, help="--report-only: measured wall seconds")
     parser.add_argument("--peak-gib", type=float, help="--report-only: measured peak GiB")
     args = parser.parse_args()
+    reports = reports_folder(args.env)
+
+    def latest(name: str) -> Path:
+        """The newest version of a versioned report file."""
+        return latest_version(reports, name, "run `kedro run --pipeline evaluation` first")
+
     log_path = PROJECT / "benchmark_evaluation.log"
     if args.report_only:
         # Node times from the last measured run's log, wall time and peak from the command line
@@ -63,7 +71,8 @@ def main() -> None:
         log = log_path.read_text() if log_path.exists() else ""
         wall, peak = args.wall, args.peak_gib
     else:
-        result = kedro_run("evaluation", log_path=log_path)
+        pinned = ["--load-versions", args.load_versions] if args.load_versions else []
+        result = kedro_run("evaluation", "--env", args.env, *pinned, log_path=log_path)
         log, wall, peak = result["log"], result["wall"], result["peak"] / 2**30
     times = node_times(log)
     timing = "\n".join(
@@ -100,10 +109,14 @@ def main() -> None:
         "miou_per_image",
         "area_error",
     }
+    options = f" --env {args.env}" if args.env != "local" else ""
+    if args.load_versions:
+        options += f" --load-versions {args.load_versions}"
     body = "\n\n".join(
         [
-            "Command: `python benchmarks/bench_evaluation.py` (runs `kedro run --pipeline "
-            "evaluation` on the latest full-data models), or `--report-only`. "
+            f"Command: `python benchmarks/bench_evaluation.py{options}` (runs `kedro run "
+            "--pipeline evaluation` with the same options; without them, on the default's "
+            "latest full-data models), or `--report-only`. "
             "Held-out test split of "
             f"stage1_train ({int(comparison['images'].iloc[0])} images, grouped by acquisition: "
             "no acquisition on both sides; never trained or tuned on), every image segmented "

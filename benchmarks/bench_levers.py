@@ -11,6 +11,7 @@ default.
     python benchmarks/bench_levers.py --model seed43=<version> seed43
     python benchmarks/bench_levers.py --model oversample=<version> oversample
     python benchmarks/bench_levers.py --model no_attention=<version> no_attention
+    python benchmarks/bench_levers.py --model gap=<version> gap
     python benchmarks/bench_levers.py --report-only
 
 Each lever is one ``kedro run --pipeline evaluation`` (its environment, the model version
@@ -137,6 +138,14 @@ LEVERS = {
         "against": "percentile",
         "label": "no attention (neither SAP nor channel expansion), ASPP kept",
     },
+    # The paper's SAP against plain global average pooling, channel expansion kept.
+    "gap": {
+        "env": "gap",
+        "model": "gap",
+        "params": {},
+        "against": "percentile",
+        "label": "GAP attention for SAP (channel expansion and ASPP kept)",
+    },
 }
 # Shown in this order (the reference first).
 SHOWN = (
@@ -150,6 +159,7 @@ SHOWN = (
     "seed43",
     "oversample",
     "no_attention",
+    "gap",
 )
 COUNTS = {"split": "split", "merged": "merged"}
 PRECISION = "mixed_bfloat16"

@@ -64,6 +64,7 @@ def row(run, peak: int | None) -> str:
         p
         for p, on in (
             ("SAP", params["training.model.attention"] == "sap"),
+            ("GAP", params["training.model.attention"] == "gap"),
             ("CE", params["training.model.channel_expansion"] == "True"),
             ("ASPP", params["training.model.aspp"] == "True"),
         )

@@ -112,6 +112,7 @@ def _catalog(env: str) -> dict:
             "preprocessed_images_percentile.npz",
             "native",
         ),
+        ("gap", "attention_unet_gap", "preprocessed_images_percentile.npz", "native"),
     ],
 )
 def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data, mode):
@@ -202,18 +203,24 @@ def test_the_oversample_environment_changes_the_sampling_not_the_compute():
         assert own[section] == base[section], section
 
 
-def test_the_no_attention_environment_removes_both_attention_terms_and_nothing_else():
-    """The ablation of the paper's attention: neither SAP nor channel expansion, on the
+@pytest.mark.parametrize(
+    "env, attention, channel_expansion",
+    [("no_attention", "none", False), ("gap", "gap", True)],
+)
+def test_the_ablation_environments_change_the_attention_and_nothing_else(
+    env, attention, channel_expansion
+):
+    """The ablations of the paper's attention (no attention at all; GAP for SAP), each on the
     default recipe's own data (the percentile environment's files, as nothing upstream of
     the network changes)."""
-    base, own = _parameters("local"), _parameters("no_attention")
+    base, own = _parameters("local"), _parameters(env)
     model = own["training"]["model"]
-    assert (model["attention"], model["channel_expansion"]) == ("none", False)
+    assert (model["attention"], model["channel_expansion"]) == (attention, channel_expansion)
     assert (
         base["training"]["model"]["attention"],
         base["training"]["model"]["channel_expansion"],
     ) == ("sap", True)
-    shared = _catalog("no_attention")["augmented_images"]["filepath"]
+    shared = _catalog(env)["augmented_images"]["filepath"]
     assert shared == _catalog("percentile")["augmented_images"]["filepath"]
     model["attention"], model["channel_expansion"] = "sap", True
     own["training"].pop("checkpoint_dir"), base["training"].pop("checkpoint_dir")
