@@ -104,11 +104,24 @@ def kedro_run(
     return result
 
 
+def _config(env: str) -> OmegaConfigLoader:
+    """The configuration a ``kedro run --env <env>`` reads (the project's merge settings)."""
+    from nucleus_segmentation.settings import CONFIG_LOADER_ARGS
+
+    return OmegaConfigLoader(
+        str(PROJECT / "conf"), **{**CONFIG_LOADER_ARGS, "default_run_env": env}
+    )
+
+
 def reports_folder(env: str) -> Path:
     """Where an environment's reports go: its ``reports`` global (conf/<env>/globals.yml,
     else conf/base's), so a benchmark reads the folder the run wrote to."""
-    loader = OmegaConfigLoader(str(PROJECT / "conf"), base_env="base", default_run_env=env)
-    return PROJECT / loader["globals"]["reports"]
+    return PROJECT / _config(env)["globals"]["reports"]
+
+
+def parameters(env: str) -> dict:
+    """An environment's parameters as its runs see them (conf/base overlaid by conf/<env>)."""
+    return _config(env)["parameters"]
 
 
 def latest_version(folder: Path, name: str, hint: str) -> Path:
