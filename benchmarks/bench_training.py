@@ -90,10 +90,11 @@ def row(run, peak: int | None) -> str:
         scale = "fixed (512x512)"
     env = run.data.tags.get("kedro_env", "?")
     memory = f"{peak / 2**30:.1f} GiB" if peak else "-"
+    label = f"{model} {parts}".rstrip()
     if params.get("training.targets.kind", "binary") == "boundary":
-        parts += ", boundary class"
+        label += ", boundary class"
     return (
-        f"| {model} {parts} | `{env}` | {scale} | {loss} | {recipe} | "
+        f"| {label} | `{env}` | {scale} | {loss} | {recipe} | "
         f"{params['training.model.base_filters']} | "
         f"{ran} of {params['training.epochs']} | {best} | {minutes:.1f} | {scores} | {memory} | "
         f"`{run.info.run_id[:8]}` {datetime.fromtimestamp(run.info.start_time / 1000):%Y-%m-%d} |"
