@@ -4,6 +4,7 @@ marked section of docs/benchmarks.md."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -113,6 +114,7 @@ def _config(env: str) -> OmegaConfigLoader:
     )
 
 
+@functools.cache  # read once per environment, however many reports a script opens
 def reports_folder(env: str) -> Path:
     """Where an environment's reports go: its ``reports`` global (conf/<env>/globals.yml,
     else conf/base's), so a benchmark reads the folder the run wrote to."""

@@ -253,7 +253,7 @@ def ablation(results: dict) -> str:
     ]
     for name in shown:
         run, training = results[name], parameters(LEVERS[name]["env"])["training"]
-        model, overall = training["model"], _modality(results[name], "all")
+        model, overall = training["model"], _modality(run, "all")
         stained, fluorescence = _modality(run, "stained"), _modality(run, "fluorescence")
         if name == reference:
             paired = "-"
@@ -320,6 +320,7 @@ def report(results: dict) -> str:
             f"{paired['low']:+.3f} to {paired['high']:+.3f}, bootstrap over "
             f"{paired['groups']} acquisition groups)."
         )
+    table = ablation(results)
     versions = ", ".join(
         sorted({f"`{r['env']}` model {r['model_version']}" for r in results.values()})
     )
@@ -343,7 +344,7 @@ def report(results: dict) -> str:
             "Per modality:",
             "\n".join(by_modality),
             *(["\n".join(lines)] if lines else []),
-            *([ablation(results)] if ablation(results) else []),
+            *([table] if table else []),
         ]
     )
 
