@@ -13,6 +13,8 @@ default.
     python benchmarks/bench_levers.py --model no_attention=<version> no_attention
     python benchmarks/bench_levers.py --model gap=<version> gap
     python benchmarks/bench_levers.py --model plain_unet=<version> plain_unet
+    python benchmarks/bench_levers.py --model no_aspp=<version> no_aspp
+    python benchmarks/bench_levers.py --model no_ce=<version> no_ce
     python benchmarks/bench_levers.py --report-only
 
 Each lever is one ``kedro run --pipeline evaluation`` (its environment, the model version
@@ -148,6 +150,21 @@ LEVERS = {
         "against": "percentile",
         "label": "GAP attention for SAP (channel expansion and ASPP kept)",
     },
+    # Each of the paper's other two components removed alone: ASPP, then channel expansion.
+    "no_aspp": {
+        "env": "no_aspp",
+        "model": "no_aspp",
+        "params": {},
+        "against": "percentile",
+        "label": "no ASPP (SAP attention and channel expansion kept)",
+    },
+    "no_ce": {
+        "env": "no_ce",
+        "model": "no_ce",
+        "params": {},
+        "against": "percentile",
+        "label": "no channel expansion (SAP attention and ASPP kept)",
+    },
     # And the plain U-Net (`--env baseline`: no attention, no CE, no ASPP) on the same data.
     "plain_unet": {
         "env": "baseline",
@@ -170,12 +187,14 @@ SHOWN = (
     "oversample",
     "no_attention",
     "gap",
+    "no_ce",
+    "no_aspp",
     "plain_unet",
 )
 COUNTS = {"split": "split", "merged": "merged"}
 # The paper's claim at the CPU budget: the default's recipe (and its rerun with seeds 43) against
 # its attention changed or removed, same data, passes and scale policy.
-ABLATION = ("percentile", "seed43", "gap", "no_attention", "plain_unet")
+ABLATION = ("percentile", "seed43", "gap", "no_ce", "no_attention", "no_aspp", "plain_unet")
 PRECISION = "mixed_bfloat16"
 
 

@@ -113,6 +113,8 @@ def _catalog(env: str) -> dict:
             "native",
         ),
         ("gap", "attention_unet_gap", "preprocessed_images_percentile.npz", "native"),
+        ("no_ce", "attention_unet_no_ce", "preprocessed_images_percentile.npz", "native"),
+        ("no_aspp", "attention_unet_no_aspp", "preprocessed_images_percentile.npz", "native"),
     ],
 )
 def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data, mode):
@@ -204,25 +206,28 @@ def test_the_oversample_environment_changes_the_sampling_not_the_compute():
 
 
 @pytest.mark.parametrize(
-    "env, attention, channel_expansion",
-    [("no_attention", "none", False), ("gap", "gap", True)],
+    "env, attention, channel_expansion, aspp",
+    [
+        ("no_attention", "none", False, True),
+        ("gap", "gap", True, True),
+        ("no_ce", "sap", False, True),
+        ("no_aspp", "sap", True, False),
+    ],
 )
 def test_the_ablation_environments_change_the_attention_and_nothing_else(
-    env, attention, channel_expansion
+    env, attention, channel_expansion, aspp
 ):
-    """The ablations of the paper's attention (no attention at all; GAP for SAP), each on the
-    default recipe's own data (the percentile environment's files, as nothing upstream of
-    the network changes)."""
+    """The ablations of the paper's components (no attention at all; GAP for SAP; no channel
+    expansion; no ASPP), each on the default recipe's own data (the percentile environment's
+    files, as nothing upstream of the network changes)."""
+    components = ("attention", "channel_expansion", "aspp")
     base, own = _parameters("local"), _parameters(env)
     model = own["training"]["model"]
-    assert (model["attention"], model["channel_expansion"]) == (attention, channel_expansion)
-    assert (
-        base["training"]["model"]["attention"],
-        base["training"]["model"]["channel_expansion"],
-    ) == ("sap", True)
+    assert tuple(model[key] for key in components) == (attention, channel_expansion, aspp)
+    assert tuple(base["training"]["model"][key] for key in components) == ("sap", True, True)
     shared = _catalog(env)["augmented_images"]["filepath"]
     assert shared == _catalog("percentile")["augmented_images"]["filepath"]
-    model["attention"], model["channel_expansion"] = "sap", True
+    model.update(attention="sap", channel_expansion=True, aspp=True)
     own["training"].pop("checkpoint_dir"), base["training"].pop("checkpoint_dir")
     for section in ("training", "preprocessing", "segmentation", "split", "augmentation"):
         assert own[section] == base[section], section
