@@ -121,6 +121,19 @@ def whole_map_h_maxima():
         instances._h_maxima = original
 
 
+@contextlib.contextmanager
+def unfolded_batch_norms():
+    """The network as before 2026-12-03: each BatchNorm a layer of its own instead of folded
+    into the convolution before it (model/folding.py, the same outputs), to time what folding
+    saves."""
+    original = segment.fold_batch_norms
+    segment.fold_batch_norms = lambda model, refresh=False: model
+    try:
+        yield
+    finally:
+        segment.fold_batch_norms = original
+
+
 def per_image_seconds(
     images: dict[str, np.ndarray],
     scratch: Path,
@@ -201,6 +214,8 @@ def main() -> None:
         single = singles[default]
         with whole_map_h_maxima():
             whole = per_image_seconds(images, Path(scratch), default, conf)
+        with unfolded_batch_norms():
+            unfolded = per_image_seconds(images, Path(scratch), default, conf)
         peak_in_process = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         folder = folder_run(images, Path(scratch), env)
     option = "" if env == "local" else f" --env {env}"
@@ -224,6 +239,9 @@ def main() -> None:
             ),
             f"| the same in {default}, seeds' h-maxima in one whole-map call (before "
             f"2026-12-02) | {whole['median']:.3f} s (separation {whole['separation']:.3f} s) | |",
+            f"| the same in {default}, each BatchNorm a layer of its own, not folded into its "
+            f"convolution (before 2026-12-03) | {unfolded['median']:.3f} s (network "
+            f"{unfolded['network']:.3f} s) | |",
             f"| folder of {len(images)} test images at their own sizes "
             f"({folder['megapixels']:.1f} Mpixel), whole `kedro run --pipeline inference` "
             f"(start-up, model load, writing masks, 16-bit labels, overlays, tables) "
