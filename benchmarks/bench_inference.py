@@ -37,6 +37,7 @@ from nucleus_segmentation.datasets.image_folder import ImageFolder, index_images
 from nucleus_segmentation.imaging import instances  # noqa: E402
 from nucleus_segmentation.imaging.codec import encode_png  # noqa: E402
 from nucleus_segmentation.imaging.geometry import resize_image  # noqa: E402
+from nucleus_segmentation.model import folding  # noqa: E402
 from nucleus_segmentation.model.precision import resolve_precision  # noqa: E402
 from nucleus_segmentation.parallel import available_cores  # noqa: E402
 from nucleus_segmentation.pipelines.inference.nodes import segment_images  # noqa: E402
@@ -126,12 +127,12 @@ def unfolded_batch_norms():
     """The network as before 2026-12-03: each BatchNorm a layer of its own instead of folded
     into the convolution before it (model/folding.py, the same outputs), to time what folding
     saves."""
-    original = segment.fold_batch_norms
-    segment.fold_batch_norms = lambda model, refresh=False: model
+    original = folding.fold_batch_norms
+    folding.fold_batch_norms = lambda model, refresh=False: model
     try:
         yield
     finally:
-        segment.fold_batch_norms = original
+        folding.fold_batch_norms = original
 
 
 def per_image_seconds(

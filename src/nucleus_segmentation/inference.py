@@ -31,8 +31,7 @@ from nucleus_segmentation.imaging.codec import InvalidImageError, read_image
 from nucleus_segmentation.imaging.measure import NUCLEUS_COLUMNS, measure_nuclei
 from nucleus_segmentation.imaging.overlay import draw_contours, mask_image
 from nucleus_segmentation.imaging.rle import labels_to_rles
-from nucleus_segmentation.model.folding import fold_batch_norms
-from nucleus_segmentation.model.precision import with_precision
+from nucleus_segmentation.model.folding import for_prediction
 from nucleus_segmentation.parallel import parallel_map
 from nucleus_segmentation.segment import SegmentationSettings, segment_image
 
@@ -94,7 +93,7 @@ def _load_model(model: ModelFile):
             tf.config.threading.set_intra_op_parallelism_threads(model.threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
     loaded = keras.saving.load_model(model.path, safe_mode=True)
-    return with_precision(fold_batch_norms(loaded), model.precision)
+    return for_prediction(loaded, model.precision)
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ from nucleus_segmentation.imaging.instances import METHODS, separate_instances
 from nucleus_segmentation.imaging.preprocess import effective_preprocessing, preprocess_image
 from nucleus_segmentation.imaging.targets import nucleus_maps
 from nucleus_segmentation.imaging.tiling import predict_tiled
-from nucleus_segmentation.model.folding import fold_batch_norms
-from nucleus_segmentation.model.precision import PRECISIONS, with_precision
+from nucleus_segmentation.model.folding import for_prediction
+from nucleus_segmentation.model.precision import PRECISIONS
 from nucleus_segmentation.model.predict import FLIPS, output_stride, predict_probabilities
 from nucleus_segmentation.progress import track
 
@@ -177,7 +177,7 @@ def for_segmentation(model, settings: SegmentationSettings, refresh: bool = Fals
     (:func:`fold_batch_norms`, same outputs, less memory traffic), computing in
     ``settings.precision``. Call once per model, before segmenting many images with it;
     ``refresh`` when its weights changed since the last call (a model in training)."""
-    return with_precision(fold_batch_norms(model, refresh), settings.precision, refresh)
+    return for_prediction(model, settings.precision, refresh)
 
 
 def check_separation(separation: Mapping[str, Any], source: str = "separation") -> dict:

@@ -23,6 +23,7 @@ import numpy as np
 from keras import layers
 
 from nucleus_segmentation.model.layers import PACKAGE
+from nucleus_segmentation.model.precision import with_precision
 
 # model -> its folded clone and the (convolution, BatchNorm) names folded in it.
 _FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -110,10 +111,7 @@ def fold_batch_norms(model, refresh: bool = False):
         if refresh:
             _copy_weights(model, folded, pairs)
         return _carry(model, folded)
-    try:
-        pairs = foldable(model)
-    except (AttributeError, IndexError):  # not a functional graph (a subclassed model)
-        pairs = {}
+    pairs = foldable(model)
     if not pairs:
         return model
     norms = set(pairs.values())
@@ -131,3 +129,10 @@ def fold_batch_norms(model, refresh: bool = False):
     _copy_weights(model, folded, pairs)
     _FOLDED[model] = (folded, pairs)
     return _carry(model, folded)
+
+
+def for_prediction(model, precision: str, refresh: bool = False):
+    """``model`` ready to predict: BatchNorms folded (:func:`fold_batch_norms`), then computing
+    in ``precision`` (:func:`~nucleus_segmentation.model.precision.with_precision`); the one
+    preparation every segmentation path applies, in this process or in a worker."""
+    return with_precision(fold_batch_norms(model, refresh), precision, refresh)
