@@ -135,6 +135,19 @@ def unfolded_batch_norms():
         folding.fold_batch_norms = original
 
 
+@contextlib.contextmanager
+def unphased_upsampling():
+    """The decoder as before 2026-12-03's phase rewrite: each x2 nearest upsampling written
+    out and convolved at the large size, instead of four phase convolutions of the small map
+    (model/upsampling.py, the same outputs), to time what the rewrite saves."""
+    original = folding.phase_upsampling
+    folding.phase_upsampling = lambda model, refresh=False: model
+    try:
+        yield
+    finally:
+        folding.phase_upsampling = original
+
+
 def per_image_seconds(
     images: dict[str, np.ndarray],
     scratch: Path,
@@ -217,6 +230,8 @@ def main() -> None:
             whole = per_image_seconds(images, Path(scratch), default, conf)
         with unfolded_batch_norms():
             unfolded = per_image_seconds(images, Path(scratch), default, conf)
+        with unphased_upsampling():
+            unphased = per_image_seconds(images, Path(scratch), default, conf)
         peak_in_process = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         folder = folder_run(images, Path(scratch), env)
     option = "" if env == "local" else f" --env {env}"
@@ -243,6 +258,10 @@ def main() -> None:
             f"| the same in {default}, each BatchNorm a layer of its own, not folded into its "
             f"convolution (before 2026-12-03) | {unfolded['median']:.3f} s (network "
             f"{unfolded['network']:.3f} s) | |",
+            f"| the same in {default}, each x2 upsampling written out and convolved at the "
+            f"large size, not as four phase convolutions of the small map (before "
+            f"2026-12-03) | {unphased['median']:.3f} s (network {unphased['network']:.3f} s) "
+            "| |",
             f"| folder of {len(images)} test images at their own sizes "
             f"({folder['megapixels']:.1f} Mpixel), whole `kedro run --pipeline inference` "
             f"(start-up, model load, writing masks, 16-bit labels, overlays, tables) "

@@ -115,6 +115,12 @@ def _catalog(env: str) -> dict:
         ("gap", "attention_unet_gap", "preprocessed_images_percentile.npz", "native"),
         ("no_ce", "attention_unet_no_ce", "preprocessed_images_percentile.npz", "native"),
         ("no_aspp", "attention_unet_no_aspp", "preprocessed_images_percentile.npz", "native"),
+        (
+            "no_aspp_seed43",
+            "attention_unet_no_aspp_seed43",
+            "preprocessed_images_seed43.npz",
+            "native",
+        ),
     ],
 )
 def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data, mode):
@@ -231,6 +237,20 @@ def test_the_ablation_environments_change_the_attention_and_nothing_else(
     own["training"].pop("checkpoint_dir"), base["training"].pop("checkpoint_dir")
     for section in ("training", "preprocessing", "segmentation", "split", "augmentation"):
         assert own[section] == base[section], section
+
+
+def test_the_second_seed_of_the_aspp_ablation_is_the_seed43_recipe_without_aspp():
+    """ASPP off with seeds 43, on the seed43 environment's data: the pair of `seed43` as
+    `no_aspp` is of the default (seeds 42)."""
+    seed43, own = _parameters("seed43"), _parameters("no_aspp_seed43")
+    assert (own["training"]["seed"], own["augmentation"]["seed"]) == (43, 43)
+    assert own["training"]["model"]["aspp"] is False is not seed43["training"]["model"]["aspp"]
+    shared = _catalog("no_aspp_seed43")["augmented_images"]["filepath"]
+    assert shared == _catalog("seed43")["augmented_images"]["filepath"]
+    own["training"]["model"]["aspp"] = seed43["training"]["model"]["aspp"]
+    own["training"].pop("checkpoint_dir"), seed43["training"].pop("checkpoint_dir")
+    for section in ("training", "preprocessing", "segmentation", "split", "augmentation"):
+        assert own[section] == seed43[section], section
 
 
 def test_the_split_environments_change_only_the_split_protocol():

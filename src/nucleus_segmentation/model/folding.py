@@ -23,12 +23,11 @@ import numpy as np
 from keras import layers
 
 from nucleus_segmentation.model.layers import PACKAGE
-from nucleus_segmentation.model.precision import with_precision
+from nucleus_segmentation.model.precision import carry_attributes, with_precision
+from nucleus_segmentation.model.upsampling import phase_upsampling
 
 # model -> its folded clone and the (convolution, BatchNorm) names folded in it.
 _FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# Attributes the catalog or training set on a model, carried over to its folded clone.
-CARRIED = ("loaded_from", "trained_preprocessing")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -91,13 +90,6 @@ def _copy_weights(model, folded, pairs: dict[str, str]) -> None:
             target.set_weights(layer.get_weights())
 
 
-def _carry(model, folded):
-    for name in CARRIED:
-        if hasattr(model, name):
-            setattr(folded, name, getattr(model, name))
-    return folded
-
-
 def fold_batch_norms(model, refresh: bool = False):
     """``model`` with each foldable ``conv -> BatchNorm`` pair (:func:`foldable`) made one
     convolution with a bias: a clone, made once per model; ``refresh`` folds the model's
@@ -110,7 +102,7 @@ def fold_batch_norms(model, refresh: bool = False):
         folded, pairs = _FOLDED[model]
         if refresh:
             _copy_weights(model, folded, pairs)
-        return _carry(model, folded)
+        return carry_attributes(model, folded)
     pairs = foldable(model)
     if not pairs:
         return model
@@ -128,11 +120,14 @@ def fold_batch_norms(model, refresh: bool = False):
     folded = keras.models.clone_model(model, clone_function=refold)
     _copy_weights(model, folded, pairs)
     _FOLDED[model] = (folded, pairs)
-    return _carry(model, folded)
+    return carry_attributes(model, folded)
 
 
 def for_prediction(model, precision: str, refresh: bool = False):
-    """``model`` ready to predict: BatchNorms folded (:func:`fold_batch_norms`), then computing
-    in ``precision`` (:func:`~nucleus_segmentation.model.precision.with_precision`); the one
+    """``model`` ready to predict: BatchNorms folded (:func:`fold_batch_norms`), each x2
+    upsampling and the convolution after it computed at low resolution
+    (:func:`~nucleus_segmentation.model.upsampling.phase_upsampling`), then computing in
+    ``precision`` (:func:`~nucleus_segmentation.model.precision.with_precision`); the one
     preparation every segmentation path applies, in this process or in a worker."""
-    return with_precision(fold_batch_norms(model, refresh), precision, refresh)
+    prepared = phase_upsampling(fold_batch_norms(model, refresh), refresh)
+    return with_precision(prepared, precision, refresh)

@@ -30,6 +30,17 @@ HEAD = "probabilities"  # the softmax layer, float32 in every precision
 # model -> {policy: its clone in that policy}: a model is converted once, however many
 # callers ask.
 _CLONES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Attributes the catalog or training set on a model (where it was loaded from, the
+# preprocessing its data had), carried over to the clones made for prediction.
+CARRIED = ("loaded_from", "trained_preprocessing")
+
+
+def carry_attributes(model, clone):
+    """``clone`` with ``model``'s :data:`CARRIED` attributes set on it too."""
+    for name in CARRIED:
+        if hasattr(model, name):
+            setattr(clone, name, getattr(model, name))
+    return clone
 
 
 def resolve_precision(
@@ -85,8 +96,8 @@ def with_precision(model, precision: str, refresh: bool = False):
     costs a second and a graph trace); ``refresh`` gives it the model's current weights
     again, for a model that trains on between calls (training's per-epoch validation; a
     refresh costs about 70 ms for the CPU default model, so inference and evaluation, whose
-    models do not change, skip it). Attributes the catalog set on the
-    model (``loaded_from``) are carried over. Objects that are not Keras models (test
+    models do not change, skip it). Attributes the catalog or training set
+    on the model (:data:`CARRIED`) are carried over. Objects that are not Keras models (test
     doubles) are returned as they are."""
     if not isinstance(model, keras.Model):
         return model
@@ -97,7 +108,7 @@ def with_precision(model, precision: str, refresh: bool = False):
     if policy in clones:
         if refresh:
             clones[policy].set_weights(model.get_weights())
-        return clones[policy]
+        return carry_attributes(model, clones[policy])
 
     def relayer(layer):
         config = layer.get_config()
@@ -107,10 +118,8 @@ def with_precision(model, precision: str, refresh: bool = False):
 
     clone = keras.models.clone_model(model, clone_function=relayer)
     clone.set_weights(model.get_weights())
-    if hasattr(model, "loaded_from"):
-        clone.loaded_from = model.loaded_from
     clones[policy] = clone
-    return clone
+    return carry_attributes(model, clone)
 
 
 @contextlib.contextmanager
