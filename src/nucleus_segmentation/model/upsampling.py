@@ -91,9 +91,7 @@ class PhasedUpsamplingConv2D(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            filters=self.filters, activation=keras.activations.serialize(self.activation)
-        )
+        config.update(filters=self.filters, activation=keras.activations.serialize(self.activation))
         return config
 
 
