@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 
+from nucleus_segmentation.model.upsampling import PhasedUpsamplingConv2D
+
 
 @contextlib.contextmanager
 def _recording(macs: list[int]) -> Iterator[None]:
@@ -25,7 +27,13 @@ def _recording(macs: list[int]) -> Iterator[None]:
     def dense_macs(layer, inputs, outputs) -> int:
         return int(np.prod(outputs.shape[1:])) * int(inputs.shape[-1])
 
+    def phased_macs(layer, inputs, outputs) -> int:
+        # One 2x2 convolution with 4 x filters outputs over the input padded by one pixel.
+        height, width, in_channels = (int(side) for side in inputs.shape[1:])
+        return (height + 1) * (width + 1) * 4 * in_channels * 4 * layer.filters
+
     counters = {
+        PhasedUpsamplingConv2D: phased_macs,
         keras.layers.DepthwiseConv2D: conv_macs,
         keras.layers.Conv2D: conv_macs,
         keras.layers.Dense: dense_macs,
