@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -122,30 +123,18 @@ def whole_map_h_maxima():
         instances._h_maxima = original
 
 
-@contextlib.contextmanager
 def unfolded_batch_norms():
     """The network as before 2026-12-03: each BatchNorm a layer of its own instead of folded
     into the convolution before it (model/folding.py, the same outputs), to time what folding
     saves."""
-    original = folding.fold_batch_norms
-    folding.fold_batch_norms = lambda model, refresh=False: model
-    try:
-        yield
-    finally:
-        folding.fold_batch_norms = original
+    return mock.patch.object(folding, "fold_batch_norms", lambda model, refresh=False: model)
 
 
-@contextlib.contextmanager
 def unphased_upsampling():
     """The decoder as before 2026-12-03's phase rewrite: each x2 nearest upsampling written
     out and convolved at the large size, instead of four phase convolutions of the small map
     (model/upsampling.py, the same outputs), to time what the rewrite saves."""
-    original = folding.phase_upsampling
-    folding.phase_upsampling = lambda model, refresh=False: model
-    try:
-        yield
-    finally:
-        folding.phase_upsampling = original
+    return mock.patch.object(folding, "phase_upsampling", lambda model, refresh=False: model)
 
 
 def per_image_seconds(

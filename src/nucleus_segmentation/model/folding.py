@@ -23,7 +23,8 @@ import numpy as np
 from keras import layers
 
 from nucleus_segmentation.model.layers import PACKAGE
-from nucleus_segmentation.model.precision import carry_attributes, with_precision
+from nucleus_segmentation.model.precision import with_precision
+from nucleus_segmentation.model.rewrite import fed_only_by, rewritten
 from nucleus_segmentation.model.upsampling import phase_upsampling
 
 # model -> its folded clone and the (convolution, BatchNorm) names folded in it.
@@ -47,15 +48,10 @@ def foldable(model) -> dict[str, str]:
     """``{convolution name: BatchNorm name}`` for each top-level BatchNormalization whose input
     is a Conv2D without activation that feeds nothing else, each layer called once."""
     pairs = {}
-    for layer in model.layers:
-        if not isinstance(layer, layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
-            continue
-        source = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+    for source, layer in fed_only_by(model, layers.BatchNormalization):
         if (
             isinstance(source, layers.Conv2D)
             and source.activation is keras.activations.linear
-            and len(source._inbound_nodes) == 1
-            and len(source._outbound_nodes) == 1
             and layer.axis in (-1, len(layer.input.shape) - 1)
         ):
             pairs[source.name] = layer.name
@@ -90,37 +86,23 @@ def _copy_weights(model, folded, pairs: dict[str, str]) -> None:
             target.set_weights(layer.get_weights())
 
 
+def _refold(layer, pairs: dict[str, str]):
+    if layer.name in pairs.values():
+        return FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy.name)
+    config = layer.get_config()
+    if layer.name in pairs:
+        config["use_bias"] = True
+        config["bias_initializer"] = "zeros"
+    return layer.__class__.from_config(config)
+
+
 def fold_batch_norms(model, refresh: bool = False):
     """``model`` with each foldable ``conv -> BatchNorm`` pair (:func:`foldable`) made one
     convolution with a bias: a clone, made once per model; ``refresh`` folds the model's
     current weights into it again (a model that trains on between calls). The model itself
     when nothing folds, and objects that are not Keras functional models (test doubles) as
     they are."""
-    if not isinstance(model, keras.Model):
-        return model
-    if model in _FOLDED:
-        folded, pairs = _FOLDED[model]
-        if refresh:
-            _copy_weights(model, folded, pairs)
-        return carry_attributes(model, folded)
-    pairs = foldable(model)
-    if not pairs:
-        return model
-    norms = set(pairs.values())
-
-    def refold(layer):
-        if layer.name in norms:
-            return FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy.name)
-        config = layer.get_config()
-        if layer.name in pairs:
-            config["use_bias"] = True
-            config["bias_initializer"] = "zeros"
-        return layer.__class__.from_config(config)
-
-    folded = keras.models.clone_model(model, clone_function=refold)
-    _copy_weights(model, folded, pairs)
-    _FOLDED[model] = (folded, pairs)
-    return carry_attributes(model, folded)
+    return rewritten(model, _FOLDED, refresh, foldable, _refold, _copy_weights)
 
 
 def for_prediction(model, precision: str, refresh: bool = False):

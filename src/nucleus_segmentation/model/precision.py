@@ -22,6 +22,7 @@ import keras
 
 from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.hardware import cpu_flags, gpu_capability
+from nucleus_segmentation.model.rewrite import carry_attributes
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 BF16_CPU_FLAGS = frozenset({"amx_bf16"})  # not avx512_bf16 alone: slower than float32 there
@@ -30,17 +31,6 @@ HEAD = "probabilities"  # the softmax layer, float32 in every precision
 # model -> {policy: its clone in that policy}: a model is converted once, however many
 # callers ask.
 _CLONES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# Attributes the catalog or training set on a model (where it was loaded from, the
-# preprocessing its data had), carried over to the clones made for prediction.
-CARRIED = ("loaded_from", "trained_preprocessing")
-
-
-def carry_attributes(model, clone):
-    """``clone`` with ``model``'s :data:`CARRIED` attributes set on it too."""
-    for name in CARRIED:
-        if hasattr(model, name):
-            setattr(clone, name, getattr(model, name))
-    return clone
 
 
 def resolve_precision(
@@ -96,9 +86,9 @@ def with_precision(model, precision: str, refresh: bool = False):
     costs a second and a graph trace); ``refresh`` gives it the model's current weights
     again, for a model that trains on between calls (training's per-epoch validation; a
     refresh costs about 70 ms for the CPU default model, so inference and evaluation, whose
-    models do not change, skip it). Attributes the catalog or training set
-    on the model (:data:`CARRIED`) are carried over. Objects that are not Keras models (test
-    doubles) are returned as they are."""
+    models do not change, skip it). Attributes the catalog or training set on the model
+    (:data:`~nucleus_segmentation.model.rewrite.CARRIED`) are carried over. Objects that
+    are not Keras models (test doubles) are returned as they are."""
     if not isinstance(model, keras.Model):
         return model
     policy = resolve_precision(precision)

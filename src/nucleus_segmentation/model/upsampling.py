@@ -25,7 +25,7 @@ import numpy as np
 from keras import layers, ops
 
 from nucleus_segmentation.model.layers import PACKAGE
-from nucleus_segmentation.model.precision import carry_attributes
+from nucleus_segmentation.model.rewrite import fed_only_by, rewritten
 
 # Phase p of the two along one axis: which 3x3 taps each of its two 2x2 taps sums.
 _TAPS = {0: ((0,), (1, 2)), 1: ((0, 1), (2,))}
@@ -102,17 +102,12 @@ def phaseable(model) -> dict[str, str]:
     (channels last) that feeds only a 3x3, stride 1, undilated, 'same', ungrouped Conv2D
     (channels last) which reads nothing else, each layer called once."""
     pairs = {}
-    for layer in model.layers:
-        if not isinstance(layer, layers.Conv2D) or len(layer._inbound_nodes) != 1:
-            continue
-        source = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+    for source, layer in fed_only_by(model, layers.Conv2D):
         if (
             isinstance(source, layers.UpSampling2D)
             and tuple(source.size) == (2, 2)
             and source.interpolation == "nearest"
             and source.data_format == "channels_last"
-            and len(source._inbound_nodes) == 1
-            and len(source._outbound_nodes) == 1
             and tuple(layer.kernel_size) == (3, 3)
             and tuple(layer.strides) == (1, 1)
             and tuple(layer.dilation_rate) == (1, 1)
@@ -140,6 +135,17 @@ def _copy_weights(model, phased, pairs: dict[str, str]) -> None:
         target.set_weights(_phased_weights(layer) if layer.name in convs else layer.get_weights())
 
 
+def _rephase(layer, pairs: dict[str, str]):
+    policy = layer.dtype_policy.name
+    if layer.name in pairs:
+        return layers.Identity(name=layer.name, dtype=policy)
+    if layer.name in pairs.values():
+        return PhasedUpsamplingConv2D(
+            layer.filters, activation=layer.activation, name=layer.name, dtype=policy
+        )
+    return layer.__class__.from_config(layer.get_config())
+
+
 def phase_upsampling(model, refresh: bool = False):
     """``model`` with each x2 nearest upsampling and the 3x3 convolution after it
     (:func:`phaseable`) computed as one :class:`PhasedUpsamplingConv2D` on the small map (the
@@ -147,29 +153,4 @@ def phase_upsampling(model, refresh: bool = False):
     the model's current weights again (a model that trains on between calls). The model
     itself when nothing matches, and objects that are not Keras functional models (test
     doubles) as they are."""
-    if not isinstance(model, keras.Model):
-        return model
-    if model in _PHASED:
-        phased, pairs = _PHASED[model]
-        if refresh:
-            _copy_weights(model, phased, pairs)
-        return carry_attributes(model, phased)
-    pairs = phaseable(model)
-    if not pairs:
-        return model
-    convs = set(pairs.values())
-
-    def rewrite(layer):
-        policy = layer.dtype_policy.name
-        if layer.name in pairs:
-            return layers.Identity(name=layer.name, dtype=policy)
-        if layer.name in convs:
-            return PhasedUpsamplingConv2D(
-                layer.filters, activation=layer.activation, name=layer.name, dtype=policy
-            )
-        return layer.__class__.from_config(layer.get_config())
-
-    phased = keras.models.clone_model(model, clone_function=rewrite)
-    _copy_weights(model, phased, pairs)
-    _PHASED[model] = (phased, pairs)
-    return carry_attributes(model, phased)
+    return rewritten(model, _PHASED, refresh, phaseable, _rephase, _copy_weights)
