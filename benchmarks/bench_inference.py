@@ -124,16 +124,16 @@ def whole_map_h_maxima():
 
 
 def unfolded_batch_norms():
-    """The network as before 2026-12-03: each BatchNorm a layer of its own instead of folded
-    into the convolution before it (model/folding.py, the same outputs), to time what folding
+    """Each BatchNorm a layer of its own instead of folded into the convolution before it
+    (model/folding.py, the same outputs; the upsampling rewrite stays), to time what folding
     saves."""
     return mock.patch.object(folding, "fold_batch_norms", lambda model, refresh=False: model)
 
 
 def unphased_upsampling():
-    """The decoder as before 2026-12-03's phase rewrite: each x2 nearest upsampling written
-    out and convolved at the large size, instead of four phase convolutions of the small map
-    (model/upsampling.py, the same outputs), to time what the rewrite saves."""
+    """Each x2 nearest upsampling written out and convolved at the large size instead of four
+    phase convolutions of the small map (model/upsampling.py, the same outputs; the folding
+    stays), to time what the rewrite saves."""
     return mock.patch.object(folding, "phase_upsampling", lambda model, refresh=False: model)
 
 
@@ -245,11 +245,11 @@ def main() -> None:
             f"| the same in {default}, seeds' h-maxima in one whole-map call (before "
             f"2026-12-02) | {whole['median']:.3f} s (separation {whole['separation']:.3f} s) | |",
             f"| the same in {default}, each BatchNorm a layer of its own, not folded into its "
-            f"convolution (before 2026-12-03) | {unfolded['median']:.3f} s (network "
+            f"convolution (upsampling still phased) | {unfolded['median']:.3f} s (network "
             f"{unfolded['network']:.3f} s) | |",
             f"| the same in {default}, each x2 upsampling written out and convolved at the "
-            f"large size, not as four phase convolutions of the small map (before "
-            f"2026-12-03) | {unphased['median']:.3f} s (network {unphased['network']:.3f} s) "
+            f"large size, not as four phase convolutions of the small map (BatchNorm still "
+            f"folded) | {unphased['median']:.3f} s (network {unphased['network']:.3f} s) "
             "| |",
             f"| folder of {len(images)} test images at their own sizes "
             f"({folder['megapixels']:.1f} Mpixel), whole `kedro run --pipeline inference` "

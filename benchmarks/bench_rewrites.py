@@ -111,7 +111,8 @@ def main() -> None:
     )
     body = "\n".join(
         [
-            f"Command: `python benchmarks/bench_rewrites.py`. Machine: {os.cpu_count()} cores, "
+            f"Command: `python benchmarks/bench_rewrites.py --rounds {args.rounds} --size "
+            f"{args.size}`. Machine: {os.cpu_count()} cores, "
             f"{platform.processor() or platform.machine()}, vector instructions: {shown}; "
             f"Keras {keras.__version__} on {keras.backend.backend()}, {precision} (what "
             f"`segmentation.precision: auto` picks here). Whole {args.size}x{args.size} image, "

@@ -173,10 +173,11 @@ class SegmentationSettings:
 
 
 def for_segmentation(model, settings: SegmentationSettings, refresh: bool = False):
-    """``model`` ready to predict: its BatchNorms folded into their convolutions
-    (:func:`fold_batch_norms`, same outputs, less memory traffic), computing in
-    ``settings.precision``. Call once per model, before segmenting many images with it;
-    ``refresh`` when its weights changed since the last call (a model in training)."""
+    """``model`` ready to predict (:func:`for_prediction`): its BatchNorms folded into their
+    convolutions, each decoder upsampling and its convolution computed at low resolution
+    (same outputs up to float rounding, less work), computing in ``settings.precision``.
+    Call once per model, before segmenting many images with it; ``refresh`` when its weights
+    changed since the last call (a model in training)."""
     return for_prediction(model, settings.precision, refresh)
 
 

@@ -104,15 +104,17 @@ def test_upsamplings_that_are_not_nearest_x2_into_a_3x3_convolution_are_left_alo
     bilinear = layers.UpSampling2D(2, interpolation="bilinear", name="bilinear")(inputs)
     wide = layers.UpSampling2D(2, name="into_5x5")(inputs)
     shared = layers.UpSampling2D(2, name="shared")(inputs)
+    output = layers.UpSampling2D(2, name="also_an_output")(inputs)
     outputs = layers.Concatenate()(
         [
             layers.Conv2D(2, 3, padding="same", name="after_bilinear")(bilinear),
             layers.Conv2D(2, 5, padding="same", name="conv_5x5")(wide),
             layers.Conv2D(2, 3, padding="same", name="after_shared")(shared),
             shared,  # the repeated map is used as well: it must stay
+            layers.Conv2D(2, 3, padding="same", name="after_output")(output),
         ]
     )
-    model = keras.Model(inputs, outputs)
+    model = keras.Model(inputs, [outputs, output])  # the repeated map is an output too
     assert phaseable(model) == {}
     assert phase_upsampling(model) is model
     double = object()
@@ -132,3 +134,33 @@ def test_prediction_in_bfloat16_keeps_the_rewrite_and_the_provenance(model):
     np.testing.assert_allclose(
         np.asarray(ready.predict_on_batch(x)), np.asarray(model.predict_on_batch(x)), atol=0.05
     )
+
+
+def test_prediction_refreshes_every_rewrite_of_a_model_that_trains_on():
+    """Training's per-epoch validation: folded, phased and bfloat16 clones all take the
+    model's new weights, BatchNorm statistics and up-convolutions included."""
+    keras.utils.set_random_seed(4)
+    model = build_attention_unet(TINY)
+    ready = for_prediction(model, "mixed_bfloat16")
+    x = np.random.default_rng(4).random((2, 32, 32, 1)).astype("float32")
+    before = np.asarray(ready.predict_on_batch(x))
+    rng = np.random.default_rng(5)
+    for layer in model.layers:  # the next epoch
+        if layer.name.startswith("dec") and layer.weights:
+            layer.set_weights([w + rng.normal(0.0, 0.3, w.shape) for w in layer.get_weights()])
+
+    again = for_prediction(model, "mixed_bfloat16", refresh=True)
+
+    assert again is ready
+    # What the same weights give when prepared from scratch (bfloat16 rounds the perturbed
+    # network's near-tied logits either way, so it is compared with itself) ...
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    fresh = np.asarray(for_prediction(copy, "mixed_bfloat16").predict_on_batch(x))
+    after = np.asarray(again.predict_on_batch(x))
+    assert np.abs(fresh - before).max() > 0.1  # the change shows in the outputs
+    np.testing.assert_allclose(after, fresh, atol=1e-6)
+    # ... and in float32 the refreshed rewrites give the model's own outputs.
+    expected = np.asarray(model.predict_on_batch(x))
+    refreshed = for_prediction(model, "float32", refresh=True).predict_on_batch(x)
+    np.testing.assert_allclose(np.asarray(refreshed), expected, atol=1e-3)

@@ -26,12 +26,19 @@ def carry_attributes(model, clone):
 def fed_only_by(model, kind: type) -> Iterator[tuple[keras.layers.Layer, keras.layers.Layer]]:
     """``(producer, consumer)`` for each top-level layer of type ``kind`` called once on one
     input, whose producer (the layer that made that input) is called once and feeds nothing
-    else: the pairs a rewrite may merge without changing any other layer's input."""
+    else, not even the model's outputs: the pairs a rewrite may merge without changing any
+    other layer's input or any output."""
+    outputs = {id(tensor) for tensor in model.outputs}
     for consumer in model.layers:
         if not isinstance(consumer, kind) or len(consumer._inbound_nodes) != 1:
             continue
-        producer = consumer._inbound_nodes[0].input_tensors[0]._keras_history.operation
-        if len(producer._inbound_nodes) == 1 and len(producer._outbound_nodes) == 1:
+        tensor = consumer._inbound_nodes[0].input_tensors[0]
+        producer = tensor._keras_history.operation
+        if (
+            len(producer._inbound_nodes) == 1
+            and len(producer._outbound_nodes) == 1
+            and id(tensor) not in outputs
+        ):
             yield producer, consumer
 
 

@@ -70,12 +70,13 @@ class PhasedUpsamplingConv2D(layers.Layer):
     def call(self, inputs):
         height, width = ops.shape(inputs)[1], ops.shape(inputs)[2]
         # Output (i, j) of the padded map's convolution covers input rows i - 1, i and
-        # columns j - 1, j: phase 0 takes i = 0..H-1, phase 1 i = 1..H. Bias and activation
-        # go on right after the convolution (as in Conv2D, where the backend can fuse them):
-        # element by element, they commute with the interleaving.
+        # columns j - 1, j: phase 0 takes i = 0..H-1, phase 1 i = 1..H. The bias goes on right
+        # after the convolution (as in Conv2D, where the backend can fuse them): channel by
+        # channel, it commutes with the interleaving; the activation (which may mix
+        # channels) comes after it.
         padded = ops.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
-        phased = ops.conv(padded, self.kernel, padding="valid")
-        phased = self.activation(ops.add(phased, ops.tile(self.bias, [len(PHASES)])))
+        phased = ops.conv(padded, self.kernel, padding="valid", data_format="channels_last")
+        phased = ops.add(phased, ops.tile(self.bias, [len(PHASES)]))
         c = self.filters
         parts = [
             phased[:, a : a + height, b : b + width, index * c : (index + 1) * c]
@@ -85,7 +86,7 @@ class PhasedUpsamplingConv2D(layers.Layer):
             ops.reshape(ops.stack(parts[2 * a : 2 * a + 2], axis=3), (-1, height, 2 * width, c))
             for a in (0, 1)
         ]
-        return ops.reshape(ops.stack(rows, axis=2), (-1, 2 * height, 2 * width, c))
+        return self.activation(ops.reshape(ops.stack(rows, axis=2), (-1, 2 * height, 2 * width, c)))
 
     def compute_output_shape(self, input_shape):
         grow = [None if side is None else 2 * side for side in input_shape[1:3]]
