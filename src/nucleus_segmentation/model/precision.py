@@ -22,15 +22,15 @@ import keras
 
 from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.hardware import cpu_flags, gpu_capability
-from nucleus_segmentation.model.rewrite import carry_attributes
+from nucleus_segmentation.model.rewrite import rewritten
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 BF16_CPU_FLAGS = frozenset({"amx_bf16"})  # not avx512_bf16 alone: slower than float32 there
 BF16_GPU_CAPABILITY = (8, 0)  # Ampere and later run bfloat16 natively
 HEAD = "probabilities"  # the softmax layer, float32 in every precision
-# model -> {policy: its clone in that policy}: a model is converted once, however many
+# policy -> {model: its clone in that policy}: a model is converted once, however many
 # callers ask.
-_CLONES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CLONES: dict[str, weakref.WeakKeyDictionary] = {}
 
 
 def resolve_precision(
@@ -92,24 +92,21 @@ def with_precision(model, precision: str, refresh: bool = False):
     if not isinstance(model, keras.Model):
         return model
     policy = resolve_precision(precision)
-    if model_precision(model) == policy:
-        return model
-    clones = _CLONES.setdefault(model, {})
-    if policy in clones:
-        if refresh:
-            clones[policy].set_weights(model.get_weights())
-        return carry_attributes(model, clones[policy])
 
-    def relayer(layer):
+    def differs(model) -> dict[str, str]:  # nothing to rewrite when it computes in policy
+        return {} if model_precision(model) == policy else {"policy": policy}
+
+    def relayer(layer, found):
         config = layer.get_config()
         if layer.name != HEAD:
             config["dtype"] = policy
         return layer.__class__.from_config(config)
 
-    clone = keras.models.clone_model(model, clone_function=relayer)
-    clone.set_weights(model.get_weights())
-    clones[policy] = clone
-    return carry_attributes(model, clone)
+    def copy_weights(model, clone, found):
+        clone.set_weights(model.get_weights())
+
+    cache = _CLONES.setdefault(policy, weakref.WeakKeyDictionary())
+    return rewritten(model, cache, refresh, differs, relayer, copy_weights)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
-"""The shared shape of the prediction-time rewrites of a trained model (BatchNorm folding,
-phased upsampling, another precision): a clone of the model with some layers replaced, made
-once per model and kept as long as the model lives, that can take the model's current
-weights again, and that carries the attributes the catalog or training set on the model."""
+"""The shared shape of the prediction-time rewrites of a trained model (BatchNorm folding in
+model/folding.py, phased upsampling in model/upsampling.py, another precision in
+model/precision.py): a clone of the model with some layers replaced, made once per model and
+kept as long as the model lives, that can take the model's current weights again, and that
+carries the attributes the catalog or training set on the model."""
 
 from __future__ import annotations
 
