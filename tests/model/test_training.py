@@ -96,3 +96,125 @@ def test_pad_and_predict_keep_the_original_size():
     out = predict_probabilities(Echo(), [image, image[:17, :5]], multiple=16)
     assert out[0].shape == (20, 30, 2) and out[1].shape == (17, 5, 2)
     np.testing.assert_allclose(out[1][..., 1], image[:17, :5] / 255.0, rtol=1e-6)
+
+
+class _Ticker:
+    """A fake clock that training callbacks advance: ``step`` seconds per batch, ``epoch``
+    more at each epoch end (validation, checkpoint)."""
+
+    def __init__(self, step: float, epoch: float = 0.0):
+        import keras
+
+        self.now, self.rates = 0.0, []
+        ticker = self
+
+        class Advance(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                ticker.now += step
+
+            def on_epoch_end(self, epoch_index, logs=None):
+                ticker.now += epoch
+
+        class Record(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                ticker.rates.append(float(self.model.optimizer.learning_rate))
+
+        self.advance, self.record = Advance(), Record()
+
+    def clock(self) -> float:
+        return self.now
+
+
+def _fit_fitted(minutes, ticker, epochs=3, initial_epoch=0, model=None, **probe):
+    """A 1-weight model, 8 steps per epoch, SGD with a fitted poly rate (0.1, power 1)."""
+    import keras
+
+    from nucleus_segmentation.model.training import FittedPolyDecay
+
+    if model is None:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        params = {"name": "sgd", "learning_rate": 0.1, "momentum": 0.0, "schedule": "poly"}
+        model.compile(optimizer=make_optimizer(params, 24, fitted=True), loss="mse")
+    budget = FittedPolyDecay(
+        minutes, epochs, 8, power=1.0, first_epoch=initial_epoch, clock=ticker.clock, **probe
+    )
+    x = np.linspace(0, 1, 32, dtype=np.float32)[:, None]
+    history = model.fit(
+        x,
+        2 * x,
+        batch_size=4,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        shuffle=False,
+        verbose=0,
+        callbacks=[ticker.advance, budget, ticker.record],
+    )
+    return model, budget, history
+
+
+def test_fitted_poly_decays_to_zero_over_the_epochs_that_fit_and_stops_there():
+    # 10 s a step, 80 s an epoch, 100 s of budget: the probe (4 steps) finds one epoch fits.
+    ticker = _Ticker(step=10.0)
+    _, budget, history = _fit_fitted(100 / 60, ticker, probe_steps=4, warmup_steps=1)
+    assert len(history.epoch) == 1 and budget.stopped_epoch == 1 and budget.last_epoch == 1
+    planned_for_three = [0.1 * (1 - s / 24) for s in range(5)]  # until the probe has measured
+    np.testing.assert_allclose(ticker.rates[:5], planned_for_three, rtol=1e-5)
+    anchor = 0.1 * (1 - 4 / 24)  # the rate of step 4, decayed to 0 at step 8
+    np.testing.assert_allclose(
+        ticker.rates[4:], [anchor * (1 - (s - 4) / 4) for s in range(4, 8)], rtol=1e-5
+    )
+
+
+def test_fitted_poly_with_time_for_every_epoch_is_keras_polynomial_decay():
+    import keras
+
+    ticker = _Ticker(step=1.0)
+    model, budget, history = _fit_fitted(60.0, ticker, probe_steps=4, warmup_steps=1)
+    assert len(history.epoch) == 3 and budget.stopped_epoch == 3
+    keras_poly = keras.optimizers.schedules.PolynomialDecay(0.1, 24, 0.0, power=1.0)
+    np.testing.assert_allclose(ticker.rates, [float(keras_poly(s)) for s in range(24)], rtol=1e-5)
+    assert int(model.optimizer.iterations) == 24
+
+
+def test_fitted_poly_moves_its_plan_at_an_epoch_end_without_a_jump_in_the_rate():
+    # The probe (steps only) finds three epochs fit in 300 s, but with 40 s of validation an
+    # epoch takes 120 s: after the first, only a second fits. The rate decays from where it
+    # is (0.1 * 16/24 at step 8) to 0 at the end of epoch 2.
+    ticker = _Ticker(step=10.0, epoch=40.0)
+    _, budget, history = _fit_fitted(300 / 60, ticker, probe_steps=4, warmup_steps=1)
+    assert len(history.epoch) == 2 and budget.last_epoch == 2 and budget.stopped_epoch == 2
+    np.testing.assert_allclose(ticker.rates[:9], [0.1 * (1 - s / 24) for s in range(9)], rtol=1e-5)
+    at_8 = 0.1 * 16 / 24
+    np.testing.assert_allclose(
+        ticker.rates[8:], [at_8 * (1 - (s - 8) / 8) for s in range(8, 16)], rtol=1e-5
+    )
+
+
+def test_a_resumed_fitted_run_continues_from_the_saved_rate():
+    ticker = _Ticker(step=1.0)
+    model, _, _ = _fit_fitted(60.0, ticker, epochs=1, probe_steps=4, warmup_steps=1)
+    saved = float(model.optimizer.learning_rate)  # the rate set for step 7 (planned: 0 at 8)
+    model.optimizer.learning_rate = 0.05  # as if the checkpoint had been made at a rate 0.05
+    ticker.rates.clear()
+    _, budget, history = _fit_fitted(
+        60.0, ticker, epochs=3, initial_epoch=1, model=model, probe_steps=4, warmup_steps=1
+    )
+    assert saved == pytest.approx(0.1 / 8, rel=1e-5)
+    assert history.epoch == [1, 2] and budget.stopped_epoch == 3
+    # From 0.05 at step 8 to 0 at step 24, the end of the third epoch.
+    np.testing.assert_allclose(
+        ticker.rates, [0.05 * (1 - (s - 8) / 16) for s in range(8, 24)], rtol=1e-5
+    )
+
+
+def test_fitted_optimizers_hold_a_plain_rate_and_others_a_fixed_schedule():
+    from nucleus_segmentation.model.training import FittedPolyDecay, has_fixed_schedule
+
+    params = {"name": "adam", "learning_rate": 0.001, "schedule": "poly", "poly_power": 0.9}
+    assert has_fixed_schedule(make_optimizer(params, 10))
+    fitted = make_optimizer(params, 10, fitted=True)
+    assert not has_fixed_schedule(fitted)
+    assert float(fitted.learning_rate) == pytest.approx(0.001)
+    with pytest.raises(ValueError, match="needs a time budget"):
+        FittedPolyDecay(None, 3, 8, power=1.0)

@@ -288,6 +288,35 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(tmp_path, monkeyp
     assert "Resuming" not in caplog.text
 
 
+def test_a_time_budget_fits_the_poly_schedule_and_resumes_a_fixed_one(
+    tmp_path, monkeypatch, caplog
+):
+    from nucleus_segmentation.model.training import has_fixed_schedule
+
+    preprocessed, augmented, split = _data()
+    weights = {"background": 1.0, "nucleus": 2.0}
+    poly = {**PARAMS["optimizer"], "schedule": "poly", "poly_power": 1.0}
+    params = {**PARAMS, "optimizer": poly, "max_minutes": 60, "fit_schedule_to_budget": True}
+    model, history, _, _ = _train(
+        preprocessed, augmented, split, weights, {**params, "checkpoint_dir": str(tmp_path / "a")}
+    )
+    # Both epochs fit the hour: the plain rate was set for the last step, 0.01 * (1 - 1/2).
+    assert history["epoch"].tolist() == [1, 2] and not has_fixed_schedule(model.optimizer)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.005, rel=1e-5)
+    # A run of fixed length (Keras' PolynomialDecay) killed after its first epoch resumes
+    # under the budget with its own schedule: switching the option is not a new run.
+    fixed = {**params, "fit_schedule_to_budget": False, "checkpoint_dir": str(tmp_path / "b")}
+    monkeypatch.setattr(training, "mark_checkpoint_complete", lambda directory: None)
+    _train(preprocessed, augmented, split, weights, {**fixed, "epochs": 1})
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO):
+        model, history, _, _ = _train(
+            preprocessed, augmented, split, weights, {**fixed, "fit_schedule_to_budget": True}
+        )
+    assert "Resuming from" in caplog.text and "fixed learning-rate schedule: kept" in caplog.text
+    assert history["epoch"].tolist() == [1, 2] and has_fixed_schedule(model.optimizer)
+
+
 class _Echo:
     """A "model" whose nucleus probability is its input: perfect on binary images."""
 

@@ -124,29 +124,38 @@ class OnlineAugmentedBatches(SegmentationBatches):
         return x, y
 
 
-def make_optimizer(params: Mapping[str, Any], total_steps: int) -> keras.optimizers.Optimizer:
+def schedule_name(params: Mapping[str, Any]) -> str:
+    """The learning-rate schedule of optimizer ``params``: ``schedule``, by default constant
+    for adam and poly for sgd (as in the paper)."""
+    name = str(params["name"]).lower()
+    return str(params.get("schedule") or ("poly" if name == "sgd" else "constant"))
+
+
+def make_optimizer(
+    params: Mapping[str, Any], total_steps: int, fitted: bool = False
+) -> keras.optimizers.Optimizer:
     """Adam (paper 3.4) or SGD with momentum (paper 3.1), constant or poly learning rate.
 
     ``params``: ``name`` (adam | sgd), ``learning_rate``, ``weight_decay``, ``momentum``
     (sgd), ``schedule`` (constant | poly; default constant for adam, poly for sgd as in the
     paper), ``poly_power`` (lr = lr0 * (1 - step / total_steps) ** power), ``clipnorm``.
+    ``fitted``: the poly rate is set step by step by :class:`FittedPolyDecay` (fitted to a
+    time budget), so the optimizer holds a plain rate starting at ``learning_rate``.
     """
     name = str(params["name"]).lower()
     if name not in ("adam", "sgd"):
         raise ParameterError(f"unknown optimizer {name!r}: use 'adam' or 'sgd'")
-    schedule_name = str(params.get("schedule") or ("poly" if name == "sgd" else "constant"))
+    schedule = schedule_name(params)
     rate: float | keras.optimizers.schedules.LearningRateSchedule = float(params["learning_rate"])
-    if schedule_name == "poly":
+    if schedule == "poly" and not fitted:
         rate = keras.optimizers.schedules.PolynomialDecay(
             rate,
             decay_steps=max(1, total_steps),
             end_learning_rate=0.0,
             power=float(params.get("poly_power", 0.99)),
         )
-    elif schedule_name != "constant":
-        raise ParameterError(
-            f"unknown learning-rate schedule {schedule_name!r}: use constant or poly"
-        )
+    elif schedule not in ("constant", "poly"):
+        raise ParameterError(f"unknown learning-rate schedule {schedule!r}: use constant or poly")
     decay = float(params.get("weight_decay") or 0.0) or None
     clipnorm = params.get("clipnorm")
     if name == "adam":
@@ -340,6 +349,138 @@ class TimeBudget(keras.callbacks.Callback):
             )
 
 
+def _step_and_rate(optimizer) -> tuple[int, float]:
+    """(steps taken, current learning rate) of a Keras optimizer, on any backend."""
+    iterations = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    return iterations, float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def has_fixed_schedule(optimizer) -> bool:
+    """Whether ``optimizer`` computes its learning rate from a ``LearningRateSchedule`` set
+    when it was made (e.g. a checkpoint of a run of fixed length), rather than holding a rate
+    that :class:`FittedPolyDecay` can set step by step."""
+    return isinstance(
+        getattr(optimizer, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule
+    )
+
+
+class FittedPolyDecay(TimeBudget):
+    """The poly learning rate ``lr * (1 - step / horizon) ** power`` decayed to zero over the
+    epochs that fit the time budget (``minutes``), not over all ``epochs``.
+
+    Under a budget, a schedule planned for ``epochs`` passes stops wherever the budget runs
+    out: on a CPU that trains half as fast, after one of three passes with the rate still at
+    two thirds of its start. Training to a budget pays when the rate reaches zero at the end
+    of the budget instead (Li, Yumer and Ramanan, "Budgeted training", ICLR 2020). So, after
+    ``probe_steps`` steps of this run (the first ``warmup_steps`` not timed: graph building),
+    the measured step time says how many epochs fit; the horizon becomes the end of the last
+    of them, and the run stops there. After every epoch the plan is checked against the
+    measured epoch time (validation and checkpoint included) and moved if it no longer fits
+    or more now fits; each move continues from the rate of the moment (``lr_a`` at step
+    ``a``: ``lr_a * (1 - (step - a) / (horizon - a)) ** power``), so the rate never jumps.
+    Without a change of plan this is Keras' ``PolynomialDecay`` over ``epochs`` passes.
+
+    The optimizer must hold a plain learning rate (:func:`make_optimizer` with
+    ``fitted=True``); a resumed run continues from the rate its checkpoint saved.
+    """
+
+    def __init__(
+        self,
+        minutes: float,
+        epochs: int,
+        steps_per_epoch: int,
+        power: float,
+        first_epoch: int = 0,
+        probe_steps: int = 12,
+        warmup_steps: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        super().__init__(minutes, first_epoch, clock)
+        if self.seconds is None:
+            raise ParameterError("FittedPolyDecay needs a time budget (training.max_minutes)")
+        self.epochs, self.steps, self.power = int(epochs), int(steps_per_epoch), float(power)
+        self.probe_steps = max(int(probe_steps), int(warmup_steps) + 1)
+        self.warmup_steps = int(warmup_steps)
+        self.last_epoch = self.epochs  # the plan: training ends after this epoch
+        self.anchor: tuple[int, float] | None = None  # (a, lr_a)
+        self.horizon = self.epochs * self.steps
+        self.epoch = first_epoch
+        self.warm_at: float | None = None
+
+    def _plan(self, last_epoch: int, reason: str) -> None:
+        """Decay to zero at the end of ``last_epoch``, from the rate the plan so far gives
+        the next step."""
+        step, _ = _step_and_rate(self.model.optimizer)
+        rate = self.rate_at(step)
+        self.anchor = (step, rate)
+        self.last_epoch = last_epoch
+        self.horizon = max(last_epoch * self.steps, step + 1)
+        logger.info(
+            "Time budget of %.0f min: %s; training ends after epoch %d of %d, the learning "
+            "rate decaying from %.3g at step %d to 0 at step %d",
+            self.seconds / 60,
+            reason,
+            last_epoch,
+            self.epochs,
+            rate,
+            step,
+            self.horizon,
+        )
+
+    def rate_at(self, step: int) -> float:
+        """The planned learning rate for optimizer step ``step`` (counted from the start)."""
+        anchor, rate = self.anchor
+        left = max(0.0, 1.0 - (step - anchor) / max(1, self.horizon - anchor))
+        return rate * left**self.power
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        # Until the probe has measured the speed: all epochs, from the rate of the start
+        # (a resumed run: the rate its checkpoint saved).
+        self.started = self.clock()
+        self.anchor = _step_and_rate(self.model.optimizer)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        optimizer = self.model.optimizer
+        step, _ = _step_and_rate(optimizer)
+        optimizer.learning_rate = self.rate_at(step)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.epoch != self.first_epoch:
+            return
+        if batch + 1 == self.warmup_steps:
+            self.warm_at = self.clock()
+        if batch + 1 != self.probe_steps or self.warm_at is None:
+            return
+        step_seconds = (self.clock() - self.warm_at) / (self.probe_steps - self.warmup_steps)
+        epoch_seconds = step_seconds * self.steps
+        left = self.seconds - (self.clock() - self.started)
+        this_epoch = (self.steps - batch - 1) * step_seconds
+        more = math.floor(max(0.0, left - this_epoch) / max(epoch_seconds, 1e-9))
+        # Logged even when all epochs fit: re-anchoring on the same horizon keeps every rate
+        # (the power law is self-similar).
+        self._plan(
+            min(self.epochs, self.epoch + 1 + more),
+            f"{step_seconds:.2f} s per step, about {epoch_seconds / 60:.1f} min per epoch",
+        )
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        elapsed = self.clock() - self.started
+        per_epoch = elapsed / (epoch + 1 - self.first_epoch)
+        fit = epoch + 1 + math.floor(max(0.0, self.seconds - elapsed) / max(per_epoch, 1e-9))
+        last = min(self.epochs, fit)
+        if last <= epoch + 1 or self.last_epoch <= epoch + 1:  # out of time, or the rate at 0
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
+            logger.info(
+                "Time budget of %.0f min: stopping after epoch %d", self.seconds / 60, epoch + 1
+            )
+        elif last != self.last_epoch:
+            self._plan(last, f"measured {per_epoch / 60:.1f} min per epoch")
+
+
 class EpochLog(keras.callbacks.Callback):
     """One log line per epoch with the main scores, elapsed time and ETA (for CI logs and
     terminals alike; Keras' own progress bar is shown when stdout is a terminal)."""
@@ -403,13 +544,17 @@ def fit_with_checkpoints(
     fingerprint: str,
     resume: bool = True,
     max_minutes: float | None = None,
+    poly_power: float | None = None,
     description: str = "",
 ) -> tuple[keras.Model, list[dict]]:
     """Fit a compiled model from ``build()`` on ``feeder`` for ``epochs``, validating with
     ``validation`` after every epoch, checkpointing to ``directory`` (:class:`Checkpoint`)
     and stopping early by the ``max_minutes`` budget; with ``resume``, an interrupted run of
     the same ``fingerprint`` continues from its last epoch (model, optimizer state, best
-    epoch so far, history and the feeder's position in its sample order).
+    epoch so far, history and the feeder's position in its sample order). ``poly_power``
+    with ``max_minutes``: the optimizer holds a plain rate (``make_optimizer(...,
+    fitted=True)``) that :class:`FittedPolyDecay` decays to zero over the epochs that fit
+    the budget; a checkpoint whose optimizer has a fixed schedule keeps it.
 
     Keras' ``BackupAndRestore`` restores the model, optimizer and epoch, but not the best
     epoch's weights and score, the per-epoch history or the check that the data and
@@ -440,11 +585,19 @@ def fit_with_checkpoints(
         feeder.steps,
         epochs,
     )
+    budget = TimeBudget(max_minutes, first_epoch)
+    if poly_power is not None and max_minutes is not None:
+        if has_fixed_schedule(model.optimizer):
+            logger.info("The checkpoint's optimizer has a fixed learning-rate schedule: kept")
+        else:
+            budget = FittedPolyDecay(
+                max_minutes, epochs, feeder.steps, poly_power, first_epoch=first_epoch
+            )
     callbacks = [
         validation,
         Checkpoint(directory, fingerprint, validation, history),
         EpochLog(epochs, first_epoch),
-        TimeBudget(max_minutes, first_epoch),
+        budget,
     ]
     verbose = progress_verbosity()
     if not verbose:

@@ -31,6 +31,7 @@ from nucleus_segmentation.model.training import (
     ValidationMetrics,
     fit_with_checkpoints,
     make_optimizer,
+    schedule_name,
 )
 from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet
 from nucleus_segmentation.segment import SegmentationSettings
@@ -138,19 +139,33 @@ def _training_batches(augmented, preprocessed, split, params, augmentation_param
 def _fingerprint(params, augmentation_params, split, samples) -> str:
     """What a checkpoint must match to be resumed: settings, split and training-set size.
     How long to train (epochs, time budget) may change: resuming can extend a run."""
-    settings = {k: v for k, v in params.items() if k not in ("epochs", "max_minutes", "resume")}
+    length = ("epochs", "max_minutes", "fit_schedule_to_budget", "resume")
+    settings = {k: v for k, v in params.items() if k not in length}
     text = json.dumps(
         [settings, augmentation_params, _ids(split, "train"), samples], sort_keys=True, default=str
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _fitted_poly_power(params: Mapping[str, Any]) -> float | None:
+    """The poly power :class:`FittedPolyDecay` decays with, or None when the schedule is not
+    fitted to the time budget (no budget, a constant rate, or ``fit_schedule_to_budget``
+    off: Keras' ``PolynomialDecay`` over all epochs)."""
+    optimizer = params["optimizer"]
+    if params["max_minutes"] is None or not params.get("fit_schedule_to_budget", False):
+        return None
+    if schedule_name(optimizer) != "poly":
+        return None
+    return float(optimizer.get("poly_power", 0.99))
+
+
 def _compiled_model(
     config: UNetConfig, params: Mapping[str, Any], weights: list[float], total_steps: int
 ) -> keras.Model:
     model = build_attention_unet(config)
+    fitted = _fitted_poly_power(params) is not None
     model.compile(
-        optimizer=make_optimizer(params["optimizer"], total_steps),
+        optimizer=make_optimizer(params["optimizer"], total_steps, fitted=fitted),
         loss=PixelWeightedCrossEntropy(weights, dice_weight=float(params["dice_weight"])),
         jit_compile=bool(params["jit_compile"]),
     )
@@ -243,6 +258,7 @@ def train_segmentation_model(
             fingerprint=_fingerprint(params, augmentation_params, split, samples),
             resume=bool(params["resume"]),
             max_minutes=params["max_minutes"],
+            poly_power=_fitted_poly_power(params),
             description=f"{samples} {params['augmentation_mode']} samples",
         )
     table = pd.DataFrame(history)
