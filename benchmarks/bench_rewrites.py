@@ -25,16 +25,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-from _common import PROJECT, write_section  # noqa: E402
+from _common import PROJECT, vector_instructions, write_section  # noqa: E402
 from complexity import count_multiply_adds  # noqa: E402
 
-from nucleus_segmentation.hardware import cpu_flags  # noqa: E402
 from nucleus_segmentation.model.folding import fold_batch_norms, for_prediction  # noqa: E402
 from nucleus_segmentation.model.precision import resolve_precision, with_precision  # noqa: E402
 from nucleus_segmentation.model.predict import predict_probabilities  # noqa: E402
 from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet  # noqa: E402
-
-VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def with_trained_statistics(model, seed: int = 0):
@@ -105,10 +102,7 @@ def main() -> None:
                 f"| {name} | {variant} | {macs / 1e9:.1f} | {seconds[variant]:.3f} | "
                 f"{built / seconds[variant]:.2f}x | {difference:.1e} |"
             )
-    flags = cpu_flags()
-    shown = ", ".join(flag for flag in VECTOR_FLAGS if flag in flags) or "none of " + ", ".join(
-        VECTOR_FLAGS
-    )
+    shown = vector_instructions()
     body = "\n".join(
         [
             f"Command: `python benchmarks/bench_rewrites.py --rounds {args.rounds} --size "
