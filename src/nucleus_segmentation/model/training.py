@@ -365,42 +365,51 @@ def has_fixed_schedule(optimizer) -> bool:
 
 
 class FittedPolyDecay(TimeBudget):
-    """The poly learning rate ``lr * (1 - step / horizon) ** power`` decayed to zero over the
-    epochs that fit the time budget (``minutes``), not over all ``epochs``.
+    """The poly learning rate ``lr * (1 - step / horizon) ** power`` set step by step,
+    decayed to zero over the epochs that fit the time budget (``minutes``, with ``fit``),
+    not over all ``epochs``.
 
     Under a budget, a schedule planned for ``epochs`` passes stops wherever the budget runs
     out: on a CPU that trains half as fast, after one of three passes with the rate still at
     two thirds of its start. Training to a budget pays when the rate reaches zero at the end
     of the budget instead (Li, Yumer and Ramanan, "Budgeted training", ICLR 2020). So, after
     ``probe_steps`` steps of this run (the first ``warmup_steps`` not timed: graph building),
-    the measured step time says how many epochs fit; the horizon becomes the end of the last
-    of them, and the run stops there. After every epoch the plan is checked against the
-    measured epoch time (validation and checkpoint included) and moved if it no longer fits
-    or more now fits; each move continues from the rate of the moment (``lr_a`` at step
-    ``a``: ``lr_a * (1 - (step - a) / (horizon - a)) ** power``), so the rate never jumps.
-    Without a change of plan this is Keras' ``PolynomialDecay`` over ``epochs`` passes.
+    the measured step time, plus ``overhead`` of it for each epoch's validation and
+    checkpoint, says how many epochs fit; the horizon becomes the end of the last of them,
+    and the run stops there. After every epoch the plan is checked against the measured
+    epoch time (validation and checkpoint included) and moved if fewer or more epochs fit;
+    each move continues from the rate of the moment (``lr_a`` at step ``a``: ``lr_a * (1 -
+    (step - a) / (horizon - a)) ** power``), so the rate never jumps, but where validation
+    takes more than ``overhead`` a run can end before its rate reaches 0. With fewer than
+    ``probe_steps`` steps per epoch the first plan is made at the end of the first epoch.
+    Without a change of plan these are the rates of Keras' ``PolynomialDecay`` over
+    ``epochs`` passes; without a budget or ``fit``, that decay with no planning (a run whose
+    checkpoint holds a plain rate, resumed with the budget off, still decays to 0).
 
     The optimizer must hold a plain learning rate (:func:`make_optimizer` with
-    ``fitted=True``); a resumed run continues from the rate its checkpoint saved.
+    ``fitted=True``); a resumed run continues from the rate its checkpoint saved, which
+    was set for the step before the first one it takes.
     """
 
     def __init__(
         self,
-        minutes: float,
+        minutes: float | None,
         epochs: int,
         steps_per_epoch: int,
         power: float,
         first_epoch: int = 0,
+        fit: bool = True,
         probe_steps: int = 12,
         warmup_steps: int = 2,
+        overhead: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ):
         super().__init__(minutes, first_epoch, clock)
-        if self.seconds is None:
-            raise ParameterError("FittedPolyDecay needs a time budget (training.max_minutes)")
+        self.fit = bool(fit) and self.seconds is not None
         self.epochs, self.steps, self.power = int(epochs), int(steps_per_epoch), float(power)
-        self.probe_steps = max(int(probe_steps), int(warmup_steps) + 1)
-        self.warmup_steps = int(warmup_steps)
+        self.warmup_steps = max(0, int(warmup_steps))
+        self.probe_steps = max(int(probe_steps), self.warmup_steps + 1)
+        self.overhead = float(overhead)
         self.last_epoch = self.epochs  # the plan: training ends after this epoch
         self.anchor: tuple[int, float] | None = None  # (a, lr_a)
         self.horizon = self.epochs * self.steps
@@ -434,13 +443,16 @@ class FittedPolyDecay(TimeBudget):
         return rate * left**self.power
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        # Until the probe has measured the speed: all epochs, from the rate of the start
-        # (a resumed run: the rate its checkpoint saved).
+        # Until the probe has measured the speed: all epochs, from the rate of the start or,
+        # resumed, from the rate the checkpoint saved (set for the step before this one).
         self.started = self.clock()
-        self.anchor = _step_and_rate(self.model.optimizer)
+        step, rate = _step_and_rate(self.model.optimizer)
+        self.anchor = (max(0, step - 1), rate)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
+        if epoch == self.first_epoch and self.warmup_steps == 0:
+            self.warm_at = self.clock()
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         optimizer = self.model.optimizer
@@ -448,16 +460,16 @@ class FittedPolyDecay(TimeBudget):
         optimizer.learning_rate = self.rate_at(step)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.epoch != self.first_epoch:
+        if not self.fit or self.epoch != self.first_epoch:
             return
         if batch + 1 == self.warmup_steps:
             self.warm_at = self.clock()
         if batch + 1 != self.probe_steps or self.warm_at is None:
             return
         step_seconds = (self.clock() - self.warm_at) / (self.probe_steps - self.warmup_steps)
-        epoch_seconds = step_seconds * self.steps
+        epoch_seconds = step_seconds * self.steps * (1.0 + self.overhead)
         left = self.seconds - (self.clock() - self.started)
-        this_epoch = (self.steps - batch - 1) * step_seconds
+        this_epoch = (self.steps - batch - 1) * step_seconds + self.overhead * epoch_seconds
         more = math.floor(max(0.0, left - this_epoch) / max(epoch_seconds, 1e-9))
         # Logged even when all epochs fit: re-anchoring on the same horizon keeps every rate
         # (the power law is self-similar).
@@ -467,6 +479,11 @@ class FittedPolyDecay(TimeBudget):
         )
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not self.fit:
+            super().on_epoch_end(epoch, logs)
+            return
+        if epoch + 1 >= self.epochs:  # the last epoch: Keras ends the run
+            return
         elapsed = self.clock() - self.started
         per_epoch = elapsed / (epoch + 1 - self.first_epoch)
         fit = epoch + 1 + math.floor(max(0.0, self.seconds - elapsed) / max(per_epoch, 1e-9))
@@ -545,16 +562,19 @@ def fit_with_checkpoints(
     resume: bool = True,
     max_minutes: float | None = None,
     poly_power: float | None = None,
+    fit_to_budget: bool = False,
     description: str = "",
 ) -> tuple[keras.Model, list[dict]]:
     """Fit a compiled model from ``build()`` on ``feeder`` for ``epochs``, validating with
     ``validation`` after every epoch, checkpointing to ``directory`` (:class:`Checkpoint`)
     and stopping early by the ``max_minutes`` budget; with ``resume``, an interrupted run of
     the same ``fingerprint`` continues from its last epoch (model, optimizer state, best
-    epoch so far, history and the feeder's position in its sample order). ``poly_power``
-    with ``max_minutes``: the optimizer holds a plain rate (``make_optimizer(...,
-    fitted=True)``) that :class:`FittedPolyDecay` decays to zero over the epochs that fit
-    the budget; a checkpoint whose optimizer has a fixed schedule keeps it.
+    epoch so far, history and the feeder's position in its sample order). ``poly_power``:
+    the poly schedule's power; where the optimizer holds a plain rate (``make_optimizer(...,
+    fitted=True)``, or a checkpoint of such a run) :class:`FittedPolyDecay` sets it, decayed
+    to zero over the epochs that fit ``max_minutes`` with ``fit_to_budget``, over all
+    ``epochs`` otherwise; an optimizer with a fixed schedule (a checkpoint of a run of fixed
+    length) keeps it.
 
     Keras' ``BackupAndRestore`` restores the model, optimizer and epoch, but not the best
     epoch's weights and score, the per-epoch history or the check that the data and
@@ -586,12 +606,18 @@ def fit_with_checkpoints(
         epochs,
     )
     budget = TimeBudget(max_minutes, first_epoch)
-    if poly_power is not None and max_minutes is not None:
+    if poly_power is not None:
         if has_fixed_schedule(model.optimizer):
-            logger.info("The checkpoint's optimizer has a fixed learning-rate schedule: kept")
+            if fit_to_budget and max_minutes is not None:
+                logger.info("The checkpoint's optimizer has a fixed learning-rate schedule: kept")
         else:
             budget = FittedPolyDecay(
-                max_minutes, epochs, feeder.steps, poly_power, first_epoch=first_epoch
+                max_minutes,
+                epochs,
+                feeder.steps,
+                poly_power,
+                first_epoch=first_epoch,
+                fit=fit_to_budget,
             )
     callbacks = [
         validation,

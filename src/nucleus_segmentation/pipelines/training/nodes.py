@@ -147,25 +147,30 @@ def _fingerprint(params, augmentation_params, split, samples) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _fitted_poly_power(params: Mapping[str, Any]) -> float | None:
-    """The poly power :class:`FittedPolyDecay` decays with, or None when the schedule is not
-    fitted to the time budget (no budget, a constant rate, or ``fit_schedule_to_budget``
-    off: Keras' ``PolynomialDecay`` over all epochs)."""
-    optimizer = params["optimizer"]
-    if params["max_minutes"] is None or not params.get("fit_schedule_to_budget", False):
+def _fits_budget(params: Mapping[str, Any]) -> bool:
+    """Whether the poly decay is fitted to the time budget (:class:`FittedPolyDecay`): a poly
+    schedule, a budget and ``fit_schedule_to_budget``; otherwise Keras' ``PolynomialDecay``
+    over all epochs."""
+    return (
+        params["max_minutes"] is not None
+        and bool(params.get("fit_schedule_to_budget", False))
+        and schedule_name(params["optimizer"]) == "poly"
+    )
+
+
+def _poly_power(params: Mapping[str, Any]) -> float | None:
+    """The poly schedule's power, or None for a constant rate."""
+    if schedule_name(params["optimizer"]) != "poly":
         return None
-    if schedule_name(optimizer) != "poly":
-        return None
-    return float(optimizer.get("poly_power", 0.99))
+    return float(params["optimizer"].get("poly_power", 0.99))
 
 
 def _compiled_model(
     config: UNetConfig, params: Mapping[str, Any], weights: list[float], total_steps: int
 ) -> keras.Model:
     model = build_attention_unet(config)
-    fitted = _fitted_poly_power(params) is not None
     model.compile(
-        optimizer=make_optimizer(params["optimizer"], total_steps, fitted=fitted),
+        optimizer=make_optimizer(params["optimizer"], total_steps, fitted=_fits_budget(params)),
         loss=PixelWeightedCrossEntropy(weights, dice_weight=float(params["dice_weight"])),
         jit_compile=bool(params["jit_compile"]),
     )
@@ -258,7 +263,8 @@ def train_segmentation_model(
             fingerprint=_fingerprint(params, augmentation_params, split, samples),
             resume=bool(params["resume"]),
             max_minutes=params["max_minutes"],
-            poly_power=_fitted_poly_power(params),
+            poly_power=_poly_power(params),
+            fit_to_budget=_fits_budget(params),
             description=f"{samples} {params['augmentation_mode']} samples",
         )
     table = pd.DataFrame(history)
