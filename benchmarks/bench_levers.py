@@ -16,6 +16,8 @@ default.
     python benchmarks/bench_levers.py --model no_aspp=<version> no_aspp
     python benchmarks/bench_levers.py --model no_ce=<version> no_ce
     python benchmarks/bench_levers.py --model no_aspp_seed43=<version> no_aspp_seed43
+    python benchmarks/bench_levers.py --model budget_cut_decay=<version> \
+        --model budget_fitted_decay=<version> budget_cut_decay budget_fitted_decay
     python benchmarks/bench_levers.py --report-only
 
 Each lever is one ``kedro run --pipeline evaluation`` (its environment, the model version
@@ -167,6 +169,23 @@ LEVERS = {
         "against": "seed43",
         "label": "no ASPP (SAP attention and channel expansion kept), seeds 43",
     },
+    # The learning-rate decay under a time budget that fits one pass (AVX2 host): the decay
+    # planned over 3 passes and cut after the first (budget-off checkpoint after pass 1), against
+    # the decay fitted to the one pass (training.fit_schedule_to_budget). Same env, seeds, steps.
+    "budget_cut_decay": {
+        "env": "no_aspp_seed43",
+        "model": "budget_cut_decay",
+        "params": {},
+        "against": "budget_fitted_decay",
+        "label": "one pass, rate decay planned over 3 passes and cut after the first",
+    },
+    "budget_fitted_decay": {
+        "env": "no_aspp_seed43",
+        "model": "budget_fitted_decay",
+        "params": {},
+        "against": "budget_cut_decay",
+        "label": "one pass, rate decay fitted to the pass (0.001 -> 0)",
+    },
     "no_ce": {
         "env": "no_ce",
         "model": "no_ce",
@@ -200,6 +219,8 @@ SHOWN = (
     "no_aspp",
     "no_aspp_seed43",
     "plain_unet",
+    "budget_cut_decay",
+    "budget_fitted_decay",
 )
 COUNTS = {"split": "split", "merged": "merged"}
 # The paper's claim at the CPU budget: the default's recipe (and its rerun with seeds 43) against

@@ -1,5 +1,7 @@
 """Training support: batch feeders, optimizer schedule, validation loss, callbacks."""
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -129,7 +131,7 @@ def _fit_fitted(minutes, ticker, epochs=3, initial_epoch=0, model=None, power=1.
     """A 1-weight model, 8 steps per epoch, SGD with a plain rate (0.1) set by FittedPolyDecay."""
     import keras
 
-    from nucleus_segmentation.model.training import FittedPolyDecay
+    from nucleus_segmentation.model.training import EpochLog, FittedPolyDecay
 
     if model is None:
         keras.utils.set_random_seed(0)
@@ -148,18 +150,27 @@ def _fit_fitted(minutes, ticker, epochs=3, initial_epoch=0, model=None, power=1.
         initial_epoch=initial_epoch,
         shuffle=False,
         verbose=0,
-        callbacks=[ticker.advance, budget, ticker.record],
+        callbacks=[
+            ticker.advance,
+            EpochLog(epochs, initial_epoch, clock=ticker.clock, plan=budget),
+            budget,
+            ticker.record,
+        ],
     )
     return model, budget, history
 
 
 @pytest.mark.parametrize("warmup", [0, 1])
-def test_fitted_poly_decays_to_zero_over_the_epochs_that_fit_and_stops_there(warmup):
+def test_fitted_poly_decays_to_zero_over_the_epochs_that_fit_and_stops_there(warmup, caplog):
     # 10 s a step, 88 s an epoch with 10 % for validation, 100 s of budget: the probe
     # (4 steps) finds that one epoch fits.
     ticker = _Ticker(step=10.0)
-    _, budget, history = _fit_fitted(100 / 60, ticker, probe_steps=4, warmup_steps=warmup)
+    with caplog.at_level(logging.INFO, logger="nucleus_segmentation.model.training"):
+        _, budget, history = _fit_fitted(100 / 60, ticker, probe_steps=4, warmup_steps=warmup)
     assert len(history.epoch) == 1 and budget.stopped_epoch == 1 and budget.last_epoch == 1
+    epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch")]
+    assert len(epoch_lines) == 1 and epoch_lines[0].startswith("epoch 1/1 ")
+    assert epoch_lines[0].endswith("ETA 0m00s")  # the plan's one epoch, not the three asked for
     planned_for_three = [0.1 * (1 - s / 24) for s in range(5)]  # until the probe has measured
     np.testing.assert_allclose(ticker.rates[:5], planned_for_three, rtol=1e-5)
     anchor = 0.1 * (1 - 4 / 24)  # the rate of step 4, decayed to 0 at step 8
@@ -182,13 +193,16 @@ def test_fitted_poly_with_time_for_every_epoch_is_keras_polynomial_decay(minutes
     assert int(model.optimizer.iterations) == 24
 
 
-def test_fitted_poly_moves_its_plan_at_an_epoch_end_without_a_jump_in_the_rate():
+def test_fitted_poly_moves_its_plan_at_an_epoch_end_without_a_jump_in_the_rate(caplog):
     # The probe (steps only, plus 10 %) finds three epochs fit in 300 s, but with 40 s of
     # validation an epoch takes 120 s: after the first, only a second fits. The rate decays
     # from where it is (0.1 * 16/24 at step 8) to 0 at the end of epoch 2.
     ticker = _Ticker(step=10.0, epoch=40.0)
-    _, budget, history = _fit_fitted(300 / 60, ticker, probe_steps=4, warmup_steps=1)
+    with caplog.at_level(logging.INFO, logger="nucleus_segmentation.model.training"):
+        _, budget, history = _fit_fitted(300 / 60, ticker, probe_steps=4, warmup_steps=1)
     assert len(history.epoch) == 2 and budget.last_epoch == 2 and budget.stopped_epoch == 2
+    epoch_lines = [r.getMessage()[:9] for r in caplog.records if r.getMessage().startswith("epoch")]
+    assert epoch_lines == ["epoch 1/3", "epoch 2/2"]  # the plan as it stood at each epoch end
     np.testing.assert_allclose(ticker.rates[:9], [0.1 * (1 - s / 24) for s in range(9)], rtol=1e-5)
     at_8 = 0.1 * 16 / 24
     np.testing.assert_allclose(

@@ -498,25 +498,39 @@ class FittedPolyDecay(TimeBudget):
             self._plan(last, f"measured {per_epoch / 60:.1f} min per epoch")
 
 
+def _planned_epochs(epochs: int, plan: TimeBudget | None) -> int:
+    """The epochs a run will take: ``epochs``, or fewer where a :class:`FittedPolyDecay`
+    ``plan`` has fitted the run to its time budget."""
+    return min(epochs, getattr(plan, "last_epoch", epochs))
+
+
 class EpochLog(keras.callbacks.Callback):
     """One log line per epoch with the main scores, elapsed time and ETA (for CI logs and
-    terminals alike; Keras' own progress bar is shown when stdout is a terminal)."""
+    terminals alike; Keras' own progress bar is shown when stdout is a terminal). With a
+    ``plan`` (:class:`FittedPolyDecay`), epochs and ETA count up to the planned last epoch."""
 
-    def __init__(self, epochs: int, first_epoch: int = 0, clock=time.monotonic):
+    def __init__(
+        self,
+        epochs: int,
+        first_epoch: int = 0,
+        clock=time.monotonic,
+        plan: TimeBudget | None = None,
+    ):
         super().__init__()
-        self.epochs, self.first_epoch, self.clock = epochs, first_epoch, clock
+        self.epochs, self.first_epoch, self.clock, self.plan = epochs, first_epoch, clock, plan
         self.started = clock()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         done = epoch + 1 - self.first_epoch
         elapsed = self.clock() - self.started
-        eta = elapsed / done * (self.epochs - epoch - 1)
+        total = max(epoch + 1, _planned_epochs(self.epochs, self.plan))
+        eta = elapsed / done * (total - epoch - 1)
         logger.info(
             "epoch %d/%d  loss %.4f  val_loss %.4f  val MIoU %.4f  val nucleus IoU %.4f  "
             "elapsed %s  ETA %s",
             epoch + 1,
-            self.epochs,
+            total,
             logs.get("loss", float("nan")),
             logs.get("val_loss", float("nan")),
             logs.get("val_miou_pooled", float("nan")),
@@ -530,13 +544,16 @@ class StepLog(keras.callbacks.Callback):
     """Progress within an epoch (steps, loss, elapsed, ETA) as periodic log lines when no
     progress bar shows it (not a terminal), so a long epoch is not silent in CI or nohup."""
 
-    def __init__(self, epochs: int, steps: int, clock=time.monotonic):
+    def __init__(
+        self, epochs: int, steps: int, clock=time.monotonic, plan: TimeBudget | None = None
+    ):
         super().__init__()
-        self.epochs, self.steps, self.clock = epochs, steps, clock
+        self.epochs, self.steps, self.clock, self.plan = epochs, steps, clock, plan
         self.log: ProgressLog | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        description = f"epoch {epoch + 1}/{self.epochs}: training steps"
+        total = max(epoch + 1, _planned_epochs(self.epochs, self.plan))
+        description = f"epoch {epoch + 1}/{total}: training steps"
         self.log = ProgressLog(description, self.steps, clock=self.clock)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -622,12 +639,12 @@ def fit_with_checkpoints(
     callbacks = [
         validation,
         Checkpoint(directory, fingerprint, validation, history),
-        EpochLog(epochs, first_epoch),
+        EpochLog(epochs, first_epoch, plan=budget),
         budget,
     ]
     verbose = progress_verbosity()
     if not verbose:
-        callbacks.append(StepLog(epochs, feeder.steps))
+        callbacks.append(StepLog(epochs, feeder.steps, plan=budget))
     model.fit(
         feeder,
         epochs=epochs,
