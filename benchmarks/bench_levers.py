@@ -176,7 +176,7 @@ LEVERS = {
         "env": "no_aspp_seed43",
         "model": "budget_cut_decay",
         "params": {},
-        "against": "budget_fitted_decay",
+        "against": None,  # the reference of the pair: its difference is the fitted decay's row
         "label": "one pass, rate decay planned over 3 passes and cut after the first",
     },
     "budget_fitted_decay": {
