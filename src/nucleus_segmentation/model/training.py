@@ -498,10 +498,11 @@ class FittedPolyDecay(TimeBudget):
             self._plan(last, f"measured {per_epoch / 60:.1f} min per epoch")
 
 
-def _planned_epochs(epochs: int, plan: TimeBudget | None) -> int:
-    """The epochs a run will take: ``epochs``, or fewer where a :class:`FittedPolyDecay`
-    ``plan`` has fitted the run to its time budget."""
-    return min(epochs, getattr(plan, "last_epoch", epochs))
+def _planned_epochs(epochs: int, plan: TimeBudget | None, epoch: int) -> int:
+    """The epochs a run now at ``epoch`` (0-based) will take: ``epochs``, or fewer where a
+    :class:`FittedPolyDecay` ``plan`` has fitted the run to its time budget (its
+    ``last_epoch``, never above ``epochs``)."""
+    return max(epoch + 1, getattr(plan, "last_epoch", epochs))
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -524,7 +525,7 @@ class EpochLog(keras.callbacks.Callback):
         logs = logs or {}
         done = epoch + 1 - self.first_epoch
         elapsed = self.clock() - self.started
-        total = max(epoch + 1, _planned_epochs(self.epochs, self.plan))
+        total = _planned_epochs(self.epochs, self.plan, epoch)
         eta = elapsed / done * (total - epoch - 1)
         logger.info(
             "epoch %d/%d  loss %.4f  val_loss %.4f  val MIoU %.4f  val nucleus IoU %.4f  "
@@ -552,7 +553,7 @@ class StepLog(keras.callbacks.Callback):
         self.log: ProgressLog | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        total = max(epoch + 1, _planned_epochs(self.epochs, self.plan))
+        total = _planned_epochs(self.epochs, self.plan, epoch)
         description = f"epoch {epoch + 1}/{total}: training steps"
         self.log = ProgressLog(description, self.steps, clock=self.clock)
 
