@@ -1,4 +1,5 @@
-"""Custom layers: exact pooling values, LRN formula, attention range, config round trips."""
+"""Custom layers: exact pooling values, LRN formula, attention range, BatchNorm against
+Keras' own, config round trips."""
 
 import keras
 import numpy as np
@@ -8,6 +9,7 @@ from nucleus_segmentation.model.layers import (
     ASPP,
     AdaptiveAveragePooling2D,
     AttentionFusion,
+    BatchNorm,
     ChannelAttention,
     ChannelExpansion,
     LocalResponseNormalization,
@@ -141,6 +143,7 @@ def test_aspp_keeps_size_and_sets_channels():
         ChannelExpansion(4, 8),
         AttentionFusion(8, 4, attention="gap", channel_expansion=True, grid=(3, 3)),
         ASPP(16, (1, 3)),
+        BatchNorm(momentum=0.9, epsilon=1e-2),
     ],
     ids=lambda layer: type(layer).__name__,
 )
@@ -149,3 +152,74 @@ def test_config_round_trip(layer):
     restored = keras.saving.deserialize_keras_object(serialized, safe_mode=True)
     assert type(restored) is type(layer)
     assert restored.get_config() == layer.get_config()
+
+
+def _normalize_and_differentiate(layer, x, upstream, mask=None):
+    """(outputs, d/dx, d/dgamma, d/dbeta of sum(outputs * upstream), moving mean, moving
+    variance) of one training call of ``layer`` (built, gamma and beta set) on ``x``."""
+    tf = pytest.importorskip("tensorflow")
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        outputs = layer(x, training=True, mask=mask)
+        total = tf.reduce_sum(tf.cast(outputs, "float32") * upstream)
+    grads = tape.gradient(total, [x, layer.gamma, layer.beta])
+    values = [outputs, *grads, layer.moving_mean, layer.moving_variance]
+    return [keras.ops.convert_to_numpy(keras.ops.cast(v, "float32")) for v in values]
+
+
+def _twin_norms(shape, dtype="float32"):
+    """Keras' BatchNormalization and BatchNorm, built for ``shape``, same non-trivial weights."""
+    twins = [keras.layers.BatchNormalization(dtype=dtype), BatchNorm(dtype=dtype)]
+    channels = shape[-1]
+    for layer in twins:
+        layer.build(shape)
+        layer.gamma.assign(np.linspace(0.5, 3.0, channels))
+        layer.beta.assign(np.linspace(-1.0, 1.0, channels))
+        layer.moving_mean.assign(np.full(channels, 0.25))
+    return twins
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+def test_batch_norm_training_matches_keras(dtype):
+    # Same outputs, input and weight gradients and moving statistics as Keras' own layer;
+    # channels with different means and spreads, so every term of the closed form counts.
+    rng = np.random.default_rng(8)
+    shape = (2, 5, 6, 4)
+    x = (rng.normal(size=shape) * [1.0, 3.0, 0.2, 5.0] + [2.0, -1.0, 0.0, 7.0]).astype("float32")
+    upstream = rng.normal(size=shape).astype("float32")
+    keras_norm, closed_form = _twin_norms(shape, dtype)
+    expected = _normalize_and_differentiate(keras_norm, x, upstream)
+    measured = _normalize_and_differentiate(closed_form, x, upstream)
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    for name, want, got in zip(
+        ["outputs", "dx", "dgamma", "dbeta", "moving mean", "moving variance"],
+        expected,
+        measured,
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance, err_msg=name)
+    assert np.abs(expected[1]).max() > 0.1  # the input gradient is not trivially zero
+
+
+def test_batch_norm_outside_plain_training_is_keras_own():
+    # Inference, and a masked training call, go through Keras' code unchanged.
+    rng = np.random.default_rng(9)
+    shape = (2, 3, 4, 2)
+    x = rng.normal(size=shape).astype("float32")
+    keras_norm, closed_form = _twin_norms(shape)
+    for layer in (keras_norm, closed_form):
+        layer.moving_variance.assign([4.0, 0.25])
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(closed_form(x, training=False)),
+        keras.ops.convert_to_numpy(keras_norm(x, training=False)),
+    )
+    mask = np.zeros(shape[:-1], bool)
+    mask[0] = True
+    upstream = rng.normal(size=shape).astype("float32")
+    np.testing.assert_allclose(
+        _normalize_and_differentiate(closed_form, x, upstream, mask)[0],
+        _normalize_and_differentiate(keras_norm, x, upstream, mask)[0],
+        rtol=1e-6,
+        atol=1e-6,
+    )

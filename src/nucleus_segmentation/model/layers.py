@@ -1,4 +1,5 @@
-"""Custom Keras 3 layers of the attention U-Net: LRN, adaptive pooling, SAP, CE, ASPP.
+"""Custom Keras 3 layers of the attention U-Net: LRN, adaptive pooling, SAP, CE, ASPP, and
+the BatchNorm every block uses (Keras' own, with a cheaper gradient in training).
 
 Every layer works on channels-last float tensors ``(batch, height, width, channels)`` whose
 height and width may be unknown until run time, uses ``keras.ops`` only (so it runs on the
@@ -55,6 +56,86 @@ def _bin_matrix(length, bins: int, dtype: str):
     )
     inside = ops.cast(inside, dtype)
     return inside / ops.sum(inside, axis=1, keepdims=True)
+
+
+def _normalize_with_batch_moments(inputs, mean, variance, gamma, beta, epsilon: float, axes):
+    """BatchNorm's training-time output ``(x - mean) / sqrt(variance + epsilon) * gamma + beta``
+    with its gradient written out instead of traced through the moments.
+
+    ``mean`` and ``variance`` are the batch moments of ``inputs`` over ``axes``, passed in
+    without a gradient: the closed form below already holds their dependence on ``inputs``,
+    ``dx = gamma / sqrt(variance + epsilon) * (dy - mean(dy) - x_hat * mean(dy * x_hat))``,
+    two reductions and one elementwise pass where the traced gradient of Keras' moments and
+    normalisation takes about a dozen (docs/benchmarks.md, "Where a training step's time goes").
+    """
+
+    @ops.custom_gradient
+    def normalize(x, mean, variance, gamma, beta):
+        inverse_std = ops.rsqrt(variance + epsilon)
+        scale = gamma * inverse_std
+        outputs = x * scale + (beta - mean * scale)
+
+        def gradient(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            count = ops.cast(ops.size(x), x.dtype) / ops.cast(ops.size(mean), x.dtype)
+            normalized = (x - mean) * inverse_std
+            d_beta = ops.sum(upstream, axis=axes)
+            d_gamma = ops.sum(upstream * normalized, axis=axes)
+            d_x = scale * (upstream - (d_beta + normalized * d_gamma) / count)
+            return d_x, ops.zeros_like(mean), ops.zeros_like(variance), d_gamma, d_beta
+
+        return outputs, gradient
+
+    return normalize(inputs, ops.stop_gradient(mean), ops.stop_gradient(variance), gamma, beta)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BatchNorm(layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` (same arguments, weights, outputs and moving
+    statistics) whose training-time gradient is computed in closed form.
+
+    Keras traces the gradient through its moment and normalisation ops, many passes over
+    every feature map; on a 2-core CPU that made BatchNorm a quarter of the U-Net's training
+    step. Here training with the batch moments over all axes but the last (no mask, no
+    renormalisation, scale and offset on) takes :func:`_normalize_with_batch_moments`; every
+    other case, and inference, is Keras' own code. Subclassing keeps every ``isinstance``
+    check (BatchNorm folding, layer tables) and the saved weights' layout.
+    """
+
+    def _closed_form(self, inputs, training, mask) -> bool:
+        return bool(
+            training
+            and self.trainable
+            and mask is None
+            and not self.renorm
+            and self.scale
+            and self.center
+            and self.axis in (-1, len(inputs.shape) - 1)
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._closed_form(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        inputs = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(inputs, None)
+        self.moving_mean.assign(
+            ops.cast(self.moving_mean, inputs.dtype) * self.momentum + mean * (1.0 - self.momentum)
+        )
+        self.moving_variance.assign(
+            ops.cast(self.moving_variance, inputs.dtype) * self.momentum
+            + variance * (1.0 - self.momentum)
+        )
+        outputs = _normalize_with_batch_moments(
+            inputs,
+            mean,
+            variance,
+            ops.cast(self.gamma, inputs.dtype),
+            ops.cast(self.beta, inputs.dtype),
+            self.epsilon,
+            self._reduction_axes,
+        )
+        return ops.cast(outputs, self.compute_dtype)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -210,7 +291,7 @@ class ChannelAttention(layers.Layer):
                 keepdims=True, name="global_pool", dtype=self.dtype_policy
             )
             self.reduce = None
-        self.norm = layers.BatchNormalization(name="norm", dtype=self.dtype_policy)
+        self.norm = BatchNorm(name="norm", dtype=self.dtype_policy)
         self.excite = layers.Conv2D(self.channels, 1, name="excite", dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -422,8 +503,7 @@ class ASPP(layers.Layer):
             for rate in rates
         ]
         self.branch_norms = [
-            layers.BatchNormalization(name=f"rate{rate}_norm", dtype=self.dtype_policy)
-            for rate in rates
+            BatchNorm(name=f"rate{rate}_norm", dtype=self.dtype_policy) for rate in rates
         ]
         self.project = layers.Conv2D(
             self.filters,
@@ -433,7 +513,7 @@ class ASPP(layers.Layer):
             name="project",
             dtype=self.dtype_policy,
         )
-        self.project_norm = layers.BatchNormalization(name="project_norm", dtype=self.dtype_policy)
+        self.project_norm = BatchNorm(name="project_norm", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         _channels(input_shape, self.name)

@@ -34,7 +34,12 @@ import numpy as np
 from keras import layers
 
 from nucleus_segmentation.errors import ParameterError, refuse_unknown_keys
-from nucleus_segmentation.model.layers import ASPP, AttentionFusion, LocalResponseNormalization
+from nucleus_segmentation.model.layers import (
+    ASPP,
+    AttentionFusion,
+    BatchNorm,
+    LocalResponseNormalization,
+)
 
 ATTENTIONS = ("sap", "gap", "none")
 
@@ -170,7 +175,7 @@ def _conv_block(x, filters: int, convs: int, dilation: int, name: str):
             kernel_initializer="he_normal",
             name=f"{name}_conv{index}",
         )(x)
-        x = layers.BatchNormalization(name=f"{name}_norm{index}")(x)
+        x = BatchNorm(name=f"{name}_norm{index}")(x)
         x = layers.ReLU(name=f"{name}_relu{index}")(x)
     return x
 
