@@ -9,7 +9,7 @@ from nucleus_segmentation.model.layers import (
     ASPP,
     AdaptiveAveragePooling2D,
     AttentionFusion,
-    BatchNorm,
+    BatchNormalization,
     ChannelAttention,
     ChannelExpansion,
     LocalResponseNormalization,
@@ -143,7 +143,7 @@ def test_aspp_keeps_size_and_sets_channels():
         ChannelExpansion(4, 8),
         AttentionFusion(8, 4, attention="gap", channel_expansion=True, grid=(3, 3)),
         ASPP(16, (1, 3)),
-        BatchNorm(momentum=0.9, epsilon=1e-2),
+        BatchNormalization(momentum=0.9, epsilon=1e-2),
     ],
     ids=lambda layer: type(layer).__name__,
 )
@@ -170,7 +170,7 @@ def _normalize_and_differentiate(layer, x, upstream, mask=None):
 
 def _twin_norms(shape, dtype="float32"):
     """Keras' BatchNormalization and BatchNorm, built for ``shape``, same non-trivial weights."""
-    twins = [keras.layers.BatchNormalization(dtype=dtype), BatchNorm(dtype=dtype)]
+    twins = [keras.layers.BatchNormalization(dtype=dtype), BatchNormalization(dtype=dtype)]
     channels = shape[-1]
     for layer in twins:
         layer.build(shape)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from unittest import mock
 
 import keras
 import numpy as np
@@ -22,6 +23,8 @@ from nucleus_segmentation.model import (
     build_attention_unet,
     model_summary_stats,
 )
+from nucleus_segmentation.model import layers as layers_module
+from nucleus_segmentation.model import unet as unet_module
 
 # Keras' TensorFlow backend calls np.array(x, copy=False) on tensors (numpy 2 warns).
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -203,3 +206,31 @@ def test_model_runs_on_the_jax_backend(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_models_saved_with_keras_batch_normalization_still_load(tmp_path):
+    # Models trained before the closed-form BatchNormalization hold Keras' own layer, also in
+    # ASPP's list of branches, whose weights a .keras file keys by class name.
+    keras_norm = keras.layers.BatchNormalization
+    with (
+        mock.patch.object(unet_module, "BatchNormalization", keras_norm),
+        mock.patch.object(layers_module, "BatchNormalization", keras_norm),
+    ):
+        old = build_attention_unet(TINY)
+    assert not any(
+        isinstance(layer, layers_module.BatchNormalization)
+        for layer in old._flatten_layers(include_self=False, recursive=True)
+    )
+    x = _images(1, 32)
+    old(x, training=True)  # moving statistics away from their initial values
+    path = tmp_path / "old.keras"
+    old.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    aspp = loaded.get_layer("aspp")
+    assert all(isinstance(norm, layers_module.BatchNormalization) for norm in aspp.branch_norms)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x, training=False)),
+        keras.ops.convert_to_numpy(old(x, training=False)),
+        rtol=1e-5,
+        atol=1e-6,
+    )

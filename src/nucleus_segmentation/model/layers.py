@@ -91,7 +91,7 @@ def _normalize_with_batch_moments(inputs, mean, variance, gamma, beta, epsilon: 
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class BatchNorm(layers.BatchNormalization):
+class BatchNormalization(layers.BatchNormalization):
     """``keras.layers.BatchNormalization`` (same arguments, weights, outputs and moving
     statistics) whose training-time gradient is computed in closed form.
 
@@ -100,7 +100,9 @@ class BatchNorm(layers.BatchNormalization):
     step. Here training with the batch moments over all axes but the last (no mask, no
     renormalisation, scale and offset on) takes :func:`_normalize_with_batch_moments`; every
     other case, and inference, is Keras' own code. Subclassing keeps every ``isinstance``
-    check (BatchNorm folding, layer tables) and the saved weights' layout.
+    check (BatchNorm folding, layer tables); the class keeps Keras' name because a ``.keras``
+    file stores the weights of layers held in a list (ASPP's branches) under their class
+    name: so models saved with either class load into the other.
     """
 
     def _closed_form(self, inputs, training, mask) -> bool:
@@ -291,7 +293,7 @@ class ChannelAttention(layers.Layer):
                 keepdims=True, name="global_pool", dtype=self.dtype_policy
             )
             self.reduce = None
-        self.norm = BatchNorm(name="norm", dtype=self.dtype_policy)
+        self.norm = BatchNormalization(name="norm", dtype=self.dtype_policy)
         self.excite = layers.Conv2D(self.channels, 1, name="excite", dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -503,7 +505,7 @@ class ASPP(layers.Layer):
             for rate in rates
         ]
         self.branch_norms = [
-            BatchNorm(name=f"rate{rate}_norm", dtype=self.dtype_policy) for rate in rates
+            BatchNormalization(name=f"rate{rate}_norm", dtype=self.dtype_policy) for rate in rates
         ]
         self.project = layers.Conv2D(
             self.filters,
@@ -513,7 +515,7 @@ class ASPP(layers.Layer):
             name="project",
             dtype=self.dtype_policy,
         )
-        self.project_norm = BatchNorm(name="project_norm", dtype=self.dtype_policy)
+        self.project_norm = BatchNormalization(name="project_norm", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         _channels(input_shape, self.name)

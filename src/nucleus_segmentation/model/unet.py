@@ -37,7 +37,7 @@ from nucleus_segmentation.errors import ParameterError, refuse_unknown_keys
 from nucleus_segmentation.model.layers import (
     ASPP,
     AttentionFusion,
-    BatchNorm,
+    BatchNormalization,
     LocalResponseNormalization,
 )
 
@@ -175,7 +175,7 @@ def _conv_block(x, filters: int, convs: int, dilation: int, name: str):
             kernel_initializer="he_normal",
             name=f"{name}_conv{index}",
         )(x)
-        x = BatchNorm(name=f"{name}_norm{index}")(x)
+        x = BatchNormalization(name=f"{name}_norm{index}")(x)
         x = layers.ReLU(name=f"{name}_relu{index}")(x)
     return x
 
