@@ -1,12 +1,13 @@
 """Training speed of the CPU default U-Net with the project's BatchNormalization (closed-form
 gradient, `nucleus_segmentation.model.layers`) against Keras' own BatchNormalization, same
-model otherwise, measured in alternating rounds in one process (two runs of one step on a
-2-core machine differ by 10 to 20 %, so the two layers are compared round by round).
+model otherwise: both models built and compiled in one process, then one training step of
+each in turn, so both see the same machine state (separate `fit` calls on a 2-core machine
+differed by 2x for the same model).
 
     python benchmarks/bench_batchnorm.py     # writes the "batchnorm" section of docs/benchmarks.md
 
 Synthetic crops (speed does not depend on pixel values), the training pipeline's loss,
-optimizer and batch size (conf/base), as `bench_model.py` times them.
+optimizer and batch size (conf/base), compiled as `bench_model.py` compiles them.
 """
 
 from __future__ import annotations
@@ -22,16 +23,21 @@ from unittest import mock
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from _common import PROJECT, vector_instructions, write_section  # noqa: E402
-from bench_model import training_throughput  # noqa: E402
 
 from nucleus_segmentation.model import layers as custom_layers  # noqa: E402
 from nucleus_segmentation.model import unet  # noqa: E402
+from nucleus_segmentation.model.losses import PixelWeightedCrossEntropy  # noqa: E402
 from nucleus_segmentation.model.precision import precision_scope  # noqa: E402
+from nucleus_segmentation.model.training import make_optimizer  # noqa: E402
 from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet  # noqa: E402
 
 VARIANTS = ("Keras BatchNormalization", "closed-form gradient")
+
+
+CLOSED_FORM = custom_layers.BatchNormalization
 
 
 @contextlib.contextmanager
@@ -48,21 +54,30 @@ def norm_layer(variant: str):
         yield
 
 
-def count_closed_form(config: UNetConfig) -> tuple[int, int]:
-    """(closed-form layers, all BatchNormalization layers) of the built model, nested included."""
-    model = build_attention_unet(config)
+def compiled_model(variant: str, config: UNetConfig, params: dict) -> keras.Model:
+    with norm_layer(variant):
+        model = build_attention_unet(config)
+    model.compile(
+        optimizer=make_optimizer(params["optimizer"], 1000),
+        loss=PixelWeightedCrossEntropy([1.0, 3.0]),
+        jit_compile=bool(params.get("jit_compile", False)),
+    )
+    return model
+
+
+def closed_form_layers(model: keras.Model) -> tuple[int, int]:
+    """(closed-form layers, all BatchNormalization layers) of ``model``, nested included."""
     norms = [
         layer
         for layer in model._flatten_layers(include_self=False, recursive=True)
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
-    return sum(isinstance(layer, custom_layers.BatchNormalization) for layer in norms), len(norms)
+    return sum(isinstance(layer, CLOSED_FORM) for layer in norms), len(norms)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
-    parser.add_argument("--steps", type=int, default=8, help="timed training steps per round")
+    parser.add_argument("--steps", type=int, default=7, help="timed steps of each model")
     parser.add_argument("--precision", default="float32", help="dtype policy")
     parser.add_argument("--no-write", action="store_true", help="print, leave docs alone")
     args = parser.parse_args()
@@ -72,45 +87,47 @@ def main() -> None:
     ]["transforms"]["output_size"]
     batch = int(params["batch_size"])
     config = UNetConfig.from_params(params["model"])
-    counts = {}
-    for variant in VARIANTS:
-        with norm_layer(variant):
-            counts[variant] = count_closed_form(config)
-    rates: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, crop, crop, 1), dtype=np.float32)
+    y = (rng.random((batch, crop, crop)) > 0.7).astype(np.int32)
     start = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    seconds: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     with precision_scope(args.precision):
-        for _ in range(args.rounds):
-            for variant in VARIANTS:
-                with norm_layer(variant):
-                    rate = training_throughput(config, params, crop, batch, args.steps)
-                rates[variant].append(rate)
-                print(f"{variant}: {rate:.2f} images/s", flush=True)
+        models = {variant: compiled_model(variant, config, params) for variant in VARIANTS}
+        for model in models.values():
+            model.train_on_batch(x, y)  # tracing and the first step's allocations
+            model.train_on_batch(x, y)
+        for _ in range(args.steps):
+            for variant, model in models.items():
+                begin = time.perf_counter()
+                model.train_on_batch(x, y)
+                seconds[variant].append(time.perf_counter() - begin)
+            print({variant: f"{values[-1]:.2f} s" for variant, values in seconds.items()})
     end = time.strftime("%H:%M", time.gmtime())
-    medians = {variant: statistics.median(values) for variant, values in rates.items()}
-    ratios = [new / old for old, new in zip(*rates.values(), strict=True)]
-    rows = [
-        f"| {variant} | {counts[variant][0]} of {counts[variant][1]} | "
-        + " / ".join(f"{value:.2f}" for value in values)
-        + f" | {medians[variant]:.2f} | {medians[variant] / medians[VARIANTS[0]]:.2f}x |"
-        for variant, values in rates.items()
-    ]
+    medians = {variant: statistics.median(values) for variant, values in seconds.items()}
+    reference = medians[VARIANTS[0]]
+    rows = []
+    for variant, values in seconds.items():
+        closed, norms = closed_form_layers(models[variant])
+        rows.append(
+            f"| {variant} | {closed} of {norms} | "
+            + " / ".join(f"{value:.2f}" for value in values)
+            + f" | {medians[variant]:.2f} | {batch / medians[variant]:.2f} | "
+            f"{reference / medians[variant]:.2f}x |"
+        )
     body = "\n".join(
         [
-            f"Command: `python benchmarks/bench_batchnorm.py --rounds {args.rounds} --steps "
-            f"{args.steps} --precision {args.precision}`. Machine: {os.cpu_count()} cores, "
+            f"Command: `python benchmarks/bench_batchnorm.py --steps {args.steps} --precision "
+            f"{args.precision}`. Machine: {os.cpu_count()} cores, "
             f"{platform.processor() or platform.machine()} ({vector_instructions()}), Keras "
             f"{keras.__version__} on {keras.backend.backend()}; {start} to {end} UTC. The CPU "
-            f"default U-Net trained on {batch} crops of {crop}x{crop} per step, "
-            f"{args.precision}, the two normalisations in alternating rounds.",
+            f"default U-Net, one training step on {batch} crops of {crop}x{crop}, "
+            f"{args.precision}, the two models' steps in turn after two untimed ones each.",
             "",
-            "| normalisation | closed-form layers of all norms | images/s, round by round | "
-            "median | speed against Keras' |",
-            "|---|---|---|---|---|",
+            "| normalisation | closed-form layers of all norms | seconds per step, in turn | "
+            "median | images/s | speed against Keras' |",
+            "|---|---|---|---|---|---|",
             *rows,
-            "",
-            "Round-by-round ratio (closed form over Keras'): "
-            + ", ".join(f"{ratio:.2f}x" for ratio in ratios)
-            + ".",
         ]
     )
     if args.no_write:
