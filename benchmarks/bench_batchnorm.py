@@ -26,17 +26,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from _common import PROJECT, vector_instructions, write_section  # noqa: E402
+from bench_model import compiled_model  # noqa: E402
 
 from nucleus_segmentation.model import layers as custom_layers  # noqa: E402
 from nucleus_segmentation.model import unet  # noqa: E402
-from nucleus_segmentation.model.losses import PixelWeightedCrossEntropy  # noqa: E402
 from nucleus_segmentation.model.precision import precision_scope  # noqa: E402
-from nucleus_segmentation.model.training import make_optimizer  # noqa: E402
-from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet  # noqa: E402
+from nucleus_segmentation.model.unet import UNetConfig  # noqa: E402
 
 VARIANTS = ("Keras BatchNormalization", "closed-form gradient")
-
-
 CLOSED_FORM = custom_layers.BatchNormalization
 
 
@@ -52,17 +49,6 @@ def norm_layer(variant: str):
         mock.patch.object(custom_layers, "BatchNormalization", keras_norm),
     ):
         yield
-
-
-def compiled_model(variant: str, config: UNetConfig, params: dict) -> keras.Model:
-    with norm_layer(variant):
-        model = build_attention_unet(config)
-    model.compile(
-        optimizer=make_optimizer(params["optimizer"], 1000),
-        loss=PixelWeightedCrossEntropy([1.0, 3.0]),
-        jit_compile=bool(params.get("jit_compile", False)),
-    )
-    return model
 
 
 def closed_form_layers(model: keras.Model) -> tuple[int, int]:
@@ -93,7 +79,10 @@ def main() -> None:
     start = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     seconds: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     with precision_scope(args.precision):
-        models = {variant: compiled_model(variant, config, params) for variant in VARIANTS}
+        models = {}
+        for variant in VARIANTS:
+            with norm_layer(variant):
+                models[variant] = compiled_model(config, params)
         for model in models.values():
             model.train_on_batch(x, y)  # tracing and the first step's allocations
             model.train_on_batch(x, y)

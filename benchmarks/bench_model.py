@@ -59,16 +59,23 @@ def keras_matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 7) -> 
     return best
 
 
-def training_throughput(
-    config: UNetConfig, params: dict, size: int, batch: int, steps: int
-) -> float:
-    """Images per second of ``fit`` steps after a warm-up (graph tracing excluded)."""
+def compiled_model(config: UNetConfig, params: dict) -> keras.Model:
+    """The U-Net of ``config`` compiled with the project's loss and optimizer, as training
+    compiles it (``params``: the ``training`` parameters)."""
     model = build_attention_unet(config)
     model.compile(
         optimizer=make_optimizer(params["optimizer"], 1000),
         loss=PixelWeightedCrossEntropy([1.0, 3.0]),
         jit_compile=bool(params.get("jit_compile", False)),
     )
+    return model
+
+
+def training_throughput(
+    config: UNetConfig, params: dict, size: int, batch: int, steps: int
+) -> float:
+    """Images per second of ``fit`` steps after a warm-up (graph tracing excluded)."""
+    model = compiled_model(config, params)
     rng = np.random.default_rng(0)
     x = rng.random((batch * steps, size, size, 1), dtype=np.float32)
     y = (rng.random((batch * steps, size, size)) > 0.7).astype(np.int32)

@@ -169,7 +169,8 @@ def _normalize_and_differentiate(layer, x, upstream, mask=None):
 
 
 def _twin_norms(shape, dtype="float32"):
-    """Keras' BatchNormalization and BatchNorm, built for ``shape``, same non-trivial weights."""
+    """Keras' BatchNormalization and the closed-form one, built for ``shape``, same
+    non-trivial weights."""
     twins = [keras.layers.BatchNormalization(dtype=dtype), BatchNormalization(dtype=dtype)]
     channels = shape[-1]
     for layer in twins:

@@ -65,8 +65,9 @@ def _normalize_with_batch_moments(inputs, mean, variance, gamma, beta, epsilon: 
     ``mean`` and ``variance`` are the batch moments of ``inputs`` over ``axes``, passed in
     without a gradient: the closed form below already holds their dependence on ``inputs``,
     ``dx = gamma / sqrt(variance + epsilon) * (dy - mean(dy) - x_hat * mean(dy * x_hat))``,
-    two reductions and one elementwise pass where the traced gradient of Keras' moments and
-    normalisation takes about a dozen (docs/benchmarks.md, "Where a training step's time goes").
+    two reductions and one elementwise expression where Keras traces the gradient through
+    each of its moment and normalisation ops (docs/benchmarks.md, "BatchNorm's gradient in
+    closed form").
     """
 
     @ops.custom_gradient
