@@ -194,20 +194,41 @@ def test_fitted_poly_with_time_for_every_epoch_is_keras_polynomial_decay(minutes
 
 
 def test_fitted_poly_moves_its_plan_at_an_epoch_end_without_a_jump_in_the_rate(caplog):
-    # The probe (steps only, plus 10 %) finds three epochs fit in 300 s, but with 40 s of
-    # validation an epoch takes 120 s: after the first, only a second fits. The rate decays
-    # from where it is (0.1 * 16/24 at step 8) to 0 at the end of epoch 2.
+    # The probe (steps only, plus 10 % of an epoch per epoch end) finds three epochs fit in
+    # 300 s, but validation takes 40 s: after the first epoch (120 s), 180 s are left, which
+    # fit the 8 steps of the second epoch, its validation, 2 steps of the third and the
+    # validation that ends it. The rate decays from where it is (0.1 * 16/24 at step 8) to 0
+    # at step 18, and the run ends on the budget.
     ticker = _Ticker(step=10.0, epoch=40.0)
     with caplog.at_level(logging.INFO, logger="nucleus_segmentation.model.training"):
-        _, budget, history = _fit_fitted(300 / 60, ticker, probe_steps=4, warmup_steps=1)
-    assert len(history.epoch) == 2 and budget.last_epoch == 2 and budget.stopped_epoch == 2
+        model, budget, history = _fit_fitted(300 / 60, ticker, probe_steps=4, warmup_steps=1)
+    assert len(history.epoch) == 3 and budget.last_epoch == 3 and budget.stopped_epoch == 3
+    assert int(model.optimizer.iterations) == 18 and ticker.now == 300.0
     epoch_lines = [r.getMessage()[:9] for r in caplog.records if r.getMessage().startswith("epoch")]
-    assert epoch_lines == ["epoch 1/3", "epoch 2/2"]  # the plan as it stood at each epoch end
+    assert epoch_lines == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     np.testing.assert_allclose(ticker.rates[:9], [0.1 * (1 - s / 24) for s in range(9)], rtol=1e-5)
     at_8 = 0.1 * 16 / 24
     np.testing.assert_allclose(
-        ticker.rates[8:], [at_8 * (1 - (s - 8) / 8) for s in range(8, 16)], rtol=1e-5
+        ticker.rates[8:], [at_8 * (1 - (s - 8) / 10) for s in range(8, 18)], rtol=1e-5
     )
+
+
+def test_fitted_poly_stops_mid_epoch_on_the_last_step_that_fits(caplog):
+    # 10 s a step, validation free: after the probe (40 s), the 110 s left fit 11 more
+    # steps, so the run stops at step 15, 7 steps into its second epoch, which is then
+    # validated as a whole epoch is, the rate reaching 0 there.
+    ticker = _Ticker(step=10.0)
+    with caplog.at_level(logging.INFO, logger="nucleus_segmentation.model.training"):
+        model, budget, history = _fit_fitted(
+            150 / 60, ticker, probe_steps=4, warmup_steps=0, overhead=0.0
+        )
+    assert history.epoch == [0, 1] and budget.stopped_epoch == 2 and budget.horizon == 15
+    assert int(model.optimizer.iterations) == 15 and ticker.now == 150.0
+    at_4 = 0.1 * (1 - 4 / 24)
+    np.testing.assert_allclose(
+        ticker.rates[4:], [at_4 * (1 - (s - 4) / 11) for s in range(4, 15)], rtol=1e-5
+    )
+    assert any("stopping after step 15, in epoch 2" in r.getMessage() for r in caplog.records)
 
 
 def test_a_resumed_fitted_run_continues_from_the_saved_rate():

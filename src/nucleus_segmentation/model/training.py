@@ -366,25 +366,26 @@ def has_fixed_schedule(optimizer) -> bool:
 
 class FittedPolyDecay(TimeBudget):
     """The poly learning rate ``lr * (1 - step / horizon) ** power`` set step by step,
-    decayed to zero over the epochs that fit the time budget (``minutes``, with ``fit``),
-    not over all ``epochs``.
+    decayed to zero at the last step that fits the time budget (``minutes``, with ``fit``),
+    not at the end of all ``epochs``.
 
     Under a budget, a schedule planned for ``epochs`` passes stops wherever the budget runs
     out: on a CPU that trains half as fast, after one of three passes with the rate still at
     two thirds of its start. Training to a budget pays when the rate reaches zero at the end
     of the budget instead (Li, Yumer and Ramanan, "Budgeted training", ICLR 2020). So, after
     ``probe_steps`` steps of this run (the first ``warmup_steps`` not timed: graph building),
-    the measured step time, plus ``overhead`` of it for each epoch's validation and
-    checkpoint, says how many epochs fit; the horizon becomes the end of the last of them,
-    and the run stops there. After every epoch the plan is checked against the measured
-    epoch time (validation and checkpoint included) and moved if fewer or more epochs fit;
-    each move continues from the rate of the moment (``lr_a`` at step ``a``: ``lr_a * (1 -
-    (step - a) / (horizon - a)) ** power``), so the rate never jumps, but where validation
-    takes more than ``overhead`` a run can end before its rate reaches 0. With fewer than
-    ``probe_steps`` steps per epoch the first plan is made at the end of the first epoch.
-    Without a change of plan these are the rates of Keras' ``PolynomialDecay`` over
-    ``epochs`` passes; without a budget or ``fit``, that decay with no planning (a run whose
-    checkpoint holds a plain rate, resumed with the budget off, still decays to 0).
+    the measured step time, plus ``overhead`` of an epoch's steps for each epoch end's
+    validation and checkpoint, says how many steps fit; the horizon becomes the last of
+    them, and the run stops there, in the middle of an epoch if that is where the budget
+    ends (that epoch is validated and checkpointed as a whole one is). After every epoch the
+    plan is checked against the measured step time and the measured time of that epoch's
+    validation and checkpoint, and moved where fewer or more steps fit; each move continues
+    from the rate of the moment (``lr_a`` at step ``a``: ``lr_a * (1 - (step - a) / (horizon
+    - a)) ** power``), so the rate never jumps. With fewer than ``probe_steps`` steps per
+    epoch the first plan is made at the end of the first epoch. Without a change of plan
+    these are the rates of Keras' ``PolynomialDecay`` over ``epochs`` passes; without a
+    budget or ``fit``, that decay with no planning (a run whose checkpoint holds a plain rate,
+    resumed with the budget off, still decays to 0).
 
     The optimizer must hold a plain learning rate (:func:`make_optimizer` with
     ``fitted=True``); a resumed run continues from the rate its checkpoint saved, which
@@ -410,31 +411,48 @@ class FittedPolyDecay(TimeBudget):
         self.warmup_steps = max(0, int(warmup_steps))
         self.probe_steps = max(int(probe_steps), self.warmup_steps + 1)
         self.overhead = float(overhead)
-        self.last_epoch = self.epochs  # the plan: training ends after this epoch
+        self.last_epoch = self.epochs  # the plan: training ends in this epoch
         self.anchor: tuple[int, float] | None = None  # (a, lr_a)
-        self.horizon = self.epochs * self.steps
+        self.horizon = self.epochs * self.steps  # ... after this optimizer step
         self.epoch = first_epoch
         self.warm_at: float | None = None
+        # Seconds and steps timed since warm-up (validation excluded), the end of the last step.
+        self.step_time, self.timed_steps, self.batch_end = 0.0, 0, 0.0
 
-    def _plan(self, last_epoch: int, reason: str) -> None:
-        """Decay to zero at the end of ``last_epoch``, from the rate the plan so far gives
+    def _plan(self, horizon: int, reason: str) -> None:
+        """Decay to zero at optimizer step ``horizon``, from the rate the plan so far gives
         the next step."""
         step, _ = _step_and_rate(self.model.optimizer)
         rate = self.rate_at(step)
         self.anchor = (step, rate)
-        self.last_epoch = last_epoch
-        self.horizon = max(last_epoch * self.steps, step + 1)
+        self.horizon = max(int(horizon), step + 1)
+        self.last_epoch = min(self.epochs, math.ceil(self.horizon / max(1, self.steps)))
         logger.info(
-            "Time budget of %.0f min: %s; training ends after epoch %d of %d, the learning "
-            "rate decaying from %.3g at step %d to 0 at step %d",
+            "Time budget of %.0f min: %s; training ends after step %d (in epoch %d of %d), "
+            "the learning rate decaying from %.3g at step %d to 0 there",
             self.seconds / 60,
             reason,
-            last_epoch,
+            self.horizon,
+            self.last_epoch,
             self.epochs,
             rate,
             step,
-            self.horizon,
         )
+
+    def steps_that_fit(self, step: int, step_seconds: float, epoch_end_seconds: float) -> int:
+        """The last optimizer step the budget left fits, now at ``step`` in epoch
+        ``self.epoch``: each further step takes ``step_seconds``, each epoch end reached
+        (the one of a partial last epoch included) ``epoch_end_seconds``; never more than
+        ``epochs`` passes, never before ``step``."""
+        left = self.seconds - (self.clock() - self.started)
+        end = self.epochs * self.steps
+        more = min(end - step, math.floor(max(0.0, left) / max(step_seconds, 1e-9)))
+        while more > 0:
+            epoch_ends = math.ceil((step + more) / self.steps) - self.epoch
+            if more * step_seconds + max(1, epoch_ends) * epoch_end_seconds <= left:
+                break
+            more -= 1
+        return step + more
 
     def rate_at(self, step: int) -> float:
         """The planned learning rate for optimizer step ``step`` (counted from the start)."""
@@ -451,8 +469,9 @@ class FittedPolyDecay(TimeBudget):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
+        self.batch_end = self.clock()
         if epoch == self.first_epoch and self.warmup_steps == 0:
-            self.warm_at = self.clock()
+            self.warm_at = self.batch_end
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         optimizer = self.model.optimizer
@@ -460,42 +479,64 @@ class FittedPolyDecay(TimeBudget):
         optimizer.learning_rate = self.rate_at(step)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if not self.fit or self.epoch != self.first_epoch:
+        if not self.fit:
+            return
+        now = self.clock()
+        if self.warm_at is not None:
+            self.step_time += now - self.batch_end
+            self.timed_steps += 1
+        self.batch_end = now
+        step, _ = _step_and_rate(self.model.optimizer)
+        if step >= self.horizon and self.horizon < self.epochs * self.steps:
+            self.stopped_epoch = self.epoch + 1
+            self.model.stop_training = True
+            return
+        if self.epoch != self.first_epoch:
             return
         if batch + 1 == self.warmup_steps:
-            self.warm_at = self.clock()
+            self.warm_at = now
         if batch + 1 != self.probe_steps or self.warm_at is None:
             return
-        step_seconds = (self.clock() - self.warm_at) / (self.probe_steps - self.warmup_steps)
-        epoch_seconds = step_seconds * self.steps * (1.0 + self.overhead)
-        left = self.seconds - (self.clock() - self.started)
-        this_epoch = (self.steps - batch - 1) * step_seconds + self.overhead * epoch_seconds
-        more = math.floor(max(0.0, left - this_epoch) / max(epoch_seconds, 1e-9))
+        step_seconds = self.step_time / max(1, self.timed_steps)
+        epoch_end_seconds = self.overhead * step_seconds * self.steps
         # Logged even when all epochs fit: re-anchoring on the same horizon keeps every rate
         # (the power law is self-similar).
         self._plan(
-            min(self.epochs, self.epoch + 1 + more),
-            f"{step_seconds:.2f} s per step, about {epoch_seconds / 60:.1f} min per epoch",
+            self.steps_that_fit(step, step_seconds, epoch_end_seconds),
+            f"{step_seconds:.2f} s per step, about {epoch_end_seconds:.0f} s per epoch end",
         )
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not self.fit:
             super().on_epoch_end(epoch, logs)
             return
+        if self.model.stop_training:  # stopped at the planned step (or by another callback)
+            logger.info(
+                "Time budget of %.0f min: stopping after step %d, in epoch %d",
+                self.seconds / 60,
+                self.horizon,
+                epoch + 1,
+            )
+            return
         if epoch + 1 >= self.epochs:  # the last epoch: Keras ends the run
             return
-        elapsed = self.clock() - self.started
-        per_epoch = elapsed / (epoch + 1 - self.first_epoch)
-        fit = epoch + 1 + math.floor(max(0.0, self.seconds - elapsed) / max(per_epoch, 1e-9))
-        last = min(self.epochs, fit)
-        if last <= epoch + 1 or self.last_epoch <= epoch + 1:  # out of time, or the rate at 0
+        step, _ = _step_and_rate(self.model.optimizer)
+        epoch_end_seconds = self.clock() - self.batch_end  # this validation and checkpoint
+        step_seconds = self.step_time / max(1, self.timed_steps)
+        self.epoch = epoch + 1  # where the next step falls
+        horizon = self.steps_that_fit(step, step_seconds, epoch_end_seconds)
+        if horizon <= step:  # out of time
             self.stopped_epoch = epoch + 1
             self.model.stop_training = True
             logger.info(
                 "Time budget of %.0f min: stopping after epoch %d", self.seconds / 60, epoch + 1
             )
-        elif last != self.last_epoch:
-            self._plan(last, f"measured {per_epoch / 60:.1f} min per epoch")
+        elif horizon != self.horizon:
+            self._plan(
+                horizon,
+                f"measured {step_seconds:.2f} s per step and {epoch_end_seconds:.0f} s for "
+                "validation and checkpoint",
+            )
 
 
 def _planned_epochs(epochs: int, plan: TimeBudget | None, epoch: int) -> int:
