@@ -131,7 +131,7 @@ def _fit_fitted(minutes, ticker, epochs=3, initial_epoch=0, model=None, power=1.
     """A 1-weight model, 8 steps per epoch, SGD with a plain rate (0.1) set by FittedPolyDecay."""
     import keras
 
-    from nucleus_segmentation.model.training import EpochLog, FittedPolyDecay
+    from nucleus_segmentation.model.training import EpochLog, FittedPolyDecay, StepLog
 
     if model is None:
         keras.utils.set_random_seed(0)
@@ -154,6 +154,7 @@ def _fit_fitted(minutes, ticker, epochs=3, initial_epoch=0, model=None, power=1.
             ticker.advance,
             EpochLog(epochs, initial_epoch, clock=ticker.clock, plan=budget),
             budget,
+            StepLog(epochs, 8, clock=ticker.clock, plan=budget),
             ticker.record,
         ],
     )
@@ -218,7 +219,7 @@ def test_fitted_poly_stops_mid_epoch_on_the_last_step_that_fits(caplog):
     # steps, so the run stops at step 15, 7 steps into its second epoch, which is then
     # validated as a whole epoch is, the rate reaching 0 there.
     ticker = _Ticker(step=10.0)
-    with caplog.at_level(logging.INFO, logger="nucleus_segmentation.model.training"):
+    with caplog.at_level(logging.INFO, logger="nucleus_segmentation"):
         model, budget, history = _fit_fitted(
             150 / 60, ticker, probe_steps=4, warmup_steps=0, overhead=0.0
         )
@@ -228,7 +229,11 @@ def test_fitted_poly_stops_mid_epoch_on_the_last_step_that_fits(caplog):
     np.testing.assert_allclose(
         ticker.rates[4:], [at_4 * (1 - (s - 4) / 11) for s in range(4, 15)], rtol=1e-5
     )
-    assert any("stopping after step 15, in epoch 2" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("stopping after step 15, in epoch 2" in m for m in messages)
+    # Progress counts to the plan: 80 s for the 8 steps of epoch 1, 7 steps left (70 s).
+    assert any(m.startswith("epoch 1/2 ") and m.endswith("ETA 1m10s") for m in messages)
+    assert any(m.startswith("epoch 2/2: training steps: 7/7 (100 %)") for m in messages)
 
 
 def test_a_resumed_fitted_run_continues_from_the_saved_rate():

@@ -546,6 +546,14 @@ def _planned_epochs(epochs: int, plan: TimeBudget | None, epoch: int) -> int:
     return max(epoch + 1, getattr(plan, "last_epoch", epochs))
 
 
+def _planned_steps(steps: int, plan: TimeBudget | None, epoch: int) -> int:
+    """The steps epoch ``epoch`` (0-based) of ``steps`` will take: fewer where a fitted
+    :class:`FittedPolyDecay` ``plan`` ends the run inside it."""
+    if not getattr(plan, "fit", False):
+        return steps
+    return max(1, min(steps, plan.horizon - epoch * steps))
+
+
 class EpochLog(keras.callbacks.Callback):
     """One log line per epoch with the main scores, elapsed time and ETA (for CI logs and
     terminals alike; Keras' own progress bar is shown when stdout is a terminal). With a
@@ -568,6 +576,10 @@ class EpochLog(keras.callbacks.Callback):
         elapsed = self.clock() - self.started
         total = _planned_epochs(self.epochs, self.plan, epoch)
         eta = elapsed / done * (total - epoch - 1)
+        if getattr(self.plan, "fit", False):  # counted in steps: the last epoch may be short
+            steps = self.plan.steps
+            left = sum(_planned_steps(steps, self.plan, e) for e in range(epoch + 1, total))
+            eta = elapsed / (done * steps) * left
         logger.info(
             "epoch %d/%d  loss %.4f  val_loss %.4f  val MIoU %.4f  val nucleus IoU %.4f  "
             "elapsed %s  ETA %s",
@@ -592,15 +604,19 @@ class StepLog(keras.callbacks.Callback):
         super().__init__()
         self.epochs, self.steps, self.clock, self.plan = epochs, steps, clock, plan
         self.log: ProgressLog | None = None
+        self.epoch = 0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         total = _planned_epochs(self.epochs, self.plan, epoch)
         description = f"epoch {epoch + 1}/{total}: training steps"
-        self.log = ProgressLog(description, self.steps, clock=self.clock)
+        steps = _planned_steps(self.steps, self.plan, epoch)
+        self.log = ProgressLog(description, steps, clock=self.clock)
+        self.epoch = epoch
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
         if self.log is not None:
+            self.log.total = _planned_steps(self.steps, self.plan, self.epoch)  # plans move
             self.log.update(batch + 1, f"loss {float(loss):.4f}" if loss is not None else "")
 
 
