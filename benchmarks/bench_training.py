@@ -140,8 +140,9 @@ def main() -> None:
             "raw images through the segmentation path inference runs, scored on their own "
             "grid on `instances > 0` (default separation), best epoch by `training.monitor`. "
             "Scores in %, DSB score 0..1. `scale`: the scale policy the model was trained and "
-            "validated under. `epochs`: run of planned (the time budget stops after the epoch "
-            "that would overrun it).",
+            "validated under. `epochs`: run of planned (the time budget ends a run at the last "
+            "step that fits it, a partial last epoch counted as one; before 2026-12-04 after "
+            "the epoch that would overrun it).",
             "",
             "| model | env | scale | loss | optimizer | base width | epochs | best epoch "
             "| run minutes | PA | MPA | MIoU (pooled) | MIoU (per image) | nucleus IoU "

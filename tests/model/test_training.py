@@ -236,6 +236,15 @@ def test_fitted_poly_stops_mid_epoch_on_the_last_step_that_fits(caplog):
     assert any(m.startswith("epoch 2/2: training steps: 7/7 (100 %)") for m in messages)
 
 
+def test_fitted_poly_times_an_epoch_shorter_than_its_warm_up():
+    # Warm-up (10 steps) longer than the 8-step epoch: no step is timed in it, so the plan
+    # at its end times all 8 (10 s each, 80 s); the 70 s left fit 7 more steps.
+    ticker = _Ticker(step=10.0)
+    model, budget, history = _fit_fitted(150 / 60, ticker, probe_steps=4, warmup_steps=10)
+    assert history.epoch == [0, 1] and budget.horizon == 15 and budget.stopped_epoch == 2
+    assert int(model.optimizer.iterations) == 15 and ticker.now == 150.0
+
+
 def test_a_resumed_fitted_run_continues_from_the_saved_rate():
     ticker = _Ticker(step=1.0)
     model, _, _ = _fit_fitted(60.0, ticker, epochs=1, probe_steps=4, warmup_steps=1)

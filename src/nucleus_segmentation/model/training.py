@@ -470,8 +470,8 @@ class FittedPolyDecay(TimeBudget):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
         self.batch_end = self.clock()
-        if epoch == self.first_epoch and self.warmup_steps == 0:
-            self.warm_at = self.batch_end
+        if self.warm_at is None and (epoch > self.first_epoch or self.warmup_steps == 0):
+            self.warm_at = self.batch_end  # warm-up over (epochs shorter than it included)
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         optimizer = self.model.optimizer
@@ -511,18 +511,25 @@ class FittedPolyDecay(TimeBudget):
             super().on_epoch_end(epoch, logs)
             return
         if self.model.stop_training:  # stopped at the planned step (or by another callback)
-            logger.info(
-                "Time budget of %.0f min: stopping after step %d, in epoch %d",
-                self.seconds / 60,
-                self.horizon,
-                epoch + 1,
-            )
+            step, _ = _step_and_rate(self.model.optimizer)
+            if step >= self.horizon:
+                logger.info(
+                    "Time budget of %.0f min: stopping after step %d, in epoch %d",
+                    self.seconds / 60,
+                    step,
+                    epoch + 1,
+                )
             return
         if epoch + 1 >= self.epochs:  # the last epoch: Keras ends the run
             return
         step, _ = _step_and_rate(self.model.optimizer)
-        epoch_end_seconds = self.clock() - self.batch_end  # this validation and checkpoint
-        step_seconds = self.step_time / max(1, self.timed_steps)
+        # This epoch's validation and checkpoint: their callbacks come before this one.
+        epoch_end_seconds = self.clock() - self.batch_end
+        if self.timed_steps:
+            step_seconds = self.step_time / self.timed_steps
+        else:  # all steps so far were warm-up: time them all
+            taken = max(1, (epoch + 1 - self.first_epoch) * self.steps)
+            step_seconds = (self.batch_end - self.started) / taken
         self.epoch = epoch + 1  # where the next step falls
         horizon = self.steps_that_fit(step, step_seconds, epoch_end_seconds)
         if horizon <= step:  # out of time
@@ -647,9 +654,9 @@ def fit_with_checkpoints(
     epoch so far, history and the feeder's position in its sample order). ``poly_power``:
     the poly schedule's power; where the optimizer holds a plain rate (``make_optimizer(...,
     fitted=True)``, or a checkpoint of such a run) :class:`FittedPolyDecay` sets it, decayed
-    to zero over the epochs that fit ``max_minutes`` with ``fit_to_budget``, over all
-    ``epochs`` otherwise; an optimizer with a fixed schedule (a checkpoint of a run of fixed
-    length) keeps it.
+    to zero at the last step that fits ``max_minutes`` with ``fit_to_budget`` (the run stops
+    there), at the end of all ``epochs`` otherwise; an optimizer with a fixed schedule (a
+    checkpoint of a run of fixed length) keeps it.
 
     Keras' ``BackupAndRestore`` restores the model, optimizer and epoch, but not the best
     epoch's weights and score, the per-epoch history or the check that the data and
