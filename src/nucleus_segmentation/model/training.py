@@ -418,6 +418,14 @@ class FittedPolyDecay(TimeBudget):
         self.warm_at: float | None = None
         # Seconds and steps timed since warm-up (validation excluded), the end of the last step.
         self.step_time, self.timed_steps, self.batch_end = 0.0, 0, 0.0
+        self.step = self.first_step = 0  # optimizer steps taken: now, at the start of this run
+
+    def measured_step_seconds(self) -> float:
+        """Mean seconds of the steps timed since warm-up; where all were warm-up (an epoch
+        shorter than it), of all this run's steps."""
+        if self.timed_steps:
+            return self.step_time / self.timed_steps
+        return (self.batch_end - self.started) / max(1, self.step - self.first_step)
 
     def _plan(self, horizon: int, reason: str) -> None:
         """Decay to zero at optimizer step ``horizon``, from the rate the plan so far gives
@@ -466,6 +474,7 @@ class FittedPolyDecay(TimeBudget):
         self.started = self.clock()
         step, rate = _step_and_rate(self.model.optimizer)
         self.anchor = (max(0, step - 1), rate)
+        self.step = self.first_step = step
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
@@ -475,8 +484,8 @@ class FittedPolyDecay(TimeBudget):
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         optimizer = self.model.optimizer
-        step, _ = _step_and_rate(optimizer)
-        optimizer.learning_rate = self.rate_at(step)
+        self.step, _ = _step_and_rate(optimizer)
+        optimizer.learning_rate = self.rate_at(self.step)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if not self.fit:
@@ -486,7 +495,7 @@ class FittedPolyDecay(TimeBudget):
             self.step_time += now - self.batch_end
             self.timed_steps += 1
         self.batch_end = now
-        step, _ = _step_and_rate(self.model.optimizer)
+        self.step = step = self.step + 1  # the step just taken (no read back from the backend)
         if step >= self.horizon and self.horizon < self.epochs * self.steps:
             self.stopped_epoch = self.epoch + 1
             self.model.stop_training = True
@@ -497,7 +506,7 @@ class FittedPolyDecay(TimeBudget):
             self.warm_at = now
         if batch + 1 != self.probe_steps or self.warm_at is None:
             return
-        step_seconds = self.step_time / max(1, self.timed_steps)
+        step_seconds = self.measured_step_seconds()
         epoch_end_seconds = self.overhead * step_seconds * self.steps
         # Logged even when all epochs fit: re-anchoring on the same horizon keeps every rate
         # (the power law is self-similar).
@@ -511,7 +520,7 @@ class FittedPolyDecay(TimeBudget):
             super().on_epoch_end(epoch, logs)
             return
         if self.model.stop_training:  # stopped at the planned step (or by another callback)
-            step, _ = _step_and_rate(self.model.optimizer)
+            step = self.step
             if step >= self.horizon:
                 logger.info(
                     "Time budget of %.0f min: stopping after step %d, in epoch %d",
@@ -522,14 +531,10 @@ class FittedPolyDecay(TimeBudget):
             return
         if epoch + 1 >= self.epochs:  # the last epoch: Keras ends the run
             return
-        step, _ = _step_and_rate(self.model.optimizer)
+        step = self.step
         # This epoch's validation and checkpoint: their callbacks come before this one.
         epoch_end_seconds = self.clock() - self.batch_end
-        if self.timed_steps:
-            step_seconds = self.step_time / self.timed_steps
-        else:  # all steps so far were warm-up: time them all
-            taken = max(1, (epoch + 1 - self.first_epoch) * self.steps)
-            step_seconds = (self.batch_end - self.started) / taken
+        step_seconds = self.measured_step_seconds()
         self.epoch = epoch + 1  # where the next step falls
         horizon = self.steps_that_fit(step, step_seconds, epoch_end_seconds)
         if horizon <= step:  # out of time
@@ -584,9 +589,8 @@ class EpochLog(keras.callbacks.Callback):
         total = _planned_epochs(self.epochs, self.plan, epoch)
         eta = elapsed / done * (total - epoch - 1)
         if getattr(self.plan, "fit", False):  # counted in steps: the last epoch may be short
-            steps = self.plan.steps
-            left = sum(_planned_steps(steps, self.plan, e) for e in range(epoch + 1, total))
-            eta = elapsed / (done * steps) * left
+            left = max(0, self.plan.horizon - (epoch + 1) * self.plan.steps)
+            eta = elapsed / (done * self.plan.steps) * left
         logger.info(
             "epoch %d/%d  loss %.4f  val_loss %.4f  val MIoU %.4f  val nucleus IoU %.4f  "
             "elapsed %s  ETA %s",
