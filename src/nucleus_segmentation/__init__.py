@@ -1,14 +1,14 @@
 """nucleus-segmentation"""
 
-import os
+from nucleus_segmentation import memory
 
 __version__ = "0.1"
 
-# TensorFlow's CPU allocator hands every freed tensor back to malloc, which returns the large
-# ones (a training step's activations, tens of MB each) to the kernel: every step then faults
-# its memory in afresh, a third of a 2-core CPU's time spent in the kernel. TensorFlow's own
-# pooling (BFC) allocator keeps and reuses it: 1.3x faster training steps (1.6x in the
-# pipeline), peak memory +6 % (docs/benchmarks.md, "Memory allocator"). Read when TensorFlow
-# first allocates, so set here, before any model code runs; a value the user set wins
-# (TF_CPU_ALLOCATOR_USE_BFC=false).
-os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+# A training step frees and retakes the same large buffers every step; by default both
+# TensorFlow's allocator and glibc's malloc return them to the kernel, and the next step
+# faults them in again. Kept instead (docs/benchmarks.md, "Memory allocator"): TensorFlow's
+# pooling BFC allocator, 1.6x faster pipeline steps on a 2-core AVX2 CPU; glibc keeping
+# freed memory, 1.2x more. Set here, before any model code runs; a user's
+# TF_CPU_ALLOCATOR_USE_BFC=false or NUCLEUS_SEGMENTATION_MALLOPT=0 wins.
+memory.use_bfc_allocator()
+memory.keep_freed_memory()

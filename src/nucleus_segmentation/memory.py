@@ -1,0 +1,52 @@
+"""The process's memory allocators, set for a training step's pattern: the same few hundred
+MB of large buffers freed and taken again every step (docs/benchmarks.md, "Memory allocator").
+
+Two allocators are involved. TensorFlow's own (its tensors) is switched to its pooling BFC
+allocator by an environment variable read when TensorFlow first allocates. The C library's
+malloc serves everything else (oneDNN's and Eigen's scratch buffers among them); glibc hands
+every freed block above its mmap threshold, and the top of each heap, back to the kernel, so
+the next step faults the same memory in again: 20 % of a 2-core CPU's training time spent
+in the kernel. :func:`keep_freed_memory` asks glibc to keep it instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+OPT_OUT = "NUCLEUS_SEGMENTATION_MALLOPT"
+"""Set to ``0`` to leave glibc's malloc settings as they are."""
+
+# mallopt(3) parameters (glibc's malloc.h).
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_MAX = -4
+
+SETTINGS = (
+    (M_MMAP_MAX, 0),  # large blocks from the heap, not from mmap(2) returned on free
+    (M_TRIM_THRESHOLD, 2**31 - 1),  # never shrink a heap's top back to the kernel
+    (M_TOP_PAD, 64 << 20),  # grow a heap 64 MiB at a time
+)
+
+
+def use_bfc_allocator() -> None:
+    """TensorFlow's pooling (BFC) CPU allocator unless the user chose one
+    (``TF_CPU_ALLOCATOR_USE_BFC=false``); read when TensorFlow first allocates."""
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
+def keep_freed_memory() -> bool:
+    """glibc keeps freed memory for reuse instead of returning it to the kernel: no mmap'd
+    blocks, no heap trimming, so the process no longer shrinks after a peak. True when
+    applied; False where the C library is not glibc (musl, macOS, Windows), where
+    ``NUCLEUS_SEGMENTATION_MALLOPT=0`` opts out, or where glibc refuses a setting."""
+    if os.environ.get(OPT_OUT, "1") == "0" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return all(mallopt(parameter, value) == 1 for parameter, value in SETTINGS)
