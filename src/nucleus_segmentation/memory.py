@@ -23,10 +23,13 @@ M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
 M_MMAP_MAX = -4
 
+# TensorFlow sets the trim threshold back to 128 KB when a generator dataset (the training
+# feed) first runs; the top pad is what then keeps a heap from shrinking below its last
+# 64 MiB, and large blocks no longer come from mmap(2) at all.
 SETTINGS = (
-    (M_MMAP_MAX, 0),  # large blocks from the heap, not from mmap(2) returned on free
-    (M_TRIM_THRESHOLD, 2**31 - 1),  # never shrink a heap's top back to the kernel
-    (M_TOP_PAD, 64 << 20),  # grow a heap 64 MiB at a time
+    (M_MMAP_MAX, 0),  # large blocks from the heap, not mmap'd and unmapped on free
+    (M_TRIM_THRESHOLD, 2**31 - 1),  # a heap's free top stays (until TensorFlow's reset)
+    (M_TOP_PAD, 64 << 20),  # grow a heap 64 MiB at a time; trimming leaves that much
 )
 
 
