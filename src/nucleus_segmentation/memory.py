@@ -3,10 +3,10 @@ MB of large buffers freed and taken again every step (docs/benchmarks.md, "Memor
 
 Two allocators are involved. TensorFlow's own (its tensors) is switched to its pooling BFC
 allocator by an environment variable read when TensorFlow first allocates. The C library's
-malloc serves everything else (oneDNN's and Eigen's scratch buffers among them); glibc hands
-every freed block above its mmap threshold, and the top of each heap, back to the kernel, so
-the next step faults the same memory in again: 20 % of a 2-core CPU's training time spent
-in the kernel. :func:`keep_freed_memory` asks glibc to keep it instead.
+malloc serves every other allocation; glibc hands every freed block above its mmap
+threshold, and the top of each heap, back to the kernel, so the next step faults the same
+memory in again: 20 % of a 2-core CPU's training time spent in the kernel with the BFC
+allocator on. :func:`keep_freed_memory` asks glibc to keep it instead.
 """
 
 from __future__ import annotations
