@@ -5,7 +5,7 @@ Two allocators are involved. TensorFlow's own (its tensors) is switched to its p
 allocator by an environment variable read when TensorFlow first allocates. The C library's
 malloc serves every other allocation; glibc hands every freed block above its mmap
 threshold, and the top of each heap, back to the kernel, so the next step faults the same
-memory in again: 20 % of a 2-core CPU's training time spent in the kernel with the BFC
+memory in again: 21 % of a 2-core CPU's training time spent in the kernel with the BFC
 allocator on. :func:`keep_freed_memory` asks glibc to keep it instead.
 """
 
