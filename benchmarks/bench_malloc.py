@@ -10,7 +10,8 @@ default; `bench_allocator.py` measures that one). The process's CPU time in user
 mode and its page faults are read from ``/proc/<pid>/stat`` when the progress line reports
 step ``--from`` and again at step ``--to``; the run is then stopped, before it saves a model.
 MLflow writes to a temporary store and checkpoints to a temporary folder; versions the run
-wrote under ``data/`` (the class weights) are removed. Linux only. Preloaded allocators are
+wrote under ``data/`` (the class weights) are removed: run no other `kedro run` in this
+checkout meanwhile. Linux only. Preloaded allocators are
 the system's (`apt install libtcmalloc-minimal4 libjemalloc2` on Debian); one that is not
 installed is left out of the table.
 """
@@ -34,6 +35,8 @@ from _common import PROJECT, vector_instructions, write_section
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PROGRESS = re.compile(r"training steps: (\d+)/")
+# Set by each variant alone: a value in the caller's environment would change the baseline.
+ALLOCATOR_VARIABLES = ("NUCLEUS_SEGMENTATION_MALLOPT", "LD_PRELOAD", "TF_CPU_ALLOCATOR_USE_BFC")
 
 
 def preloadable(*names: str) -> str | None:
@@ -95,8 +98,9 @@ def measure(env: dict[str, str], first: int, last: int, steps: int) -> dict:
             "training.epochs=1,training.max_minutes=null,training.resume=false,"
             f"training.checkpoint_dir={scratch}/checkpoints"
         )
+        inherited = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES}
         environment = {
-            **os.environ,
+            **inherited,
             "KEDRO_DISABLE_TELEMETRY": "1",
             "DO_NOT_TRACK": "1",
             "COLUMNS": "200",
@@ -154,6 +158,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="runs per variant")
     parser.add_argument("--no-write", action="store_true", help="print, leave docs alone")
     args = parser.parse_args()
+    if not 0 < args.first < args.last <= args.steps:
+        sys.exit("needs 0 < --from < --to <= --steps")
     if not sys.platform.startswith("linux"):
         sys.exit("reads /proc: Linux only")
     start = time.strftime("%Y-%m-%d %H:%M", time.gmtime())

@@ -54,7 +54,13 @@ def test_import_sets_the_bfc_allocator_unless_the_user_chose(given, expected):
 
 
 def _mmap_probe(mode: str, **env: str) -> str:
-    environ = {k: v for k, v in os.environ.items() if k != "NUCLEUS_SEGMENTATION_MALLOPT"}
+    # glibc's defaults in the child, whatever this process was started with
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NUCLEUS_SEGMENTATION_MALLOPT", "LD_PRELOAD", "GLIBC_TUNABLES")
+        and not k.startswith("MALLOC_")
+    }
     done = subprocess.run(
         [sys.executable, "-c", MMAP_PROBE, mode],
         env={**environ, **env},

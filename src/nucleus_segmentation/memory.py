@@ -52,4 +52,5 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return all(mallopt(parameter, value) == 1 for parameter, value in SETTINGS)
+    accepted = [mallopt(parameter, value) == 1 for parameter, value in SETTINGS]
+    return all(accepted)
