@@ -96,6 +96,13 @@ def run_measured(command: list[str], cwd: Path, env: dict, log_path: Path) -> di
     }
 
 
+def kedro_environment(base: dict, extra: dict | None = None) -> dict:
+    """``base`` with telemetry off and wide log lines (one line per progress or node time,
+    which the scripts parse), then ``extra``."""
+    quiet = {"KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "COLUMNS": "200"}
+    return {**base, **quiet, **(extra or {})}
+
+
 def kedro_run(
     pipeline: str, *args: str, log_path: Path, cwd: Path = PROJECT, env: dict | None = None
 ) -> dict:
@@ -103,14 +110,7 @@ def kedro_run(
     telemetry off and wide log lines (one line per node time, which the scripts parse); ends
     the script with the log's tail when the run fails."""
     command = [sys.executable, "-m", "kedro", "run", "--pipeline", pipeline, *args]
-    environment = {
-        **os.environ,
-        "KEDRO_DISABLE_TELEMETRY": "1",
-        "DO_NOT_TRACK": "1",
-        "COLUMNS": "200",
-        **(env or {}),
-    }
-    result = run_measured(command, cwd, environment, log_path)
+    result = run_measured(command, cwd, kedro_environment(os.environ, env), log_path)
     if result["returncode"] != 0:
         sys.exit(
             f"{' '.join(command)} failed (exit {result['returncode']}):\n{result['log'][-3000:]}"

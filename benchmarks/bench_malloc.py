@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import PROJECT, vector_instructions, write_section
+from _common import PROJECT, kedro_environment, vector_instructions, write_section
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PROGRESS = re.compile(r"training steps: (\d+)/")
@@ -99,14 +99,9 @@ def measure(env: dict[str, str], first: int, last: int, steps: int) -> dict:
             f"training.checkpoint_dir={scratch}/checkpoints"
         )
         inherited = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES}
-        environment = {
-            **inherited,
-            "KEDRO_DISABLE_TELEMETRY": "1",
-            "DO_NOT_TRACK": "1",
-            "COLUMNS": "200",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/mlflow.db",
-            **env,
-        }
+        environment = kedro_environment(
+            inherited, {"MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/mlflow.db", **env}
+        )
         command = [sys.executable, "-m", "kedro", "run", "--pipeline", "training"]
         with open(log, "w") as out:
             process = subprocess.Popen(

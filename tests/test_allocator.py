@@ -3,11 +3,12 @@
 keeping freed memory instead of returning it to the kernel."""
 
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
+
+from nucleus_segmentation import memory
 
 PROBE = "import os, nucleus_segmentation; print(os.environ['TF_CPU_ALLOCATOR_USE_BFC'])"
 
@@ -35,9 +36,8 @@ libc.free(block)
 print(held, libc.mallinfo2().fordblks >= 64 << 20)
 """
 
-LIBC, LIBC_VERSION = platform.libc_ver()
 glibc_only = pytest.mark.skipif(
-    LIBC != "glibc" or tuple(map(int, LIBC_VERSION.split(".")[:2])) < (2, 33),
+    (memory.glibc_version() or (0, 0)) < (2, 33),
     reason="glibc's mallopt, read back through mallinfo2 (glibc 2.33 and later)",
 )
 
@@ -85,7 +85,5 @@ def test_the_user_can_opt_out_of_the_malloc_settings():
 
 
 def test_keep_freed_memory_reports_the_opt_out(monkeypatch):
-    from nucleus_segmentation import memory
-
     monkeypatch.setenv("NUCLEUS_SEGMENTATION_MALLOPT", "0")
     assert memory.keep_freed_memory() is False

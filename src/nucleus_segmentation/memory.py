@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 OPT_OUT = "NUCLEUS_SEGMENTATION_MALLOPT"
 """Set to ``0`` to leave glibc's malloc settings as they are."""
@@ -39,12 +38,21 @@ def use_bfc_allocator() -> None:
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 
+def glibc_version() -> tuple[int, int] | None:
+    """(major, minor) of the glibc this process runs on; None under another C library."""
+    try:
+        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()
+    except (AttributeError, ValueError, OSError):  # no confstr, or not "glibc X.Y"
+        return None
+    return tuple(map(int, version.split(".")[:2])) if name == "glibc" else None
+
+
 def keep_freed_memory() -> bool:
     """glibc keeps freed memory for reuse instead of returning it to the kernel: no mmap'd
     blocks, no heap trimming, so the process no longer shrinks after a peak. True when
     applied; False where the C library is not glibc (musl, macOS, Windows), where
     ``NUCLEUS_SEGMENTATION_MALLOPT=0`` opts out, or where glibc refuses a setting."""
-    if os.environ.get(OPT_OUT, "1") == "0" or platform.libc_ver()[0] != "glibc":
+    if os.environ.get(OPT_OUT, "1") == "0" or glibc_version() is None:
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
