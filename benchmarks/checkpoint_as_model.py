@@ -1,0 +1,51 @@
+"""A training run's checkpoint (e.g. its final-epoch ``last.keras``) saved as a model version
+of its own, so `kedro run --pipeline evaluation --load-versions trained_model:<new>` scores
+those weights on the path users run.
+
+    python benchmarks/checkpoint_as_model.py 2026-12-04T16.41.59.173Z \
+        data/06_models/checkpoints/attention_unet/last.keras
+
+The first argument is the run's model version (``data/06_models/attention_unet.keras/<v>``):
+its architecture and recorded preprocessing are kept, its weights replaced by the
+checkpoint's. Writes a new version (the current UTC time), never over an existing one, and
+prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from _common import PROJECT
+from kedro.io.core import Version, generate_timestamp
+
+MODEL = "data/06_models/attention_unet.keras"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("version", help="model version of the training run")
+    parser.add_argument("checkpoint", type=Path, help="a .keras checkpoint of that run")
+    args = parser.parse_args()
+    if not args.checkpoint.is_file():
+        sys.exit(f"{args.checkpoint}: no such checkpoint")
+
+    import keras
+
+    from nucleus_segmentation.datasets.keras_model import KerasModelDataset
+
+    filepath = str(PROJECT / MODEL)
+    model = KerasModelDataset(filepath=filepath, version=Version(args.version, None)).load()
+    try:
+        weights = keras.saving.load_model(args.checkpoint, safe_mode=True).get_weights()
+        model.set_weights(weights)
+    except ValueError as exc:
+        sys.exit(f"{args.checkpoint}: not a checkpoint of model {args.version} ({exc})")
+    target = generate_timestamp()
+    KerasModelDataset(filepath=filepath, version=Version(None, target)).save(model)
+    print(target)
+
+
+if __name__ == "__main__":
+    main()
