@@ -134,6 +134,12 @@ def reports_folder(env: str) -> Path:
     return PROJECT / _config(env)["globals"]["reports"]
 
 
+def catalog_filepath(env: str, name: str) -> Path:
+    """Where a catalog entry of ``env`` lives (its globals resolved: model and separation
+    names differ between environments)."""
+    return PROJECT / _config(env)["catalog"][name]["filepath"]
+
+
 def parameters(env: str) -> dict:
     """An environment's parameters as its runs see them (conf/base overlaid by conf/<env>)."""
     return _config(env)["parameters"]
