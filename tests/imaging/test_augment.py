@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -6,6 +7,7 @@ from nucleus_segmentation.imaging.augment import (
     AugmentConfig,
     augment_sample,
     perturb_gray,
+    perturb_quality,
     sample_rng,
 )
 
@@ -69,6 +71,60 @@ def test_gray_perturbation_formula():
     image = np.array([[0, 51, 255]], np.uint8)  # 0, 0.2, 1.0
     np.testing.assert_array_equal(perturb_gray(image, 1.2, -0.1), [[0, 36, 255]])
     np.testing.assert_array_equal(perturb_gray(image, 0.8, 0.2), [[51, 92, 255]])
+
+
+def _quality(**changes) -> AugmentConfig:
+    plain = dict(blur_probability=0.0, gamma_range=(1.0, 1.0), noise_std_range=(0.0, 0.0))
+    return AugmentConfig(quality_perturbation=True, **{**plain, **changes})
+
+
+def test_quality_perturbation_at_its_neutral_settings_is_the_identity():
+    image, _ = _pair()
+    np.testing.assert_array_equal(perturb_quality(image, _quality(), sample_rng(1, "x", 0)), image)
+
+
+def test_quality_perturbation_gamma_blur_and_noise_formulas():
+    image = np.array([[0, 128, 255]], np.uint8)
+    # (128 / 255) ** 2 * 255 = 64.25
+    squared = perturb_quality(image, _quality(gamma_range=(2.0, 2.0)), sample_rng(1, "x", 0))
+    np.testing.assert_array_equal(squared, [[0, 64, 255]])
+    dot = np.zeros((9, 9), np.uint8)
+    dot[4, 4] = 255
+    blurred = perturb_quality(
+        dot, _quality(blur_probability=1.0, blur_sigma_range=(1.0, 1.0)), sample_rng(1, "x", 0)
+    )
+    expected = cv2.GaussianBlur(dot.astype(np.float32) / 255.0, (0, 0), 1.0)
+    np.testing.assert_array_equal(blurred, (expected * 255.0 + 0.5).astype(np.uint8))
+    flat = np.full((200, 200), 128, np.uint8)
+    noisy = perturb_quality(flat, _quality(noise_std_range=(0.05, 0.05)), sample_rng(1, "x", 0))
+    assert abs(noisy.astype(float).std() / 255.0 - 0.05) < 0.002
+    assert abs(noisy.astype(float).mean() - 128) < 0.5
+
+
+def test_quality_perturbation_is_seeded_and_leaves_the_other_draws_alone():
+    image, labels = _pair()
+    plain = AugmentConfig(output_size=32)
+    jittered = AugmentConfig(output_size=32, quality_perturbation=True)
+    first = augment_sample(image, labels, jittered, sample_rng(5, "img", 3))
+    again = augment_sample(image, labels, jittered, sample_rng(5, "img", 3))
+    before = augment_sample(image, labels, plain, sample_rng(5, "img", 3))
+    assert first[0].tobytes() == again[0].tobytes()
+    assert first[0].tobytes() != before[0].tobytes()  # the image changed ...
+    np.testing.assert_array_equal(first[1], before[1])  # ... its geometry did not
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("gamma_range", [0.0, 1.2], "gamma_range must be"),
+        ("blur_sigma_range", [1.5, 0.5], "blur_sigma_range must be"),
+        ("noise_std_range", [-0.1, 0.1], "noise_std_range must be"),
+        ("blur_probability", 1.5, "blur_probability must be in"),
+    ],
+)
+def test_quality_perturbation_settings_are_checked(setting, value, message):
+    with pytest.raises(ParameterError, match=f"augmentation.transforms.{message}"):
+        AugmentConfig.from_params({setting: value})
 
 
 def test_unknown_parameter_is_refused():

@@ -36,6 +36,12 @@ class AugmentConfig:
         bottom-left) in the affine shape perturbation, as a fraction of the crop side.
     elastic_alpha: RMS displacement of the elastic deformation, in output pixels.
     elastic_sigma: smoothness (Gaussian sigma, output pixels) of the displacement field.
+    quality_perturbation: imaging-quality jitter after the gray perturbation (off by
+        default): with ``blur_probability`` a Gaussian blur of sigma U(``blur_sigma_range``)
+        pixels (focus, optics), a gamma curve v -> v ** gamma with gamma log-uniform in
+        ``gamma_range`` (contrast), then Gaussian noise of standard deviation
+        U(``noise_std_range``) on the 0..1 scale (signal to noise). Drawn after every other
+        step, so copies without it are unchanged.
     """
 
     output_size: int = 256
@@ -52,6 +58,11 @@ class AugmentConfig:
     gray_perturbation: bool = True
     shape_perturbation: bool = True
     elastic: bool = True
+    quality_perturbation: bool = False
+    blur_probability: float = 0.3
+    blur_sigma_range: tuple[float, float] = (0.5, 1.5)
+    gamma_range: tuple[float, float] = (0.7, 1.4)
+    noise_std_range: tuple[float, float] = (0.0, 0.03)
 
     @classmethod
     def from_params(cls, params: dict) -> AugmentConfig:
@@ -61,6 +72,24 @@ class AugmentConfig:
         zoom = values.get("zoom_range")
         if zoom is not None and (len(zoom) != 2 or not 0 < zoom[0] <= zoom[1]):
             raise ParameterError(f"zoom_range must be [min, max] with 0 < min <= max, got {zoom}")
+        for name, lowest in (("blur_sigma_range", 0.0), ("gamma_range", 0.0)):
+            pair = values.get(name, getattr(cls, name))
+            if len(pair) != 2 or not lowest < float(pair[0]) <= float(pair[1]):
+                raise ParameterError(
+                    f"augmentation.transforms.{name} must be [low, high] with "
+                    f"{lowest} < low <= high, got {list(pair)}"
+                )
+        noise = values.get("noise_std_range", cls.noise_std_range)
+        if len(noise) != 2 or not 0 <= float(noise[0]) <= float(noise[1]):
+            raise ParameterError(
+                "augmentation.transforms.noise_std_range must be [low, high] with "
+                f"0 <= low <= high, got {list(noise)}"
+            )
+        chance = values.get("blur_probability", cls.blur_probability)
+        if not 0 <= float(chance) <= 1:
+            raise ParameterError(
+                f"augmentation.transforms.blur_probability must be in [0, 1], got {chance}"
+            )
         return cls(**values)
 
 
@@ -178,7 +207,28 @@ def augment_sample(
         out_image, out_labels = out_image[::-1], out_labels[::-1]
     if config.gray_perturbation:
         out_image = perturb_gray(out_image, gain, offset)
+    if config.quality_perturbation:
+        out_image = perturb_quality(np.ascontiguousarray(out_image), config, rng)
     return np.ascontiguousarray(out_image), np.ascontiguousarray(out_labels)
+
+
+def perturb_quality(
+    image: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """uint8 image -> blurred (sometimes), gamma-curved and noisy copy, uint8 (see
+    :class:`AugmentConfig`, ``quality_perturbation``). Every draw is made whether or not
+    its step changes the image, so one setting does not shift the others' draws."""
+    blur = bool(rng.random() < config.blur_probability)
+    sigma = rng.uniform(*config.blur_sigma_range)
+    low, high = np.log(config.gamma_range[0]), np.log(config.gamma_range[1])
+    gamma = float(np.exp(rng.uniform(low, high)))
+    noise_std = rng.uniform(*config.noise_std_range)
+    noise = rng.standard_normal(image.shape).astype(np.float32) * noise_std
+    values = image.astype(np.float32) / 255.0
+    if blur:
+        values = cv2.GaussianBlur(values, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
+    values = np.power(np.clip(values, 0.0, 1.0), gamma) + noise
+    return (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def perturb_gray(image: np.ndarray, gain: float, offset: float) -> np.ndarray:
