@@ -18,8 +18,8 @@ with the separation in use as a candidate) is run on
    than ``--handful``, ``--handful`` of them (drawn with ``--seed``), scored on the group's
    other images.
 
-``--outline-only`` keeps the separation in use and calibrates only the outline level (the
-extent each nucleus is drawn at), fewer choices to fit to a handful of images.
+``--outline-only`` runs it with ``calibration.tune: outline``: the separation in use kept,
+only the outline level (the extent each nucleus is drawn at) fitted.
 
 Each row gives the DSB score, F1 at IoU 0.5, pooled nucleus IoU and the signed area error of
 matched nuclei with the separation in use (tuned on validation by ``evaluation``) and with the
@@ -87,21 +87,22 @@ def scores(
 
 def calibrated_row(
     name: str,
-    calibration: list[str],
+    calibrated: list[str],
     scored: list[str],
     clusters: Mapping[str, str],
     probabilities: Mapping[str, np.ndarray],
     ingested: Mapping[str, np.ndarray],
     in_use: Mapping[str, Any],
     params: Mapping[str, Any],
+    calibration: Mapping[str, Any],
     seed: int,
 ) -> tuple[dict, pd.DataFrame]:
-    """Calibrate on ``calibration``, score ``scored`` before and after: the table row and
+    """Calibrate on the images ``calibrated``, score ``scored`` before and after: the table row and
     the per-image DSB scores (before, after, cluster)."""
     from nucleus_segmentation.pipelines.calibration.nodes import calibrate_separation
 
     after, _, before = calibrate_separation(
-        {k: probabilities[k] for k in calibration}, ingested, in_use, params
+        {k: probabilities[k] for k in calibrated}, ingested, in_use, params, calibration
     )
     test = {k: probabilities[k] for k in scored}
     per_before, pooled_before = scores(test, ingested, before, clusters)
@@ -115,7 +116,7 @@ def calibrated_row(
     )
     row = {
         "rows": name,
-        "calibration_images": len(calibration),
+        "calibration_images": len(calibrated),
         "scored_images": len(scored),
         "before": pooled_before,
         "after": pooled_after,
@@ -131,11 +132,7 @@ def measure(args: argparse.Namespace) -> dict:
     from kedro_datasets.json import JSONDataset
 
     from nucleus_segmentation.datasets import KerasModelDataset, NpzDataset
-    from nucleus_segmentation.segment import (
-        SEPARATION_KEYS,
-        SegmentationSettings,
-        segmentation_probabilities,
-    )
+    from nucleus_segmentation.segment import SegmentationSettings, segmentation_probabilities
 
     params = parameters("base")
     model = KerasModelDataset(
@@ -160,27 +157,26 @@ def measure(args: argparse.Namespace) -> dict:
         "predicting validation and test images",
     )
     evaluation = params["evaluation"]
-    if args.outline_only:
-        fixed = {key: [in_use[key]] for key in SEPARATION_KEYS}
-        evaluation = {**evaluation, "instances": {**evaluation["instances"], "search": fixed}}
+    calibration = {**params["calibration"], "tune": "outline" if args.outline_only else "all"}
     rows = []
     test = split[split["split"] == "test"]
     validation = split[split["split"] == "validation"]
     # 1. A modality's validation images -> its test images (clusters: acquisition groups).
     for modality, images in test.groupby("modality"):
-        calibration = validation.loc[validation["modality"] == modality, "image_id"].tolist()
-        if len(calibration) < args.handful:
+        own = validation.loc[validation["modality"] == modality, "image_id"].tolist()
+        if len(own) < args.handful:
             continue
         groups = images.set_index("image_id")["group"].to_dict()
         row, paired = calibrated_row(
             f"{modality}: validation -> test",
-            calibration,
+            own,
             images["image_id"].tolist(),
             groups,
             probabilities,
             ingested,
             in_use,
             evaluation,
+            calibration,
             args.seed,
         )
         row["paired_dsb"] = paired_interval(
@@ -204,6 +200,7 @@ def measure(args: argparse.Namespace) -> dict:
             ingested,
             in_use,
             evaluation,
+            calibration,
             args.seed,
         )
         rows.append(row)

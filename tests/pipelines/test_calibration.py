@@ -1,14 +1,17 @@
 """The calibration pipeline's nodes in memory: the separation in use is read before the new
 one is written, scored beside the search, and reported before / after."""
 
+import cv2
+import numpy as np
 import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from nucleus_segmentation.errors import DataProblem
+from nucleus_segmentation.errors import DataProblem, ParameterError
 from nucleus_segmentation.pipelines.calibration import create_pipeline
 from nucleus_segmentation.pipelines.calibration.nodes import calibrate_separation
+from nucleus_segmentation.segment import SEPARATION_KEYS
 from tests.pipelines.test_data_processing import KeptDataset
 from tests.pipelines.test_evaluation import PARAMS, SEGMENTATION, SEPARATION, Echo, _test_data
 from tests.pipelines.test_training import RAW
@@ -27,6 +30,7 @@ def test_calibration_replaces_a_poor_separation_and_reports_both():
             "calibration_metadata": MemoryDataset(metadata),
             "instance_postprocessing_in_use": MemoryDataset(UNUSABLE),
             "params:evaluation": MemoryDataset(PARAMS),
+            "params:calibration": MemoryDataset({"tune": "all"}),
             "params:preprocessing": MemoryDataset(RAW),
             "params:segmentation": MemoryDataset(SEGMENTATION),
         }
@@ -65,3 +69,24 @@ def test_calibration_keeps_the_separation_in_use_when_nothing_beats_it():
     assert best == previous
     with pytest.raises(DataProblem, match="the calibration images: no labelled image"):
         calibrate_separation({}, images, in_use, PARAMS)
+
+
+def test_outline_calibration_keeps_the_separation_and_fits_only_the_outline():
+    images, _ = _test_data()
+    # The probability rises over the 3 px inside each nucleus' edge (1/3 on the edge), so
+    # the in-use threshold 0.9 draws nuclei 2 px too small and outline 0.3 draws the labels.
+    probabilities = {}
+    for image_id in ("img0", "img1"):
+        inside = (images[f"{image_id}/labels"] > 0).astype("uint8")
+        distance = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
+        probabilities[image_id] = np.clip(distance / 3.0, 0, 1).astype("float32")
+    in_use = {**SEPARATION, "threshold": 0.9}
+    params = {**PARAMS, "instances": {**PARAMS["instances"], "outline": [None, 0.3]}}
+    best, table, previous = calibrate_separation(
+        probabilities, images, in_use, params, {"tune": "outline"}
+    )
+    assert {k: best[k] for k in SEPARATION_KEYS} == {k: previous[k] for k in SEPARATION_KEYS}
+    assert best["outline"] == 0.3 and previous["outline"] is None
+    assert set(table["threshold"]) == {0.9}  # no other threshold was tried
+    with pytest.raises(ParameterError, match="calibration.tune must be one of"):
+        calibrate_separation(probabilities, images, in_use, params, {"tune": "everything"})

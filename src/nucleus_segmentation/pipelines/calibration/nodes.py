@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from nucleus_segmentation import bundle
-from nucleus_segmentation.errors import DataProblem
+from nucleus_segmentation.errors import DataProblem, ParameterError
 from nucleus_segmentation.imaging.instances import separate_instances
 from nucleus_segmentation.scoring import score_images
 from nucleus_segmentation.segment import (
+    SEPARATION_KEYS,
     SegmentationSettings,
     check_separation,
     segmentation_probabilities,
@@ -29,6 +30,7 @@ from nucleus_segmentation.tuning import fits, labelled_items, search_separation
 
 logger = logging.getLogger(__name__)
 REPORT_SCORES = ("dsb_score", "precision", "recall", "f1", "area_error", "nucleus_iou_pooled")
+TUNE = ("all", "outline")  # calibration.tune: the whole search | the outline level only
 
 
 def predict_calibration_images(
@@ -52,9 +54,15 @@ def calibrate_separation(
     images: Mapping[str, np.ndarray],
     in_use: Mapping[str, Any],
     params: Mapping[str, Any],
+    calibration: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
     """Evaluation's search (``params["instances"]``) on the calibration images, the
     separation in use scored beside it, so the result is never worse on them.
+
+    ``calibration["tune"]`` (``params:calibration``): ``all`` searches every setting of
+    ``params["instances"]["search"]`` and then the outline level; ``outline`` keeps the
+    separation in use and fits only the outline level each nucleus is drawn at (fewer
+    choices to fit to a handful of images).
 
     Returns:
         ``(calibrated, search table, in use)``: the new ``instance_postprocessing``, one
@@ -62,10 +70,21 @@ def calibrate_separation(
         the separation that was in use, checked (read here, before the new version is
         written, for the report).
     """
+    tune = (calibration or {}).get("tune", "all")
+    if tune not in TUNE:
+        raise ParameterError(f"calibration.tune must be one of {list(TUNE)}, got {tune!r}")
     items = labelled_items(probabilities, images, "the calibration images")
     instances = params["instances"]
+    search = instances["search"]
     previous = check_separation(in_use, "instance_postprocessing (in use)")
     candidates = [previous] if fits(previous, items) else []
+    if tune == "outline":
+        if not candidates:
+            raise ParameterError(
+                f"calibration.tune: outline keeps the separation in use ({previous}), which "
+                "seeds from a boundary class this model lacks: calibrate with tune: all"
+            )
+        search = {key: [previous[key]] for key in SEPARATION_KEYS}
     if not candidates:
         logger.warning(
             "The separation in use (%s) seeds from a boundary class this model lacks: "
@@ -74,7 +93,7 @@ def calibrate_separation(
         )
     best, table = search_separation(
         items,
-        instances["search"],
+        search,
         instances.get("outline"),
         instances["n_workers"],
         "calibration_dsb_score",
