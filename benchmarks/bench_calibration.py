@@ -2,12 +2,13 @@
 gives a lab on its next images, not on the ones it calibrated with.
 
     python benchmarks/bench_calibration.py --model <trained_model version> \
-        --separation <instance_postprocessing version> [--handful 3] [--seed 42] \
-        [--outline-only]
+        --separation <instance_postprocessing version> [--data <data_split version>] \
+        [--handful 3] [--seed 42] [--outline-only]
     python benchmarks/bench_calibration.py --report-only
 
-Both versions default to the latest; pin them to a full-data model and the separation its
-evaluation tuned (a later sample run writes newer ones). On the acquisition-grouped split of
+Each version defaults to the latest; pin them to a full-data model, the separation its
+evaluation tuned and the full data's split (a later sample run writes newer ones); the table
+names the versions measured. On the acquisition-grouped split of
 the latest ``data_processing`` run, every validation and test image is segmented by the
 path inference runs, then the calibration node (``calibrate_separation``: evaluation's search
 with the separation in use as a candidate) is run on
@@ -35,6 +36,7 @@ import argparse
 import json
 import logging
 import sys
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,7 +46,6 @@ from _common import (
     PROJECT,
     catalog_filepath,
     cell,
-    latest_version,
     parameters,
     vector_instructions,
     write_section,
@@ -57,14 +58,23 @@ RESAMPLES = 2000
 
 def paired_interval(differences: pd.Series, clusters: pd.Series, seed: int) -> list[float]:
     """Mean of ``differences`` and its 95 % bootstrap interval, resampling whole clusters
-    (images of one group count together when the clusters are groups)."""
+    (images of one group count together when the clusters are groups); images without a
+    score (NaN) are left out."""
     rng = np.random.default_rng(seed)
-    by_cluster = differences.groupby(clusters)
+    scored = differences.notna()
+    by_cluster = differences[scored].groupby(clusters[scored])
     sums, counts = by_cluster.sum().to_numpy(), by_cluster.size().to_numpy()
     draws = rng.integers(0, len(sums), size=(RESAMPLES, len(sums)))
     means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
-    return [float(differences.mean()), float(low), float(high)]
+    return [float(differences[scored].mean()), float(low), float(high)]
+
+
+def own_images(ids: list[str], group: str, handful: int, seed: int) -> list[str]:
+    """The ``handful`` images of one acquisition group a lab labels, drawn from the sorted ids
+    with a generator of (seed, group): the same whatever the split file's row order."""
+    rng = np.random.default_rng([seed, zlib.crc32(group.encode())])
+    return sorted(rng.choice(sorted(ids), size=handful, replace=False).tolist())
 
 
 def scores(
@@ -97,7 +107,8 @@ def calibrated_row(
     calibration: Mapping[str, Any],
     seed: int,
 ) -> tuple[dict, pd.DataFrame]:
-    """Calibrate on the images ``calibrated``, score ``scored`` before and after: the table row and
+    """Calibrate on the images ``calibrated``, score ``scored`` before and after: the table
+    row, its DSB interval resampling ``clusters`` (image id -> what is resampled whole), and
     the per-image DSB scores (before, after, cluster)."""
     from nucleus_segmentation.pipelines.calibration.nodes import calibrate_separation
 
@@ -120,7 +131,9 @@ def calibrated_row(
         "scored_images": len(scored),
         "before": pooled_before,
         "after": pooled_after,
-        "paired_dsb": paired_interval(paired["after"] - paired["before"], paired.index, seed),
+        "paired_dsb": paired_interval(paired["after"] - paired["before"], paired["cluster"], seed),
+        "clusters": int(paired["cluster"].nunique()),
+        "interval_over": "images" if paired["cluster"].is_unique else "acquisition groups",
         "separation_before": dict(before),
         "separation_after": dict(after),
     }
@@ -130,23 +143,34 @@ def calibrated_row(
 def measure(args: argparse.Namespace) -> dict:
     from kedro.io.core import Version
     from kedro_datasets.json import JSONDataset
+    from kedro_datasets.pandas import CSVDataset
 
     from nucleus_segmentation.datasets import KerasModelDataset, NpzDataset
     from nucleus_segmentation.segment import SegmentationSettings, segmentation_probabilities
 
     params = parameters("base")
-    model = KerasModelDataset(
-        filepath=str(catalog_filepath("base", "trained_model")), version=Version(args.model, None)
-    ).load()
-    in_use = JSONDataset(
-        filepath=str(catalog_filepath("base", "instance_postprocessing")),
-        version=Version(args.separation, None),
-    ).load()
-    hint = "run `kedro run --pipeline data_processing` first"
-    split = pd.read_csv(latest_version(PROJECT / "data/03_primary", "data_split.csv", hint))
-    ingested = NpzDataset(
-        filepath=str(latest_version(PROJECT / "data/02_intermediate", "ingested_images.npz", hint))
-    ).load()
+    datasets = {
+        "model": KerasModelDataset(
+            filepath=str(catalog_filepath("base", "trained_model")),
+            version=Version(args.model, None),
+        ),
+        "separation": JSONDataset(
+            filepath=str(catalog_filepath("base", "instance_postprocessing")),
+            version=Version(args.separation, None),
+        ),
+        "data": CSVDataset(
+            filepath=str(catalog_filepath("base", "data_split")), version=Version(args.data, None)
+        ),
+    }
+    # The versions measured, resolved (the latest unless pinned), so the command printed
+    # with the table measures the same again.
+    versions = {name: dataset.resolve_load_version() for name, dataset in datasets.items()}
+    ingested_file = catalog_filepath("base", "ingested_images")
+    ingested_path = ingested_file / versions["data"] / ingested_file.name
+    if not ingested_path.is_file():
+        sys.exit(f"{ingested_path}: no ingested images of data_split {versions['data']}")
+    model, in_use, split = (datasets[name].load() for name in ("model", "separation", "data"))
+    ingested = NpzDataset(filepath=str(ingested_path)).load()
     split = split[split["split"].isin(["validation", "test"])]
     probabilities = segmentation_probabilities(
         model,
@@ -164,10 +188,11 @@ def measure(args: argparse.Namespace) -> dict:
     # 1. A modality's validation images -> its test images (clusters: acquisition groups).
     for modality, images in test.groupby("modality"):
         own = validation.loc[validation["modality"] == modality, "image_id"].tolist()
-        if len(own) < args.handful:
+        if not own:
+            logging.info("%s: no validation image to calibrate on, skipped", modality)
             continue
         groups = images.set_index("image_id")["group"].to_dict()
-        row, paired = calibrated_row(
+        row, _ = calibrated_row(
             f"{modality}: validation -> test",
             own,
             images["image_id"].tolist(),
@@ -179,23 +204,20 @@ def measure(args: argparse.Namespace) -> dict:
             calibration,
             args.seed,
         )
-        row["paired_dsb"] = paired_interval(
-            paired["after"] - paired["before"], paired["cluster"], args.seed
-        )
         rows.append(row)
     # 2. A lab's own images: a handful of one acquisition group -> its other images.
     pooled = []
     for group, images in test.groupby("group"):
         if len(images) < args.handful + 3:
             continue
-        ids = images["image_id"].to_numpy()
-        rng = np.random.default_rng(args.seed)
-        chosen = set(rng.choice(ids, size=args.handful, replace=False).tolist())
+        ids = images["image_id"].tolist()
+        chosen = set(own_images(ids, group, args.handful, args.seed))
+        scored = [i for i in ids if i not in chosen]
         row, paired = calibrated_row(
-            f"{group}: {args.handful} of its images -> the other {len(ids) - args.handful}",
-            [i for i in ids if i in chosen],
-            [i for i in ids if i not in chosen],
-            dict.fromkeys(ids, group),
+            f"{group}: {args.handful} of its images -> the other {len(scored)}",
+            sorted(chosen),
+            scored,
+            {i: i for i in scored},  # within one group, the interval resamples images
             probabilities,
             ingested,
             in_use,
@@ -204,7 +226,7 @@ def measure(args: argparse.Namespace) -> dict:
             args.seed,
         )
         rows.append(row)
-        pooled.append(paired)
+        pooled.append(paired.assign(cluster=group))
     if pooled:
         paired = pd.concat(pooled)
         rows.append(
@@ -218,11 +240,14 @@ def measure(args: argparse.Namespace) -> dict:
                 "paired_dsb": paired_interval(
                     paired["after"] - paired["before"], paired["cluster"], args.seed
                 ),
+                "clusters": len(pooled),
+                "interval_over": "acquisition groups",
             }
         )
     return {
-        "model_version": args.model,
-        "separation_version": args.separation,
+        "model_version": versions["model"],
+        "separation_version": versions["separation"],
+        "data_version": versions["data"],
         "handful": args.handful,
         "seed": args.seed,
         "outline_only": args.outline_only,
@@ -255,7 +280,8 @@ def run_table(run: dict) -> str:
         lines.append(
             f"| {row['rows']} | {row['calibration_images']} / {row['scored_images']} "
             f"| {scored(before, 'dsb_score')} -> {scored(after, 'dsb_score')} "
-            f"| {mean:+.3f} ({low:+.3f} to {high:+.3f}) | "
+            f"| {mean:+.3f} ({low:+.3f} to {high:+.3f}; {row['clusters']} "
+            f"{row['interval_over']}) | "
             + " | ".join(
                 f"{scored(before, k)} -> {scored(after, k)}"
                 for k in ("f1", "nucleus_iou_pooled", "area_error")
@@ -266,20 +292,24 @@ def run_table(run: dict) -> str:
         )
     command = (
         f"python benchmarks/bench_calibration.py --model {run['model_version']} "
-        f"--separation {run['separation_version']} --handful {run['handful']} "
+        f"--separation {run['separation_version']} --data {run['data_version']} "
+        f"--handful {run['handful']} "
         f"--seed {run['seed']}" + (" --outline-only" if run["outline_only"] else "")
     )
     what = "the outline level only" if run["outline_only"] else "the whole search"
-    return f"`{command}` ({what}; machine: 2 cores, {run['machine']}):\n\n" + "\n".join(lines)
+    in_use = run["rows"][0].get("separation_before", {}) if run["rows"] else {}
+    return (
+        f"`{command}` ({what}; machine: 2 cores, {run['machine']}; the separation in use, "
+        f"evaluation's, tuned on the validation split: {settings_text(in_use)}):\n\n"
+        + "\n".join(lines)
+    )
 
 
 def report(runs: list[dict]) -> str:
-    in_use = runs[0]["rows"][0].get("separation_before", {}) if runs[0]["rows"] else {}
     return (
-        "The separation in use (evaluation's, tuned on the validation split): "
-        f"{settings_text(in_use)}. Every score on images the "
-        "calibration never saw; pixel scores in %, area error the mean signed (predicted - "
-        "true) / true area of nuclei matched at IoU 0.5.\n\n"
+        "Every score on images the calibration never saw; pixel scores in %, area error the "
+        "mean signed (predicted - true) / true area of nuclei matched at IoU 0.5; the paired "
+        "interval resamples what it names (bootstrap, 2,000 draws).\n\n"
         + "\n\n".join(run_table(run) for run in runs)
     )
 
@@ -288,6 +318,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="trained_model version (default: the latest)")
     parser.add_argument("--separation", help="instance_postprocessing version (the latest)")
+    parser.add_argument("--data", help="data_split / ingested_images version (the latest)")
     parser.add_argument("--handful", type=int, default=3, help="own images calibrated on")
     parser.add_argument("--seed", type=int, default=42, help="which own images; bootstrap")
     parser.add_argument(
@@ -304,7 +335,8 @@ def main() -> None:
             sys.exit(f"--handful must be at least 1, got {args.handful}")
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         run = measure(args)
-        key = ("model_version", "separation_version", "handful", "seed", "outline_only")
+        key = ("model_version", "separation_version", "data_version", "handful", "seed")
+        key += ("outline_only",)
         runs = [r for r in runs if any(r[k] != run[k] for k in key)] + [run]
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(runs, indent=1, default=str))

@@ -120,6 +120,8 @@ def test_quality_perturbation_is_seeded_and_leaves_the_other_draws_alone():
         ("blur_sigma_range", [1.5, 0.5], "blur_sigma_range must be"),
         ("noise_std_range", [-0.1, 0.1], "noise_std_range must be"),
         ("blur_probability", 1.5, "blur_probability must be in"),
+        ("gamma_range", 1.2, "gamma_range must be"),
+        ("noise_std_range", ["a", "b"], "noise_std_range must be"),
     ],
 )
 def test_quality_perturbation_settings_are_checked(setting, value, message):

@@ -90,3 +90,10 @@ def test_outline_calibration_keeps_the_separation_and_fits_only_the_outline():
     assert set(table["threshold"]) == {0.9}  # no other threshold was tried
     with pytest.raises(ParameterError, match="calibration.tune must be one of"):
         calibrate_separation(probabilities, images, in_use, params, {"tune": "everything"})
+    with pytest.raises(ParameterError, match=r"params:calibration: unknown keys \['tunes'\]"):
+        calibrate_separation(probabilities, images, in_use, params, {"tunes": "outline"})
+    with pytest.raises(ParameterError, match="evaluation.instances.outline, which lists none"):
+        calibrate_separation(probabilities, images, in_use, PARAMS, {"tune": "outline"})
+    boundary_only = {**in_use, "method": "interior"}  # these maps have no interior class
+    with pytest.raises(ParameterError, match="seeds from a boundary class this model lacks"):
+        calibrate_separation(probabilities, images, boundary_only, params, {"tune": "outline"})

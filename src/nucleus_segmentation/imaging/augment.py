@@ -74,23 +74,37 @@ class AugmentConfig:
             raise ParameterError(f"zoom_range must be [min, max] with 0 < min <= max, got {zoom}")
         for name, lowest in (("blur_sigma_range", 0.0), ("gamma_range", 0.0)):
             pair = values.get(name, getattr(cls, name))
-            if len(pair) != 2 or not lowest < float(pair[0]) <= float(pair[1]):
+            if not _is_pair(pair) or not lowest < float(pair[0]) <= float(pair[1]):
                 raise ParameterError(
                     f"augmentation.transforms.{name} must be [low, high] with "
-                    f"{lowest} < low <= high, got {list(pair)}"
+                    f"{lowest} < low <= high, got {_shown(pair)}"
                 )
         noise = values.get("noise_std_range", cls.noise_std_range)
-        if len(noise) != 2 or not 0 <= float(noise[0]) <= float(noise[1]):
+        if not _is_pair(noise) or not 0 <= float(noise[0]) <= float(noise[1]):
             raise ParameterError(
                 "augmentation.transforms.noise_std_range must be [low, high] with "
-                f"0 <= low <= high, got {list(noise)}"
+                f"0 <= low <= high, got {_shown(noise)}"
             )
         chance = values.get("blur_probability", cls.blur_probability)
-        if not 0 <= float(chance) <= 1:
+        if not isinstance(chance, int | float) or not 0 <= chance <= 1:
             raise ParameterError(
                 f"augmentation.transforms.blur_probability must be in [0, 1], got {chance}"
             )
         return cls(**values)
+
+
+def _is_pair(value: object) -> bool:
+    """Whether a setting is two numbers (a [low, high] range)."""
+    return (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _shown(value: object) -> object:
+    """A setting as the user wrote it (lists became tuples when read)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 @dataclass(frozen=True)
@@ -118,7 +132,7 @@ class StainJitter:
             if len(pair) != 2 or not float(pair[0]) <= float(pair[1]):
                 raise ParameterError(
                     f"augmentation.stain_jitter.{name} must be [low, high] with low <= high, "
-                    f"got {list(pair)}"
+                    f"got {_shown(pair)}"
                 )
         if float(values.get("gain_range", cls.gain_range)[0]) <= 0:
             raise ParameterError("augmentation.stain_jitter.gain_range must stay above 0")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from nucleus_segmentation import bundle
-from nucleus_segmentation.errors import DataProblem, ParameterError
+from nucleus_segmentation.errors import DataProblem, ParameterError, refuse_unknown_keys
 from nucleus_segmentation.imaging.instances import separate_instances
 from nucleus_segmentation.scoring import score_images
 from nucleus_segmentation.segment import (
@@ -70,7 +70,9 @@ def calibrate_separation(
         the separation that was in use, checked (read here, before the new version is
         written, for the report).
     """
-    tune = (calibration or {}).get("tune", "all")
+    calibration = dict(calibration or {})
+    refuse_unknown_keys(calibration, {"tune"}, "params:calibration")
+    tune = calibration.get("tune", "all")
     if tune not in TUNE:
         raise ParameterError(f"calibration.tune must be one of {list(TUNE)}, got {tune!r}")
     items = labelled_items(probabilities, images, "the calibration images")
@@ -83,6 +85,12 @@ def calibrate_separation(
             raise ParameterError(
                 f"calibration.tune: outline keeps the separation in use ({previous}), which "
                 "seeds from a boundary class this model lacks: calibrate with tune: all"
+            )
+        if not any(level is not None for level in instances.get("outline") or []):
+            raise ParameterError(
+                "calibration.tune: outline fits the outline level among "
+                "evaluation.instances.outline, which lists none: give levels such as "
+                "[null, 0.3, 0.5, 0.7]"
             )
         search = {key: [previous[key]] for key in SEPARATION_KEYS}
     if not candidates:
