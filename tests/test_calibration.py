@@ -47,7 +47,9 @@ def test_calibration_tunes_the_separation_on_the_users_labels_and_inference_uses
     (versions / generate_timestamp()).mkdir()
     (sorted(versions.iterdir())[-1] / versions.name).write_text(json.dumps(previous))
     before = sorted(versions.iterdir())
-    args = ("run", "--pipeline", "calibration", "--params", f"calibration_input={labelled}")
+    # The whole search (calibration.tune: all): the broken min_size must be replaced.
+    params = f"calibration_input={labelled},calibration.tune=all"
+    args = ("run", "--pipeline", "calibration", "--params", params)
     result = cli(project, *args)
     succeeded(result)
     assert "Calibrated on 4 images" in result.stdout + result.stderr

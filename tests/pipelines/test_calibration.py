@@ -63,12 +63,14 @@ def test_calibration_keeps_the_separation_in_use_when_nothing_beats_it():
     in_use = {**SEPARATION, "seed_depth": 1.0}
     # A perfect probability of well-apart nuclei: every seed depth scores the same.
     probabilities = {"img0": (images["img0/labels"] > 0).astype("float32")}
-    best, table, previous = calibrate_separation(probabilities, images, in_use, PARAMS)
+    best, table, previous = calibrate_separation(
+        probabilities, images, in_use, PARAMS, {"tune": "all"}
+    )
     assert previous == {**in_use, "outline": None}
     assert table["calibration_dsb_score"].nunique() == 1  # a tie
     assert best == previous
     with pytest.raises(DataProblem, match="the calibration images: no labelled image"):
-        calibrate_separation({}, images, in_use, PARAMS)
+        calibrate_separation({}, images, in_use, PARAMS, {"tune": "all"})
 
 
 def test_outline_calibration_keeps_the_separation_and_fits_only_the_outline():

@@ -3,9 +3,9 @@ the separation and outline tuned on them, and a before/after report.
 
 ``kedro run --pipeline calibration --params calibration_input=<folder>``; not part of
 ``__default__``. The images are read and their masks merged exactly as ingestion does, each is
-segmented by the path inference runs, evaluation's search (``params:evaluation``; only the
-outline level with ``calibration.tune: outline``) is run on them with the separation in use
-as one more candidate, and the result is written as a new version of
+segmented by the path inference runs, the outline level (``calibration.tune: outline``, the
+default) or evaluation's whole search (``tune: all``, ``params:evaluation``) is fitted on them
+with the separation in use as one more candidate, and the result is written as a new version of
 ``instance_postprocessing``: the separation the next ``inference`` run uses. The
 one in use is read by the node that writes the new one (as ``instance_postprocessing_in_use``,
 the same file), so it is the previous version, not the new one.
