@@ -33,6 +33,7 @@ within a group, over groups when pooling groups). Results are kept in
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -185,6 +186,15 @@ def measure(args: argparse.Namespace) -> dict:
     rows = []
     test = split[split["split"] == "test"]
     validation = split[split["split"] == "validation"]
+    calibrate = functools.partial(
+        calibrated_row,
+        probabilities=probabilities,
+        ingested=ingested,
+        in_use=in_use,
+        params=evaluation,
+        calibration=calibration,
+        seed=args.seed,
+    )
     # 1. A modality's validation images -> its test images (clusters: acquisition groups).
     for modality, images in test.groupby("modality"):
         own = validation.loc[validation["modality"] == modality, "image_id"].tolist()
@@ -192,17 +202,8 @@ def measure(args: argparse.Namespace) -> dict:
             logging.info("%s: no validation image to calibrate on, skipped", modality)
             continue
         groups = images.set_index("image_id")["group"].to_dict()
-        row, _ = calibrated_row(
-            f"{modality}: validation -> test",
-            own,
-            images["image_id"].tolist(),
-            groups,
-            probabilities,
-            ingested,
-            in_use,
-            evaluation,
-            calibration,
-            args.seed,
+        row, _ = calibrate(
+            f"{modality}: validation -> test", own, images["image_id"].tolist(), groups
         )
         rows.append(row)
     # 2. A lab's own images: a handful of one acquisition group -> its other images.
@@ -213,17 +214,11 @@ def measure(args: argparse.Namespace) -> dict:
         ids = images["image_id"].tolist()
         chosen = set(own_images(ids, group, args.handful, args.seed))
         scored = [i for i in ids if i not in chosen]
-        row, paired = calibrated_row(
+        row, paired = calibrate(
             f"{group}: {args.handful} of its images -> the other {len(scored)}",
             sorted(chosen),
             scored,
             {i: i for i in scored},  # within one group, the interval resamples images
-            probabilities,
-            ingested,
-            in_use,
-            evaluation,
-            calibration,
-            args.seed,
         )
         rows.append(row)
         pooled.append(paired.assign(cluster=group))
