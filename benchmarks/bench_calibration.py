@@ -333,6 +333,7 @@ def main() -> None:
         key = ("model_version", "separation_version", "data_version", "handful", "seed")
         key += ("outline_only",)
         runs = [r for r in runs if any(r[k] != run[k] for k in key)] + [run]
+        runs.sort(key=lambda r: (r["handful"], r["outline_only"]))
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(runs, indent=1, default=str))
     print(write_section("calibration", "Calibration on images it never saw", report(runs)))
