@@ -51,6 +51,7 @@ from _common import (
     vector_instructions,
     write_section,
 )
+from bench_scale_policy import interval_over_groups
 
 RESULTS = PROJECT / "benchmarks" / "results" / "calibration.json"
 SCORED = ("dsb_score", "f1", "nucleus_iou_pooled", "area_error")
@@ -61,14 +62,9 @@ def paired_interval(differences: pd.Series, clusters: pd.Series, seed: int) -> l
     """Mean of ``differences`` and its 95 % bootstrap interval, resampling whole clusters
     (images of one group count together when the clusters are groups); images without a
     score (NaN) are left out."""
-    rng = np.random.default_rng(seed)
-    scored = differences.notna()
-    by_cluster = differences[scored].groupby(clusters[scored])
-    sums, counts = by_cluster.sum().to_numpy(), by_cluster.size().to_numpy()
-    draws = rng.integers(0, len(sums), size=(RESAMPLES, len(sums)))
-    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return [float(differences[scored].mean()), float(low), float(high)]
+    scored = differences.dropna()
+    interval = interval_over_groups(scored, clusters, resamples=RESAMPLES, seed=seed)
+    return [interval["mean"], interval["low"], interval["high"]]
 
 
 def own_images(ids: list[str], group: str, handful: int, seed: int) -> list[str]:
@@ -167,11 +163,11 @@ def measure(args: argparse.Namespace) -> dict:
     # with the table measures the same again.
     versions = {name: dataset.resolve_load_version() for name, dataset in datasets.items()}
     ingested_file = catalog_filepath("base", "ingested_images")
-    ingested_path = ingested_file / versions["data"] / ingested_file.name
-    if not ingested_path.is_file():
-        sys.exit(f"{ingested_path}: no ingested images of data_split {versions['data']}")
+    ingested = NpzDataset(filepath=str(ingested_file), version=Version(versions["data"], None))
+    if not ingested.exists():
+        sys.exit(f"{ingested_file}: no version {versions['data']} (the data_split measured)")
     model, in_use, split = (datasets[name].load() for name in ("model", "separation", "data"))
-    ingested = NpzDataset(filepath=str(ingested_path)).load()
+    ingested = ingested.load()
     split = split[split["split"].isin(["validation", "test"])]
     probabilities = segmentation_probabilities(
         model,
