@@ -7,6 +7,7 @@ from nucleus_segmentation.imaging.matching import dsb_score
 from nucleus_segmentation.imaging.targets import (
     boundary_targets,
     class_targets,
+    contact_weights,
     nucleus_maps,
     num_classes,
 )
@@ -102,3 +103,52 @@ def test_interior_method_needs_a_boundary_model():
         separate_instances(np.ones((8, 8)), method="interior")
     with pytest.raises(ValueError, match="HxWx2"):
         separate_instances(np.ones((8, 8, 3)))
+
+
+def test_contact_weights_follow_the_unet_border_formula_exactly():
+    labels = np.array([[1, 1, 0, 2, 2, 0, 0]], np.uint16)
+    weights = contact_weights(labels, weight=10.0, sigma=2.0)
+
+    def term(d1, d2):
+        return 1 + 10.0 * np.exp(-((d1 + d2) ** 2) / (2 * 2.0**2))
+
+    # nucleus 1 at columns 0-1, nucleus 2 at 3-4: (d1, d2) per column
+    expected = [term(0, 3), term(0, 2), term(1, 1), term(0, 2), term(0, 3), term(1, 4), term(2, 5)]
+    np.testing.assert_allclose(weights[0], expected, rtol=1e-6)
+    assert weights.dtype == np.float32
+
+
+def test_contact_weights_are_one_without_a_neighbour_within_four_sigma():
+    lone = np.zeros((12, 12), np.uint16)
+    lone[3:7, 3:7] = 1
+    np.testing.assert_array_equal(contact_weights(lone, 10.0, 3.0), np.ones((12, 12)))
+    np.testing.assert_array_equal(contact_weights(np.zeros((4, 4), np.uint16), 10.0, 3.0), 1.0)
+    far = np.zeros((1, 30), np.uint16)
+    far[0, 0], far[0, 29] = 1, 2  # 29 px apart: beyond 4 sigma = 8 of either
+    np.testing.assert_array_equal(contact_weights(far, 10.0, 2.0), np.ones((1, 30)))
+    near = far.copy()
+    near[0, 9] = 3  # 9 px from nucleus 1: the pixels between them have d2 <= 8
+    between = 1 + 10.0 * np.exp(-(9**2) / (2 * 2.0**2))  # d1 + d2 = 9 for columns 1-8
+    weights = contact_weights(near, 10.0, 2.0)[0]
+    np.testing.assert_allclose(weights[1:9], between, rtol=1e-6)
+    assert weights[0] == 1.0  # nucleus 1 itself: its next nucleus is 9 px > 4 sigma away
+    touching = two_touching_rectangles()
+    np.testing.assert_array_equal(contact_weights(touching, 0.0, 3.0), 1.0)  # weight 0: off
+
+
+def test_contact_weights_peak_where_touching_disks_meet():
+    labels = disk((32, 48), (16, 16), 8) + 2 * disk((32, 48), (16, 33), 8)  # touch at x 24 | 25
+    weights = contact_weights(labels, 10.0, 3.0)
+    rows, cols = np.nonzero(weights == weights.max())  # the contact line, one pixel apart
+    assert weights.max() == pytest.approx(1 + 10.0 * np.exp(-1 / 18), rel=1e-6)
+    assert set(rows.tolist()) == {16} and set(cols.tolist()) == {24, 25}
+    assert weights[16, 8] == 1.0  # the far side: 17 px from the other nucleus > 4 sigma
+
+
+@pytest.mark.parametrize(
+    ("weight", "sigma", "message"),
+    [(-1.0, 3.0, "contact_weight must be >= 0"), (1.0, 0.0, "contact_sigma must be > 0")],
+)
+def test_contact_weights_refuse_bad_settings(weight, sigma, message):
+    with pytest.raises(ParameterError, match=message):
+        contact_weights(np.zeros((2, 2), np.uint16), weight, sigma)

@@ -352,3 +352,69 @@ def test_online_augmentation_refuses_what_only_stored_copies_can_do():
         _training_batches(augmented, preprocessed, split, params, oversampled, 1)
     feeder, _ = _training_batches(augmented, preprocessed, split, params, AUGMENTATION, 1)
     assert feeder[0][0].shape[0] == PARAMS["batch_size"]
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_contact_weights_reach_the_batches_and_the_model_trains_on_them(tmp_path, mode):
+    from nucleus_segmentation.imaging.targets import contact_weights
+    from nucleus_segmentation.pipelines.training.nodes import _training_batches
+
+    preprocessed, augmented, split = _data()
+    targets = {"kind": "boundary", "boundary_width": 1, "contact_weight": 10.0}
+    params = {
+        **PARAMS,
+        "augmentation_mode": mode,
+        "targets": {**targets, "contact_sigma": 3.0},
+        "checkpoint_dir": str(tmp_path / "ckpt"),
+    }
+    feeder, _ = _training_batches(augmented, preprocessed, split, params, AUGMENTATION, 1)
+    x, y, w = feeder[0]
+    assert w.shape == y.shape and w.dtype == np.float32 and w.min() >= 1.0
+    if mode == "offline":  # the stored samples' own labels, 8 px apart: weights above 1
+        ids = bundle.sample_ids(augmented)
+        labels = [augmented[f"{ids[i]}/labels"] for i in feeder._indices(0)]
+        expected = np.stack([contact_weights(one, 10.0, 3.0) for one in labels])
+        np.testing.assert_allclose(w, expected, rtol=1e-3)  # stored as float16
+        assert w.max() > 1.2
+    weights = {"background": 1.0, "nucleus": 1.0, "boundary": 1.0}
+    model, history, _, _ = _train(preprocessed, augmented, split, weights, params)
+    assert np.isfinite(history[["loss", "val_loss"]].to_numpy()).all()
+    off = {**params, "targets": {**targets, "contact_weight": 0.0}}
+    assert len(_training_batches(augmented, preprocessed, split, off, AUGMENTATION, 1)[0][0]) == 2
+
+
+def test_per_pixel_weights_scale_the_training_loss():
+    from nucleus_segmentation.model.losses import PixelWeightedCrossEntropy
+    from nucleus_segmentation.model.training import SegmentationBatches
+    from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet
+
+    images = np.full((2, 16, 16), 100, np.uint8)
+    masks = np.zeros((2, 16, 16), np.uint8)
+    masks[:, 4:12, 4:12] = 1
+    losses = {}
+    for name, value in (("zero", 0.0), ("one", 1.0), ("two", 2.0)):
+        keras.utils.set_random_seed(0)
+        model = build_attention_unet(UNetConfig.from_params({**PARAMS["model"], "num_classes": 2}))
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss=PixelWeightedCrossEntropy())
+        weights = np.full((2, 16, 16), value, np.float16)
+        feeder = SegmentationBatches(images, masks, 2, 1, 0, pixel_weights=weights)
+        losses[name] = model.fit(feeder, epochs=1, verbose=0).history["loss"][0]
+    assert losses["zero"] == 0.0 and losses["one"] > 0.1
+    assert losses["two"] == pytest.approx(2 * losses["one"], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [
+        ({"contact_weight": -1.0}, "training.targets.contact_weight must be >= 0"),
+        ({"contact_weight": "high"}, "training.targets.contact_weight must be a number"),
+        ({"contact_weight": 5.0, "contact_sigma": 0}, "training.targets.contact_sigma must be > 0"),
+    ],
+)
+def test_contact_weight_settings_are_checked(targets, message):
+    from nucleus_segmentation.pipelines.training.nodes import _training_batches
+
+    preprocessed, augmented, split = _data()
+    params = {**PARAMS, "targets": {"kind": "boundary", **targets}}
+    with pytest.raises(ParameterError, match=message):
+        _training_batches(augmented, preprocessed, split, params, AUGMENTATION, 1)

@@ -23,7 +23,7 @@ from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.augment import AugmentConfig, augment_sample, sample_rng
 from nucleus_segmentation.imaging.instances import separate_instances
 from nucleus_segmentation.imaging.matching import dsb_score
-from nucleus_segmentation.imaging.targets import class_targets
+from nucleus_segmentation.imaging.targets import class_targets, contact_weights
 from nucleus_segmentation.model.metrics import evaluate_segmentation
 from nucleus_segmentation.model.predict import to_network_input
 from nucleus_segmentation.progress import ProgressLog, format_duration, track
@@ -39,7 +39,9 @@ logger = logging.getLogger(__name__)
 
 class SegmentationBatches(keras.utils.PyDataset):
     """Batches ``(x, y)`` from stored samples: x (B, S, S, 1) float32 0..1, y (B, S, S) int32
-    class ids (``masks``: 0/1, or 0/1/2 boundary targets, :mod:`imaging.targets`).
+    class ids (``masks``: 0/1, or 0/1/2 boundary targets, :mod:`imaging.targets`); with
+    ``pixel_weights`` (N, S, S) ``(x, y, w)``, w (B, S, S) float32 per-pixel loss weights
+    (:func:`~nucleus_segmentation.imaging.targets.contact_weights`).
 
     ``steps`` batches make an epoch; samples are drawn in a fresh seeded permutation per
     pass over the data, continuing across epochs, so short epochs still see every sample.
@@ -52,10 +54,11 @@ class SegmentationBatches(keras.utils.PyDataset):
         batch_size: int,
         steps: int,
         seed: int,
+        pixel_weights: np.ndarray | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.images, self.masks = images, masks
+        self.images, self.masks, self.pixel_weights = images, masks, pixel_weights
         self.batch_size, self.steps, self.seed = int(batch_size), int(steps), int(seed)
         self.epoch = 0
 
@@ -78,7 +81,9 @@ class SegmentationBatches(keras.utils.PyDataset):
         chosen = self._indices(step)
         x = to_network_input([self.images[i] for i in chosen])
         y = np.stack([self.masks[i] for i in chosen]).astype(np.int32)
-        return x, y
+        if self.pixel_weights is None:
+            return x, y
+        return x, y, np.stack([self.pixel_weights[i] for i in chosen]).astype(np.float32)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -89,7 +94,9 @@ class OnlineAugmentedBatches(SegmentationBatches):
     preprocessed training image, drawn with the offline augmentation's transforms (the
     paper's future work: nothing stored). Seeded by (seed, image, draw number). ``targets``
     = (kind, boundary width) of :func:`~nucleus_segmentation.imaging.targets.class_targets`,
-    made from each crop's own labels."""
+    made from each crop's own labels; ``contact`` = (weight, sigma) of
+    :func:`~nucleus_segmentation.imaging.targets.contact_weights` adds each crop's per-pixel
+    loss weights as a third element (None: none)."""
 
     def __init__(
         self,
@@ -101,10 +108,12 @@ class OnlineAugmentedBatches(SegmentationBatches):
         steps: int,
         seed: int,
         targets: tuple[str, int] = ("binary", 2),
+        contact: tuple[float, float] | None = None,
         **kwargs,
     ):
         super().__init__(images, labels, batch_size, steps, seed, **kwargs)
         self.ids, self.config, self.targets = list(ids), config, tuple(targets)
+        self.contact = contact
 
     def __getitem__(self, step: int):
         chosen = self._indices(step)
@@ -121,7 +130,9 @@ class OnlineAugmentedBatches(SegmentationBatches):
         x = to_network_input([image for image, _ in pairs])
         y = np.stack([class_targets(labels, *self.targets) for _, labels in pairs])
         y = y.astype(np.int32)
-        return x, y
+        if self.contact is None:
+            return x, y
+        return x, y, np.stack([contact_weights(labels, *self.contact) for _, labels in pairs])
 
 
 def schedule_name(params: Mapping[str, Any]) -> str:

@@ -18,7 +18,7 @@ from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.augment import AugmentConfig, StainJitter
 from nucleus_segmentation.imaging.preprocess import effective_preprocessing
-from nucleus_segmentation.imaging.targets import class_targets, num_classes
+from nucleus_segmentation.imaging.targets import class_targets, contact_weights, num_classes
 from nucleus_segmentation.model.distribution import device_report, distribution_scope
 from nucleus_segmentation.model.losses import (
     PixelWeightedCrossEntropy,
@@ -50,6 +50,18 @@ def _targets(params: Mapping[str, Any]) -> tuple[str, int]:
     kind, width = str(targets.get("kind", "binary")), int(targets.get("boundary_width", 2))
     num_classes(kind)
     return kind, width
+
+
+def _contact(params: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(weight, sigma) of the contact loss weights (``targets.contact_weight``,
+    ``targets.contact_sigma``), checked; None when the weight is 0 or absent."""
+    targets = dict(params.get("targets") or {})
+    weight, sigma = targets.get("contact_weight", 0.0), targets.get("contact_sigma", 3.0)
+    for name, value in (("contact_weight", weight), ("contact_sigma", sigma)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParameterError(f"training.targets.{name} must be a number, got {value!r}")
+    contact_weights(np.zeros((1, 1), dtype=np.int32), weight, sigma)  # range checks
+    return None if weight == 0 else (float(weight), float(sigma))
 
 
 def _class_names(params: Mapping[str, Any]) -> tuple[str, ...]:
@@ -99,13 +111,19 @@ def _training_batches(augmented, preprocessed, split, params, augmentation_param
     seed, batch = int(params["seed"]), int(params["batch_size"])
     mode = params["augmentation_mode"]
     kind, width = _targets(params)
+    contact = _contact(params)
     if mode == "offline":
         ids = bundle.sample_ids(augmented)
         images = np.stack([bundle.field(augmented, i, "image") for i in ids])
         masks = np.stack(
             [class_targets(bundle.field(augmented, i, "labels"), kind, width) for i in ids]
         )
-        return SegmentationBatches(images, masks, batch, steps, seed), len(ids)
+        weights = None
+        if contact is not None:  # float16 halves the memory; the weights are 1 to 1 + weight
+            weights = np.stack(
+                [contact_weights(bundle.field(augmented, i, "labels"), *contact) for i in ids]
+            ).astype(np.float16)
+        return SegmentationBatches(images, masks, batch, steps, seed, weights), len(ids)
     if mode == "online":
         if StainJitter.from_params(augmentation_params.get("stain_jitter")).enabled:
             raise ParameterError(
@@ -130,6 +148,7 @@ def _training_batches(augmented, preprocessed, split, params, augmentation_param
             steps,
             seed,
             targets=(kind, width),
+            contact=contact,
             workers=int(params["online_workers"]),
         )
         return feeder, len(ids) * int(augmentation_params["copies_per_image"])
