@@ -99,3 +99,28 @@ def test_outline_calibration_keeps_the_separation_and_fits_only_the_outline():
     boundary_only = {**in_use, "method": "interior"}  # these maps have no interior class
     with pytest.raises(ParameterError, match="seeds from a boundary class this model lacks"):
         calibrate_separation(probabilities, images, boundary_only, params, {"tune": "outline"})
+
+
+@pytest.mark.parametrize(
+    ("calibration", "message"),
+    [
+        ({"tune": "everything"}, "calibration.tune must be one of"),
+        ({"tune": "outline"}, "evaluation.instances.outline, which lists none"),
+    ],
+)
+def test_a_bad_calibration_setting_stops_before_any_image_is_predicted(calibration, message):
+    from nucleus_segmentation.pipelines.calibration.nodes import predict_calibration_images
+
+    class Untouchable:  # a model that fails the test if the node reaches prediction
+        def __getattr__(self, name):
+            raise AssertionError(f"the model was used ({name}) before the settings were checked")
+
+    images, split = _test_data()
+    metadata = pd.DataFrame({"image_id": split["image_id"]})
+    with pytest.raises(ParameterError, match=message):
+        predict_calibration_images(
+            Untouchable(), images, metadata, RAW, SEGMENTATION, PARAMS, calibration
+        )
+    assert predict_calibration_images(  # the same node with good settings predicts
+        Echo(), images, metadata, RAW, SEGMENTATION, PARAMS, {"tune": "all"}
+    ).keys() == set(split["image_id"])

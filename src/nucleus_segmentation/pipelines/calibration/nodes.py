@@ -33,15 +33,39 @@ REPORT_SCORES = ("dsb_score", "precision", "recall", "f1", "area_error", "nucleu
 TUNE = ("all", "outline")  # calibration.tune: the whole search | the outline level only
 
 
+def check_calibration(calibration: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+    """``calibration.tune``, checked with what it needs from ``params`` (evaluation's
+    settings): an outline-only calibration needs outline levels to choose from."""
+    calibration = dict(calibration)
+    refuse_unknown_keys(calibration, {"tune"}, "params:calibration")
+    tune = calibration.get("tune", "outline")
+    if tune not in TUNE:
+        raise ParameterError(f"calibration.tune must be one of {list(TUNE)}, got {tune!r}")
+    if tune == "outline" and not any(
+        level is not None for level in params["instances"].get("outline") or []
+    ):
+        raise ParameterError(
+            "calibration.tune: outline fits the outline level among "
+            "evaluation.instances.outline, which lists none: give levels such as "
+            "[null, 0.3, 0.5, 0.7]"
+        )
+    return tune
+
+
 def predict_calibration_images(
     model: keras.Model,
     images: Mapping[str, np.ndarray],
     metadata: pd.DataFrame,
     preprocessing: Mapping[str, Any],
     segmentation: Mapping[str, Any],
+    params: Mapping[str, Any],
+    calibration: Mapping[str, Any],
 ) -> dict[str, np.ndarray]:
     """Nucleus probability (HxW, own grid) of every calibration image, by the path inference
-    runs (preprocessing, scale policy, tiling, test-time variants, precision)."""
+    runs (preprocessing, scale policy, tiling, test-time variants, precision). The
+    calibration settings (``params``: evaluation's, ``calibration``) are checked first, so a
+    mistyped one stops the run before the images are predicted."""
+    check_calibration(calibration, params)
     settings = SegmentationSettings.from_params(segmentation)
     ids = metadata["image_id"].tolist()
     return segmentation_probabilities(
@@ -71,11 +95,7 @@ def calibrate_separation(
         the separation that was in use, checked (read here, before the new version is
         written, for the report).
     """
-    calibration = dict(calibration)
-    refuse_unknown_keys(calibration, {"tune"}, "params:calibration")
-    tune = calibration.get("tune", "outline")
-    if tune not in TUNE:
-        raise ParameterError(f"calibration.tune must be one of {list(TUNE)}, got {tune!r}")
+    tune = check_calibration(calibration, params)
     items = labelled_items(probabilities, images, "the calibration images")
     instances = params["instances"]
     search = instances["search"]
@@ -86,12 +106,6 @@ def calibrate_separation(
             raise ParameterError(
                 f"calibration.tune: outline keeps the separation in use ({previous}), which "
                 "seeds from a boundary class this model lacks: calibrate with tune: all"
-            )
-        if not any(level is not None for level in instances.get("outline") or []):
-            raise ParameterError(
-                "calibration.tune: outline fits the outline level among "
-                "evaluation.instances.outline, which lists none: give levels such as "
-                "[null, 0.3, 0.5, 0.7]"
             )
         search = {key: [previous[key]] for key in SEPARATION_KEYS}
     if not candidates:

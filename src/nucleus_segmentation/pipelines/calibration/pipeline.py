@@ -42,6 +42,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "calibration_metadata",
                     "params:preprocessing",
                     "params:segmentation",
+                    "params:evaluation",
+                    "params:calibration",
                 ],
                 outputs="calibration_probabilities",
                 name="predict_calibration_images",
