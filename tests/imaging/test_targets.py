@@ -147,8 +147,38 @@ def test_contact_weights_peak_where_touching_disks_meet():
 
 @pytest.mark.parametrize(
     ("weight", "sigma", "message"),
-    [(-1.0, 3.0, "contact_weight must be >= 0"), (1.0, 0.0, "contact_sigma must be > 0")],
+    [
+        (-1.0, 3.0, "contact_weight must be >= 0"),
+        (1.0, 0.0, "contact_sigma must be > 0"),
+        (1.0, float("inf"), "contact_sigma must be finite"),
+        (float("nan"), 3.0, "contact_weight must be finite"),
+        ("high", 3.0, "contact_weight must be a number"),
+    ],
 )
 def test_contact_weights_refuse_bad_settings(weight, sigma, message):
     with pytest.raises(ParameterError, match=message):
         contact_weights(np.zeros((2, 2), np.uint16), weight, sigma)
+
+
+def _brute_force_contact_weights(labels, weight, sigma):
+    """One whole-image distance map per nucleus, sorted: the formula without shortcuts."""
+    from scipy import ndimage
+
+    ids = [i for i in np.unique(labels) if i]
+    distances = np.sort(np.stack([ndimage.distance_transform_edt(labels != i) for i in ids]), 0)
+    d1, d2 = distances[0], distances[1]
+    term = weight * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2))
+    return 1 + np.where(d2 <= 4 * sigma, term, 0.0)
+
+
+@pytest.mark.parametrize("sigma", [2.0, 2.2, 3.0])
+def test_contact_weights_match_a_brute_force_with_three_neighbours_and_diagonals(sigma):
+    labels = np.zeros((40, 40), np.uint16)
+    labels[10:14, 10:14] = 3  # three nuclei around the pixels near (15, 15) ...
+    labels[10:14, 17:20] = 7  # ... ids with gaps
+    labels[17:20, 12:16] = 9
+    labels[0:3, 37:40] = 4  # in the image corner
+    labels[31:34, 31:34] = 5  # diagonal to nucleus 4's box, more than 4 sigma away from all
+    weights = contact_weights(labels, 10.0, sigma)
+    np.testing.assert_allclose(weights, _brute_force_contact_weights(labels, 10.0, sigma), 1e-5)
+    assert weights[15, 15] > 1.5 and weights[32, 32] == 1.0

@@ -10,7 +10,10 @@ from kedro.runner import SequentialRunner
 
 from nucleus_segmentation.errors import DataProblem, ParameterError
 from nucleus_segmentation.pipelines.calibration import create_pipeline
-from nucleus_segmentation.pipelines.calibration.nodes import calibrate_separation
+from nucleus_segmentation.pipelines.calibration.nodes import (
+    calibrate_separation,
+    predict_calibration_images,
+)
 from nucleus_segmentation.segment import SEPARATION_KEYS
 from tests.pipelines.test_data_processing import KeptDataset
 from tests.pipelines.test_evaluation import PARAMS, SEGMENTATION, SEPARATION, Echo, _test_data
@@ -109,8 +112,6 @@ def test_outline_calibration_keeps_the_separation_and_fits_only_the_outline():
     ],
 )
 def test_a_bad_calibration_setting_stops_before_any_image_is_predicted(calibration, message):
-    from nucleus_segmentation.pipelines.calibration.nodes import predict_calibration_images
-
     class Untouchable:  # a model that fails the test if the node reaches prediction
         def __getattr__(self, name):
             raise AssertionError(f"the model was used ({name}) before the settings were checked")

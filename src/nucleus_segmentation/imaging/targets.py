@@ -53,6 +53,19 @@ def boundary_targets(labels: np.ndarray, width: int = 2) -> np.ndarray:
     return targets
 
 
+def check_contact(weight: float, sigma: float) -> None:
+    """Refuse contact weight settings that are not finite numbers in range, naming them."""
+    for name, value in (("contact_weight", weight), ("contact_sigma", sigma)):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise ParameterError(f"training.targets.{name} must be a number, got {value!r}")
+        if not np.isfinite(value):
+            raise ParameterError(f"training.targets.{name} must be finite, got {value!r}")
+    if not weight >= 0:
+        raise ParameterError(f"training.targets.contact_weight must be >= 0, got {weight!r}")
+    if not sigma > 0:
+        raise ParameterError(f"training.targets.contact_sigma must be > 0 pixels, got {sigma!r}")
+
+
 def contact_weights(labels: np.ndarray, weight: float, sigma: float) -> np.ndarray:
     """HxW instance labels -> HxW float32 loss weights ``1 + weight * exp(-(d1 + d2)^2 /
     (2 sigma^2))`` (Ronneberger et al. 2015, eq. 2): ``d1`` and ``d2`` are each pixel's
@@ -61,15 +74,13 @@ def contact_weights(labels: np.ndarray, weight: float, sigma: float) -> np.ndarr
     the contacts between neighbours, 1 where a pixel has one nucleus or none within
     ``4 sigma`` (the term is dropped there: under ``0.0004 weight``). Distances are
     Euclidean, to the nucleus' nearest pixel; ``weight`` 0 gives all ones."""
-    if not float(weight) >= 0:
-        raise ParameterError(f"training.targets.contact_weight must be >= 0, got {weight!r}")
-    if not float(sigma) > 0:
-        raise ParameterError(f"training.targets.contact_sigma must be > 0 pixels, got {sigma!r}")
+    check_contact(weight, sigma)
     labels = np.asarray(labels)
     weights = np.ones(labels.shape, dtype=np.float32)
     if float(weight) == 0 or labels.max(initial=0) == 0:
         return weights
-    reach = int(np.ceil(4 * float(sigma)))
+    cut = 4 * float(sigma)
+    reach = int(np.ceil(cut))  # box padding: whole pixels
     nearest = np.full(labels.shape, np.inf)
     second = np.full(labels.shape, np.inf)
     height, width = labels.shape
@@ -84,7 +95,7 @@ def contact_weights(labels: np.ndarray, weight: float, sigma: float) -> np.ndarr
         first, other = nearest[rows, cols], second[rows, cols]
         other[...] = np.minimum(other, np.maximum(first, distance))
         first[...] = np.minimum(first, distance)
-    near = second <= reach
+    near = second <= cut
     total = nearest[near] + second[near]
     weights[near] += float(weight) * np.exp(-(total**2) / (2.0 * float(sigma) ** 2))
     return weights

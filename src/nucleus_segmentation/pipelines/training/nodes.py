@@ -18,7 +18,12 @@ from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.augment import AugmentConfig, StainJitter
 from nucleus_segmentation.imaging.preprocess import effective_preprocessing
-from nucleus_segmentation.imaging.targets import class_targets, contact_weights, num_classes
+from nucleus_segmentation.imaging.targets import (
+    check_contact,
+    class_targets,
+    contact_weights,
+    num_classes,
+)
 from nucleus_segmentation.model.distribution import device_report, distribution_scope
 from nucleus_segmentation.model.losses import (
     PixelWeightedCrossEntropy,
@@ -57,10 +62,7 @@ def _contact(params: Mapping[str, Any]) -> tuple[float, float] | None:
     ``targets.contact_sigma``), checked; None when the weight is 0 or absent."""
     targets = dict(params.get("targets") or {})
     weight, sigma = targets.get("contact_weight", 0.0), targets.get("contact_sigma", 3.0)
-    for name, value in (("contact_weight", weight), ("contact_sigma", sigma)):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ParameterError(f"training.targets.{name} must be a number, got {value!r}")
-    contact_weights(np.zeros((1, 1), dtype=np.int32), weight, sigma)  # range checks
+    check_contact(weight, sigma)
     return None if weight == 0 else (float(weight), float(sigma))
 
 
