@@ -49,7 +49,12 @@ def test_environments_override_only_their_keys(env, expected):
 
 def test_the_default_has_a_boundary_class_and_two_class_changes_only_that():
     base, two_class = _parameters("local"), _parameters("two_class")
-    assert base["training"]["targets"] == {"kind": "boundary", "boundary_width": 2}
+    assert base["training"]["targets"] == {
+        "kind": "boundary",
+        "boundary_width": 2,
+        "contact_weight": 0.0,  # contact loss weights off
+        "contact_sigma": 3.0,
+    }
     assert two_class["training"]["targets"]["kind"] == "binary"
     ignore = ("targets", "checkpoint_dir")
     assert {k: v for k, v in two_class["training"].items() if k not in ignore} == {
