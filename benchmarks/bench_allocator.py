@@ -38,22 +38,19 @@ def worker(steps: int, images: int) -> dict:
     """One process's figures: per training step (wall s, kernel s, page faults), per 512x512
     image, and the peak resident memory."""
     import keras  # noqa: F401  (TensorFlow starts after the variable is set)
-    import numpy as np
     import yaml
     from _common import PROJECT
-    from bench_model import compiled_model, inference_seconds
+    from bench_model import compiled_model, inference_seconds, synthetic_batch
 
-    from nucleus_segmentation.model.unet import UNetConfig
+    from nucleus_segmentation.model.recipe import training_model_config
 
     params = yaml.safe_load((PROJECT / "conf/base/parameters_training.yml").read_text())["training"]
     crop = yaml.safe_load((PROJECT / "conf/base/parameters_augmentation.yml").read_text())[
         "augmentation"
     ]["transforms"]["output_size"]
     batch = int(params["batch_size"])
-    config = UNetConfig.from_params(params["model"])
-    rng = np.random.default_rng(0)
-    x = rng.random((batch, crop, crop, 1), dtype=np.float32)
-    y = (rng.random((batch, crop, crop)) > 0.7).astype(np.int32)
+    config = training_model_config(params)
+    x, y = synthetic_batch(config, batch, crop)
     model = compiled_model(config, params)
     model.train_on_batch(x, y)
     model.train_on_batch(x, y)

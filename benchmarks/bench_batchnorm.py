@@ -23,15 +23,14 @@ from unittest import mock
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from _common import PROJECT, vector_instructions, write_section  # noqa: E402
-from bench_model import compiled_model  # noqa: E402
+from bench_model import compiled_model, synthetic_batch  # noqa: E402
 
 from nucleus_segmentation.model import layers as custom_layers  # noqa: E402
 from nucleus_segmentation.model import unet  # noqa: E402
 from nucleus_segmentation.model.precision import precision_scope  # noqa: E402
-from nucleus_segmentation.model.unet import UNetConfig  # noqa: E402
+from nucleus_segmentation.model.recipe import training_model_config  # noqa: E402
 
 VARIANTS = ("Keras BatchNormalization", "closed-form gradient")
 CLOSED_FORM = custom_layers.BatchNormalization
@@ -72,10 +71,8 @@ def main() -> None:
         "augmentation"
     ]["transforms"]["output_size"]
     batch = int(params["batch_size"])
-    config = UNetConfig.from_params(params["model"])
-    rng = np.random.default_rng(0)
-    x = rng.random((batch, crop, crop, 1), dtype=np.float32)
-    y = (rng.random((batch, crop, crop)) > 0.7).astype(np.int32)
+    config = training_model_config(params)
+    x, y = synthetic_batch(config, batch, crop)
     start = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     seconds: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     with precision_scope(args.precision):

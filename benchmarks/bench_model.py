@@ -4,8 +4,9 @@ or bfloat16), peak memory.
 
     python benchmarks/bench_model.py            # writes the "model" section of docs/benchmarks.md
 
-Synthetic inputs (speed does not depend on pixel values); the project's own builder, loss
-and optimizer, compiled as the training pipeline compiles them (conf/base/parameters_training.yml).
+Synthetic inputs (speed does not depend on pixel values); the network, loss and optimizer
+built and compiled by the functions the training node calls (``model/recipe.py``) from
+conf/base/parameters_training.yml, output classes included.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import yaml  # noqa: E402
 from _common import PROJECT, bf16_instructions, write_section  # noqa: E402
 from complexity import count_multiply_adds  # noqa: E402
 
-from nucleus_segmentation.model.losses import PixelWeightedCrossEntropy  # noqa: E402
 from nucleus_segmentation.model.precision import precision_scope  # noqa: E402
 from nucleus_segmentation.model.predict import predict_probabilities  # noqa: E402
-from nucleus_segmentation.model.training import make_optimizer  # noqa: E402
+from nucleus_segmentation.model.recipe import (  # noqa: E402
+    compile_training_model,
+    training_model_config,
+)
 from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet  # noqa: E402
 
 
@@ -60,15 +63,28 @@ def keras_matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 7) -> 
 
 
 def compiled_model(config: UNetConfig, params: dict) -> keras.Model:
-    """The U-Net of ``config`` compiled with the project's loss and optimizer, as training
-    compiles it (``params``: the ``training`` parameters)."""
-    model = build_attention_unet(config)
-    model.compile(
-        optimizer=make_optimizer(params["optimizer"], 1000),
-        loss=PixelWeightedCrossEntropy([1.0, 3.0]),
-        jit_compile=bool(params.get("jit_compile", False)),
-    )
-    return model
+    """The U-Net of ``config`` compiled as the training node compiles it (``params``: the
+    ``training`` parameters), every class weighted 1 as the default ``class_weight_power: 0``
+    gives (the weights' values do not change a step's cost)."""
+    return compile_training_model(config, params, [1.0] * config.num_classes, 1000)
+
+
+def synthetic_batch(
+    config: UNetConfig, count: int, size: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` random size x size one-channel images and class maps with ids in
+    ``0..config.num_classes - 1``, as a training batch of that network."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((count, size, size, 1), dtype=np.float32)
+    y = rng.integers(0, config.num_classes, (count, size, size), dtype=np.int32)
+    return x, y
+
+
+def plain_unet(params: dict) -> dict:
+    """``params`` (the ``training`` parameters) with the paper's modules removed: no
+    attention, no channel expansion, no ASPP; output classes as in ``params``."""
+    model = {**params["model"], "attention": "none", "channel_expansion": False, "aspp": False}
+    return {**params, "model": model}
 
 
 def training_throughput(
@@ -76,9 +92,7 @@ def training_throughput(
 ) -> float:
     """Images per second of ``fit`` steps after a warm-up (graph tracing excluded)."""
     model = compiled_model(config, params)
-    rng = np.random.default_rng(0)
-    x = rng.random((batch * steps, size, size, 1), dtype=np.float32)
-    y = (rng.random((batch * steps, size, size)) > 0.7).astype(np.int32)
+    x, y = synthetic_batch(config, batch * steps, size)
     model.fit(x[: batch * 2], y[: batch * 2], batch_size=batch, verbose=0)
     start = time.perf_counter()
     model.fit(x, y, batch_size=batch, verbose=0)
@@ -112,12 +126,10 @@ def main() -> None:
     paper = yaml.safe_load((PROJECT / "conf/paper/parameters_training.yml").read_text())["training"]
     batch = int(params["batch_size"])
     configs = {
-        "attention U-Net, CPU default": UNetConfig.from_params(params["model"]),
-        "plain U-Net baseline": UNetConfig.from_params(
-            {**params["model"], "attention": "none", "channel_expansion": False, "aspp": False}
-        ),
-        "attention U-Net, paper (base 64)": UNetConfig.from_params(
-            {**params["model"], **paper["model"]}
+        "attention U-Net, CPU default": training_model_config(params),
+        "plain U-Net baseline": training_model_config(plain_unet(params)),
+        "attention U-Net, paper (base 64)": training_model_config(
+            {**params, **paper, "model": {**params["model"], **paper["model"]}}
         ),
     }
     peaks = {

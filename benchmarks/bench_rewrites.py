@@ -26,12 +26,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from _common import PROJECT, vector_instructions, write_section  # noqa: E402
+from bench_model import plain_unet  # noqa: E402
 from complexity import count_multiply_adds  # noqa: E402
 
 from nucleus_segmentation.model.folding import fold_batch_norms, for_prediction  # noqa: E402
 from nucleus_segmentation.model.precision import resolve_precision, with_precision  # noqa: E402
 from nucleus_segmentation.model.predict import predict_probabilities  # noqa: E402
-from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet  # noqa: E402
+from nucleus_segmentation.model.recipe import training_model_config  # noqa: E402
+from nucleus_segmentation.model.unet import build_attention_unet  # noqa: E402
 
 
 def with_trained_statistics(model, seed: int = 0):
@@ -73,10 +75,8 @@ def main() -> None:
     args = parser.parse_args()
     params = yaml.safe_load((PROJECT / "conf/base/parameters_training.yml").read_text())["training"]
     configs = {
-        "attention U-Net, CPU default": UNetConfig.from_params(params["model"]),
-        "plain U-Net baseline": UNetConfig.from_params(
-            {**params["model"], "attention": "none", "channel_expansion": False, "aspp": False}
-        ),
+        "attention U-Net, CPU default": training_model_config(params),
+        "plain U-Net baseline": training_model_config(plain_unet(params)),
     }
     precision = resolve_precision("auto")
     image = np.random.default_rng(0).integers(0, 256, (args.size, args.size), dtype=np.uint8)

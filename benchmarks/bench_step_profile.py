@@ -31,7 +31,8 @@ from _common import PROJECT, bf16_instructions, write_section  # noqa: E402
 from bench_model import training_throughput  # noqa: E402
 
 from nucleus_segmentation.model.precision import precision_scope  # noqa: E402
-from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet  # noqa: E402
+from nucleus_segmentation.model.recipe import training_model_config  # noqa: E402
+from nucleus_segmentation.model.unet import build_attention_unet  # noqa: E402
 
 
 def _median_seconds(function, arguments, repeats: int) -> float:
@@ -154,7 +155,7 @@ def main() -> None:
         raise SystemExit("bench_step_profile.py times gradients with TensorFlow's tape")
     params = yaml.safe_load((PROJECT / "conf/base/parameters_training.yml").read_text())["training"]
     batch = args.batch or int(params["batch_size"])
-    config = UNetConfig.from_params(params["model"])
+    config = training_model_config(params)
     data = np.random.default_rng(0).random((batch, args.size, args.size, 1), dtype=np.float32)
     profiles, steps = {}, {}
     for precision in args.precisions:

@@ -126,6 +126,12 @@ def _catalog(env: str) -> dict:
             "preprocessed_images_seed43.npz",
             "native",
         ),
+        (
+            "no_smooth",
+            "attention_unet_no_smooth",
+            "preprocessed_images_no_smooth.npz",
+            "native",
+        ),
     ],
 )
 def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data, mode):
@@ -156,6 +162,7 @@ def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data,
     ("env", "changed"),
     [
         ("hematoxylin", {"stain": {"representation": "hematoxylin"}}),
+        ("no_smooth", {"smooth": {"enabled": False}}),
         ("paper", {"equalize": {"method": "global"}}),
     ],
 )

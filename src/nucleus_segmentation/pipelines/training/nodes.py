@@ -18,43 +18,31 @@ from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.augment import AugmentConfig, StainJitter
 from nucleus_segmentation.imaging.preprocess import effective_preprocessing
-from nucleus_segmentation.imaging.targets import (
-    check_contact,
-    class_targets,
-    contact_weights,
-    num_classes,
-)
+from nucleus_segmentation.imaging.targets import check_contact, class_targets, contact_weights
 from nucleus_segmentation.model.distribution import device_report, distribution_scope
-from nucleus_segmentation.model.losses import (
-    PixelWeightedCrossEntropy,
-    median_frequency_class_weights,
-)
+from nucleus_segmentation.model.losses import median_frequency_class_weights
 from nucleus_segmentation.model.precision import precision_scope
+from nucleus_segmentation.model.recipe import (
+    class_names,
+    compile_training_model,
+    fits_budget,
+    target_settings,
+    training_model_config,
+)
 from nucleus_segmentation.model.training import (
     OnlineAugmentedBatches,
     SegmentationBatches,
     ValidationMetrics,
     fit_with_checkpoints,
-    make_optimizer,
     schedule_name,
 )
-from nucleus_segmentation.model.unet import UNetConfig, build_attention_unet
 from nucleus_segmentation.segment import SegmentationSettings
 
 logger = logging.getLogger(__name__)
-CLASS_NAMES = ("background", "nucleus", "boundary")  # class ids 0, 1, 2 (boundary models)
 
 
 def _ids(split: pd.DataFrame, name: str) -> list[str]:
     return split.loc[split["split"] == name, "image_id"].tolist()
-
-
-def _targets(params: Mapping[str, Any]) -> tuple[str, int]:
-    """(kind, boundary width) of ``params["targets"]``; binary when absent."""
-    targets = dict(params.get("targets") or {"kind": "binary"})
-    kind, width = str(targets.get("kind", "binary")), int(targets.get("boundary_width", 2))
-    num_classes(kind)
-    return kind, width
 
 
 def _contact(params: Mapping[str, Any]) -> tuple[float, float] | None:
@@ -66,10 +54,6 @@ def _contact(params: Mapping[str, Any]) -> tuple[float, float] | None:
     return None if weight == 0 else (float(weight), float(sigma))
 
 
-def _class_names(params: Mapping[str, Any]) -> tuple[str, ...]:
-    return CLASS_NAMES[: num_classes(_targets(params)[0])]
-
-
 def compute_class_weights(
     preprocessed: Mapping[str, np.ndarray], split: pd.DataFrame, params: Mapping[str, Any]
 ) -> dict[str, float]:
@@ -77,8 +61,8 @@ def compute_class_weights(
     or test), raised to ``params["class_weight_power"]``: 1 is the paper's weighting, 0 an
     unweighted loss, values between temper it. Returns ``{"background": w0, "nucleus": w1}``
     (and ``"boundary": w2`` with ``targets.kind: boundary``, nucleus then being the interior)."""
-    kind, width = _targets(params)
-    names = _class_names(params)
+    kind, width = target_settings(params)
+    names = class_names(params)
     masks = [
         class_targets(bundle.field(preprocessed, image_id, "labels"), kind, width)
         for image_id in _ids(split, "train")
@@ -112,7 +96,7 @@ def describe_training_data(
 def _training_batches(augmented, preprocessed, split, params, augmentation_params, steps):
     seed, batch = int(params["seed"]), int(params["batch_size"])
     mode = params["augmentation_mode"]
-    kind, width = _targets(params)
+    kind, width = target_settings(params)
     contact = _contact(params)
     if mode == "offline":
         ids = bundle.sample_ids(augmented)
@@ -168,34 +152,11 @@ def _fingerprint(params, augmentation_params, split, samples) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _fits_budget(params: Mapping[str, Any]) -> bool:
-    """Whether the poly decay is fitted to the time budget (:class:`FittedPolyDecay`): a poly
-    schedule, a budget and ``fit_schedule_to_budget``; otherwise Keras' ``PolynomialDecay``
-    over all epochs."""
-    return (
-        params["max_minutes"] is not None
-        and bool(params.get("fit_schedule_to_budget", False))
-        and schedule_name(params["optimizer"]) == "poly"
-    )
-
-
 def _poly_power(params: Mapping[str, Any]) -> float | None:
     """The poly schedule's power, or None for a constant rate."""
     if schedule_name(params["optimizer"]) != "poly":
         return None
     return float(params["optimizer"].get("poly_power", 0.99))
-
-
-def _compiled_model(
-    config: UNetConfig, params: Mapping[str, Any], weights: list[float], total_steps: int
-) -> keras.Model:
-    model = build_attention_unet(config)
-    model.compile(
-        optimizer=make_optimizer(params["optimizer"], total_steps, fitted=_fits_budget(params)),
-        loss=PixelWeightedCrossEntropy(weights, dice_weight=float(params["dice_weight"])),
-        jit_compile=bool(params["jit_compile"]),
-    )
-    return model
 
 
 def train_segmentation_model(
@@ -237,8 +198,8 @@ def train_segmentation_model(
     )
     if steps is None:  # one pass over the training samples per epoch
         feeder.steps = max(1, samples // int(params["batch_size"]))
-    names = _class_names(params)
-    kind, width = _targets(params)
+    names = class_names(params)
+    kind, width = target_settings(params)
     if set(class_weights) != set(names):
         raise ParameterError(
             f"class_weights are for the classes {sorted(class_weights)}, training.targets "
@@ -250,7 +211,7 @@ def train_segmentation_model(
             "need training.targets.kind: boundary"
         )
     weights = [float(class_weights[name]) for name in names]
-    config = UNetConfig.from_params({**params["model"], "num_classes": len(names)})
+    config = training_model_config(params)
     validation_ids = _ids(split, "validation")[: params["max_validation_images"]]
     validation = ValidationMetrics(
         [bundle.field(ingested, i, "image") for i in validation_ids],
@@ -276,7 +237,7 @@ def train_segmentation_model(
             params["distribution"],
         )
         model, history = fit_with_checkpoints(
-            lambda: _compiled_model(config, params, weights, epochs * feeder.steps),
+            lambda: compile_training_model(config, params, weights, epochs * feeder.steps),
             feeder,
             validation,
             epochs=epochs,
@@ -285,7 +246,7 @@ def train_segmentation_model(
             resume=bool(params["resume"]),
             max_minutes=params["max_minutes"],
             poly_power=_poly_power(params),
-            fit_to_budget=_fits_budget(params),
+            fit_to_budget=fits_budget(params),
             description=f"{samples} {params['augmentation_mode']} samples",
         )
     table = pd.DataFrame(history)
