@@ -4,14 +4,16 @@ per-image score, with a 95 % interval from a bootstrap over acquisition groups.
     python benchmarks/compare_evaluations.py 2026-12-04T11.00.08.652Z 2026-12-04T14.57.43.512Z
 
 The versions are those of `kedro run --pipeline evaluation` (its
-``data/08_reporting/evaluation_per_image.csv/<version>``); the second is compared against the
-first. Prints a table; writes nothing.
+``data/08_reporting/evaluation_per_image.csv/<version>``, or the same under an environment's
+own reports folder, e.g. ``data/08_reporting/no_smooth/``); the second is compared against
+the first. Prints a table; writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import pandas as pd
 from _common import PROJECT
@@ -20,12 +22,19 @@ from bench_scale_policy import interval_over_groups
 SCORES = ("dsb_score", "miou", "nucleus_iou", "f1")
 
 
-def per_image(version: str) -> pd.DataFrame:
-    path = PROJECT / "data/08_reporting/evaluation_per_image.csv" / version
-    path = path / "evaluation_per_image.csv"
-    if not path.exists():
-        sys.exit(f"{path}: no such evaluation (a version of `kedro run --pipeline evaluation`)")
-    return pd.read_csv(path).set_index("image_id")
+def per_image(version: str, root: Path = PROJECT) -> pd.DataFrame:
+    """Per-image scores of evaluation ``version``, found under ``root``'s reports folder or
+    an environment's folder inside it (versions are timestamps, unique across both)."""
+    reports = root / "data/08_reporting"
+    pattern = f"evaluation_per_image.csv/{version}/evaluation_per_image.csv"
+    found = sorted(reports.glob(pattern)) + sorted(reports.glob(f"*/{pattern}"))
+    if len(found) != 1:
+        what = "no such evaluation" if not found else f"{len(found)} evaluations"
+        sys.exit(
+            f"{reports}/[<environment>/]{pattern}: {what} (a version of "
+            "`kedro run --pipeline evaluation`)"
+        )
+    return pd.read_csv(found[0]).set_index("image_id")
 
 
 def main() -> None:
