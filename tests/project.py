@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE = Path("data/01_raw/dsb2018_sample")
 EXAMPLES = Path("data/01_raw/inference_examples")
@@ -22,6 +24,17 @@ TINY_TRAINING = (
     "training.model.base_filters=4"
 )
 TINY = f"augmentation.copies_per_image=1,{TINY_TRAINING}"
+
+
+def base_training_parameters(base_filters: int | None = None) -> dict:
+    """The ``training`` group of conf/base as a plain dict; ``base_filters`` narrows the
+    network (ASPP width 2x it) for tests that build it."""
+    text = (PROJECT / "conf/base/parameters_training.yml").read_text()
+    params = yaml.safe_load(text)["training"]
+    if base_filters is not None:
+        model = {**params["model"], "base_filters": base_filters, "aspp_filters": 2 * base_filters}
+        params = {**params, "model": model}
+    return params
 
 
 def copy_project(root: Path) -> Path:
