@@ -72,10 +72,10 @@ def compiled_model(config: UNetConfig, params: dict) -> keras.Model:
 def synthetic_batch(
     config: UNetConfig, count: int, size: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` random size x size one-channel images and class maps with ids in
-    ``0..config.num_classes - 1``, as a training batch of that network."""
+    """``count`` random size x size images (``config.input_channels``) and class maps with
+    ids in ``0..config.num_classes - 1``, as a training batch of that network."""
     rng = np.random.default_rng(seed)
-    x = rng.random((count, size, size, 1), dtype=np.float32)
+    x = rng.random((count, size, size, config.input_channels), dtype=np.float32)
     y = rng.integers(0, config.num_classes, (count, size, size), dtype=np.int32)
     return x, y
 

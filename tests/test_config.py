@@ -132,6 +132,7 @@ def _catalog(env: str) -> dict:
             "preprocessed_images_no_smooth.npz",
             "native",
         ),
+        ("rgb", "attention_unet_rgb", "preprocessed_images_rgb.npz", "native"),
     ],
 )
 def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data, mode):
@@ -163,6 +164,7 @@ def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data,
     [
         ("hematoxylin", {"stain": {"representation": "hematoxylin"}}),
         ("no_smooth", {"smooth": {"enabled": False}}),
+        ("rgb", {"stain": {"representation": "rgb"}}),
         ("paper", {"equalize": {"method": "global"}}),
     ],
 )

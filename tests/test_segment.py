@@ -236,3 +236,18 @@ def test_a_model_runs_only_on_input_prepared_like_its_training_data(caplog):
     assert "preprocessing.equalize.method='percentile'" in caplog.text
     # A model saved before the record existed is not checked.
     check_model_preprocessing(SimpleNamespace(), clahe)
+
+
+def test_a_model_gets_the_channels_it_takes_whatever_match_model_says():
+    from types import SimpleNamespace
+
+    from nucleus_segmentation.segment import check_model_preprocessing
+
+    colour = {**RAW, "stain": {"representation": "rgb", "spread_threshold": 15.0}}
+    gray_model = SimpleNamespace(input_shape=(None, None, None, 1))  # no record either
+    colour_model = SimpleNamespace(input_shape=(None, None, None, 3))
+    check_model_preprocessing(gray_model, RAW)
+    check_model_preprocessing(colour_model, colour)
+    for model, settings, have in ((gray_model, colour, 1), (colour_model, RAW, 3)):
+        with pytest.raises(DataProblem, match=f"takes {have}-channel input"):
+            check_model_preprocessing(model, {**settings, "match_model": False})

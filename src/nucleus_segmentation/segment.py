@@ -15,7 +15,8 @@ raw image (any size, 8/16-bit, gray/RGB/RGBA)
 
 Settings are one parameter group, ``segmentation`` (``conf/base/parameters.yml``), read by
 :meth:`SegmentationSettings.from_params`. Nothing here imports Kedro; the model is anything
-with Keras' ``predict_on_batch`` taking (B, H, W, 1) float32 in 0..1 and returning
+with Keras' ``predict_on_batch`` taking (B, H, W, 1) float32 in 0..1 (3 channels for
+``preprocessing.stain.representation: rgb``) and returning
 (B, H, W, K) class probabilities: K = 2 (background, nucleus) or K = 3 (background, nucleus
 interior, nucleus boundary; ``training.targets.kind: boundary``).
 """
@@ -35,7 +36,11 @@ from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import DataProblem, ParameterError, refuse_unknown_keys
 from nucleus_segmentation.imaging.geometry import resize_image, resize_labels
 from nucleus_segmentation.imaging.instances import METHODS, separate_instances
-from nucleus_segmentation.imaging.preprocess import effective_preprocessing, preprocess_image
+from nucleus_segmentation.imaging.preprocess import (
+    effective_preprocessing,
+    network_channels,
+    preprocess_image,
+)
 from nucleus_segmentation.imaging.targets import nucleus_maps
 from nucleus_segmentation.imaging.tiling import predict_tiled
 from nucleus_segmentation.model.folding import for_prediction
@@ -231,11 +236,23 @@ def check_model_separation(
 
 def check_model_preprocessing(model, preprocessing: Mapping[str, Any]) -> None:
     """Refuse, before any image is read, to run a model on input prepared otherwise than its
-    training data: a model saved by this project records the settings it was trained with
+    training data: a model whose input channels differ from what the preprocessing makes
+    (gray or colour) is a DataProblem whatever ``match_model`` says; a model saved by this
+    project records the settings it was trained with
     (``trained_preprocessing``, see :func:`effective_preprocessing`); any difference is a
     DataProblem naming each setting, unless ``preprocessing.match_model`` is false (a
     deliberate test-time experiment), where it is a warning. Models without a record (saved
     before it existed) are not checked."""
+    source = getattr(model, "loaded_from", None)
+    name = f"{source.filepath} (version {source.version})" if source else "the model"
+    shape = getattr(model, "input_shape", None)
+    channels = network_channels(preprocessing)
+    if shape is not None and shape[-1] is not None and int(shape[-1]) != channels:
+        raise DataProblem(
+            f"{name} takes {shape[-1]}-channel input, preprocessing.stain.representation="
+            f"{(preprocessing.get('stain') or {}).get('representation', 'gray')!r} makes "
+            f"{channels}: run it with the representation it was trained with"
+        )
     trained = getattr(model, "trained_preprocessing", None)
     if trained is None:
         return
@@ -243,8 +260,6 @@ def check_model_preprocessing(model, preprocessing: Mapping[str, Any]) -> None:
     differ = sorted(k for k in set(trained) | set(current) if trained.get(k) != current.get(k))
     if not differ:
         return
-    source = getattr(model, "loaded_from", None)
-    name = f"{source.filepath} (version {source.version})" if source else "the model"
     message = (
         f"{name} was trained with "
         + ", ".join(f"preprocessing.{k}={trained.get(k)!r}" for k in differ)
@@ -268,7 +283,8 @@ def _optional_level(value: Any) -> float | None:
 def prepare_image(
     image: np.ndarray, preprocessing: Mapping[str, Any], scale: ScalePolicy
 ) -> np.ndarray:
-    """Raw image -> the HxW uint8 network input at the scale policy's grid."""
+    """Raw image -> the HxW (HxWx3 for colour input) uint8 network input at the scale
+    policy's grid."""
     size = scale.network_shape(image.shape)
     return preprocess_image(image, preprocessing, size, scale.interpolation)
 
@@ -295,7 +311,7 @@ def _resize_probability(probability: np.ndarray, shape: tuple[int, int]) -> np.n
 def network_probability(
     model, network_input: np.ndarray, settings: SegmentationSettings
 ) -> np.ndarray:
-    """HxW uint8 network input -> HxW float32 nucleus probability on the same grid (HxWx2
+    """HxW(x3) uint8 network input -> HxW float32 nucleus probability on the same grid (HxWx2
     nucleus, interior for a boundary model: :func:`nucleus_maps`), averaged over the
     test-time variants; each variant is predicted whole or in tiles."""
     stride = output_stride(model)

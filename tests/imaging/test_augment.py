@@ -67,6 +67,25 @@ def test_same_seed_same_bytes_other_seed_differs():
     assert first[0].tobytes() != other[0].tobytes()
 
 
+def test_colour_copies_move_every_channel_as_the_gray_copy_and_share_the_noise():
+    """Colour input (``stain.representation: rgb``): each channel of a copy is the copy its
+    gray image would get from the same draws, and the imaging noise is one field for all
+    three channels (gray images repeated into three stay three equal channels)."""
+    image, labels = _pair()
+    colour = np.dstack([image, image // 2, 255 - image])
+    config = AugmentConfig(output_size=48, quality_perturbation=True, noise_std_range=(0.05, 0.05))
+    out, out_labels = augment_sample(colour, labels, config, sample_rng(3, "x", 1))
+    assert out.shape == (48, 48, 3) and out.dtype == np.uint8
+    for channel in range(3):
+        plane, plane_labels = augment_sample(
+            np.ascontiguousarray(colour[:, :, channel]), labels, config, sample_rng(3, "x", 1)
+        )
+        np.testing.assert_array_equal(out[:, :, channel], plane)
+        np.testing.assert_array_equal(out_labels, plane_labels)
+    repeated, _ = augment_sample(np.dstack([image] * 3), labels, config, sample_rng(3, "x", 1))
+    np.testing.assert_array_equal(repeated[:, :, 0], repeated[:, :, 2])
+
+
 def test_gray_perturbation_formula():
     image = np.array([[0, 51, 255]], np.uint8)  # 0, 0.2, 1.0
     np.testing.assert_array_equal(perturb_gray(image, 1.2, -0.1), [[0, 36, 255]])

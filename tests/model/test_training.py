@@ -5,7 +5,11 @@ import logging
 import numpy as np
 import pytest
 
-from nucleus_segmentation.model.predict import pad_to_multiple, predict_probabilities
+from nucleus_segmentation.model.predict import (
+    pad_to_multiple,
+    predict_probabilities,
+    to_network_input,
+)
 from nucleus_segmentation.model.training import (
     SegmentationBatches,
     TimeBudget,
@@ -98,6 +102,18 @@ def test_pad_and_predict_keep_the_original_size():
     out = predict_probabilities(Echo(), [image, image[:17, :5]], multiple=16)
     assert out[0].shape == (20, 30, 2) and out[1].shape == (17, 5, 2)
     np.testing.assert_allclose(out[1][..., 1], image[:17, :5] / 255.0, rtol=1e-6)
+
+
+def test_colour_images_are_padded_and_batched_with_their_channels():
+    image = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
+    padded = pad_to_multiple(image, 16)
+    assert padded.shape == (32, 32, 3)
+    np.testing.assert_array_equal(padded[:20, :30], image)
+    np.testing.assert_array_equal(padded[20:, :30], image[18:6:-1])  # reflected rows
+    batch = to_network_input([image, image])
+    assert batch.shape == (2, 20, 30, 3) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch[1], image / 255.0, rtol=1e-6)
+    assert to_network_input([image[:, :, 0]]).shape == (1, 20, 30, 1)
 
 
 class _Ticker:

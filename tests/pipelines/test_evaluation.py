@@ -161,6 +161,29 @@ def test_every_method_is_separated_once_on_the_own_grid_and_compared():
     assert markdown.count("\n| ") == 5  # header + four methods
 
 
+class GrayEcho(Echo):
+    """A one-channel "model" (the plain U-Net of --env baseline is gray)."""
+
+    input_shape = (None, None, None, 1)
+
+    def predict_on_batch(self, batch):
+        assert batch.shape[-1] == 1, batch.shape
+        return super().predict_on_batch(batch)
+
+
+def test_the_baselines_get_the_gray_image_when_the_network_takes_colour():
+    images, split = _test_data()
+    stained = images["img3/image"]
+    images = {**images, "img3/image": np.dstack([stained, stained // 4, stained])}
+    colour = {**RAW, "stain": {"representation": "rgb", "spread_threshold": 15.0}}
+    gray = segment_test_with_baselines(images, split, GrayEcho(), RAW, SEGMENTATION, PARAMS)
+    rgb = segment_test_with_baselines(images, split, GrayEcho(), colour, SEGMENTATION, PARAMS)
+    assert sorted(rgb) == ["multilevel", "otsu", "unet_baseline"]
+    for method, probabilities in gray.items():
+        for image_id, probability in probabilities.items():
+            np.testing.assert_array_equal(rgb[method][image_id], probability)
+
+
 class BoundaryEcho:
     """A three-class "model": nucleus = its input, interior = input ** 2."""
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from nucleus_segmentation import bundle
-from nucleus_segmentation.errors import ParameterError
+from nucleus_segmentation.errors import DataProblem, ParameterError
 from nucleus_segmentation.model import training
 from nucleus_segmentation.model.training import ValidationMetrics
 from nucleus_segmentation.pipelines.training.nodes import (
@@ -160,6 +160,57 @@ def test_training_returns_model_history_and_best_metrics(tmp_path, mode):
     assert model.trained_preprocessing["equalize.enabled"] is RAW["equalize"]["enabled"]
     figure = plot_training_curves(history)
     assert len(figure.axes) == 2 and len(figure.axes[0].lines) == 3
+
+
+def test_a_model_trained_on_colour_input_takes_three_channels(tmp_path):
+    """``preprocessing.stain.representation: rgb``: stored images are HxWx3, the network is
+    built for three channels and validates on colour images through the segmentation path."""
+    preprocessed, augmented, split = _data()
+
+    def tinted(bundled):  # stained-looking: nuclei purple, ground grey-green
+        samples = []
+        for sample_id in bundle.sample_ids(bundled):
+            fields = {k: bundle.field(bundled, sample_id, k) for k in ("image", "labels", "mask")}
+            image = fields["image"]
+            fields["image"] = np.dstack([image, image // 4, image]).astype(np.uint8)
+            samples.append((sample_id, fields))
+        return bundle.pack(samples)
+
+    colour = {**RAW, "stain": {"representation": "rgb", "spread_threshold": 15.0}}
+    params = {**PARAMS, "checkpoint_dir": str(tmp_path / "ckpt")}
+    model, history, _, _ = train_segmentation_model(
+        tinted(augmented),
+        tinted(preprocessed),
+        tinted(preprocessed),
+        split,
+        {"background": 1.0, "nucleus": 2.0},
+        params,
+        AUGMENTATION,
+        colour,
+        SEGMENTATION,
+    )
+    assert model.input_shape[-1] == 3
+    assert model.trained_preprocessing["stain.representation"] == "rgb"
+    assert history["val_miou_pooled"].notna().all()
+
+
+def test_stored_images_of_another_representation_are_refused_before_training(tmp_path):
+    preprocessed, augmented, split = _data()
+    colour = {**RAW, "stain": {"representation": "rgb", "spread_threshold": 15.0}}
+    params = {**PARAMS, "checkpoint_dir": str(tmp_path / "ckpt")}
+    with pytest.raises(DataProblem, match="augmented_images: the stored images have 1 channel"):
+        train_segmentation_model(
+            augmented,
+            preprocessed,
+            preprocessed,
+            split,
+            {"background": 1.0, "nucleus": 2.0},
+            params,
+            AUGMENTATION,
+            colour,
+            SEGMENTATION,
+        )
+    assert not (tmp_path / "ckpt").exists()
 
 
 def test_boundary_class_weights_come_from_the_training_labels_three_classes():

@@ -196,7 +196,7 @@ def augment_sample(
     """One augmented copy of a preprocessed (image, label map) pair.
 
     Args:
-        image: HxW uint8 gray image.
+        image: HxW uint8 gray image (or HxWxC: every channel moved alike).
         labels: HxW uint16 instance label map of the same size.
         config: what to draw.
         rng: the generator of this copy (see :func:`sample_rng`).
@@ -237,7 +237,9 @@ def perturb_quality(
     low, high = np.log(config.gamma_range[0]), np.log(config.gamma_range[1])
     gamma = float(np.exp(rng.uniform(low, high)))
     noise_std = rng.uniform(*config.noise_std_range)
-    noise = rng.standard_normal(image.shape).astype(np.float32) * noise_std
+    noise = rng.standard_normal(image.shape[:2]).astype(np.float32) * noise_std
+    if image.ndim == 3:  # one noise field for every channel, as a camera's
+        noise = noise[:, :, None]
     values = image.astype(np.float32) / 255.0
     if blur:
         values = cv2.GaussianBlur(values, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)

@@ -10,6 +10,7 @@ import numpy as np
 from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.colour import (
     checked_percentiles,
+    drop_alpha,
     hematoxylin_density,
     invert_bright_background,
     is_stained,
@@ -23,7 +24,7 @@ from nucleus_segmentation.imaging.enhance import (
 )
 from nucleus_segmentation.imaging.geometry import resize_image
 
-STAIN_REPRESENTATIONS = ("gray", "hematoxylin")
+STAIN_REPRESENTATIONS = ("gray", "hematoxylin", "rgb")
 
 
 def preprocess_image(
@@ -32,16 +33,20 @@ def preprocess_image(
     size: tuple[int, int] | None = None,
     interpolation: str = "auto",
 ) -> np.ndarray:
-    """Raw image (HxW or HxWxC, uint8/uint16) -> preprocessed HxW uint8 network input.
+    """Raw image (HxW or HxWxC, uint8/uint16) -> preprocessed HxW uint8 network input
+    (HxWx3 with ``stain.representation`` ``rgb``: :func:`network_channels`).
 
-    Steps, each but resizing switched by ``params[step]["enabled"]``: grayscale (always: the
-    network takes one channel; for stained colour images ``stain.representation``
-    ``hematoxylin`` takes the hematoxylin density instead, already bright nuclei on dark, so
-    not inverted), ``invert`` bright backgrounds, resize to ``size`` =
+    Steps, each but resizing switched by ``params[step]["enabled"]``: grayscale (always for
+    ``gray``; for stained colour images ``stain.representation`` ``hematoxylin`` takes the
+    hematoxylin density instead, already bright nuclei on dark, so not inverted, and ``rgb``
+    keeps the colour image, each channel then prepared as a gray image is, while every other
+    image goes gray and is repeated into three equal channels), ``invert`` bright
+    backgrounds (decided on the gray image, all channels alike), resize to ``size`` =
     (height, width) when given (the scale policy of :mod:`nucleus_segmentation.segment`
     decides it), ``equalize`` (``method`` global, clahe or percentile), ``smooth`` (Gaussian
     ``kernel_size``, ``sigma``). Grayscale is taken before resizing: both are linear, so the
-    order does not change the result, and resizing one channel is three times cheaper.
+    order does not change the result, and resizing one channel is three times cheaper (colour
+    input resizes its three).
     """
     raw, image = image, to_uint8(image)
     stain = dict(params.get("stain") or {"representation": "gray"})
@@ -58,26 +63,55 @@ def preprocess_image(
             f"got {equalize['method']!r}"
         )
     invert = params["invert"]
-    if representation == "hematoxylin" and is_stained(image, stain.get("spread_threshold", 15.0)):
+    stained = representation != "gray" and is_stained(image, stain.get("spread_threshold", 15.0))
+    if representation == "hematoxylin" and stained:
         gray = hematoxylin_density(raw)  # from the file's own values, not the 8-bit stretch
+    elif representation == "rgb" and stained:
+        gray = drop_alpha(image).copy()  # HxWx3, each channel prepared as a gray image
+        if invert["enabled"] and _bright_background(gray, invert["brightness_threshold"]):
+            gray = 255 - gray
     else:
         gray = to_grayscale(image)
         if invert["enabled"]:
             gray = invert_bright_background(gray, invert["brightness_threshold"])
-    if size is not None and tuple(size) != gray.shape:
+    if size is not None and tuple(size) != gray.shape[:2]:
         gray = resize_image(gray, tuple(size), interpolation)
     if equalize["enabled"]:
-        gray = equalize_histogram(
+        gray = _per_channel(
+            lambda plane: equalize_histogram(
+                plane,
+                equalize["method"],
+                equalize["clip_limit"],
+                equalize["tile_grid"],
+                _percentiles(equalize),
+            ),
             gray,
-            equalize["method"],
-            equalize["clip_limit"],
-            equalize["tile_grid"],
-            _percentiles(equalize),
         )
     smooth = params["smooth"]
     if smooth["enabled"]:
         gray = gaussian_smooth(gray, smooth["kernel_size"], smooth["sigma"])
+    if representation == "rgb" and gray.ndim == 2:
+        gray = np.repeat(gray[:, :, None], 3, axis=2)
     return gray
+
+
+def network_channels(params: Mapping[str, Any]) -> int:
+    """Channels of what :func:`preprocess_image` makes with the ``preprocessing`` parameters
+    ``params``, the network's input channels: 3 for ``stain.representation: rgb``, else 1."""
+    stain = dict(params.get("stain") or {})
+    return 3 if stain.get("representation", "gray") == "rgb" else 1
+
+
+def _bright_background(colour: np.ndarray, brightness_threshold: float) -> bool:
+    """The inversion test of :func:`invert_bright_background` on a colour image's gray."""
+    return float(np.median(to_grayscale(colour))) > brightness_threshold
+
+
+def _per_channel(step, image: np.ndarray) -> np.ndarray:
+    """``step`` (HxW uint8 -> HxW uint8) on an HxW image, or on each channel of an HxWxC one."""
+    if image.ndim == 2:
+        return step(image)
+    return np.stack([step(np.ascontiguousarray(image[:, :, c])) for c in range(image.shape[2])], 2)
 
 
 def _percentiles(equalize: Mapping[str, Any]) -> tuple[float, float]:
@@ -97,7 +131,7 @@ def effective_preprocessing(params: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     stain = dict(params.get("stain") or {"representation": "gray"})
     out["stain.representation"] = str(stain.get("representation", "gray"))
-    if out["stain.representation"] == "hematoxylin":
+    if out["stain.representation"] != "gray":
         out["stain.spread_threshold"] = float(stain.get("spread_threshold", 15.0))
     invert, equalize, smooth = params["invert"], params["equalize"], params["smooth"]
     out["invert.enabled"] = bool(invert["enabled"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# HxW tiles -> one HxW float probability map per tile, same sizes.
+# HxW(xC) tiles -> one HxW float probability map per tile, same sizes.
 Predict = Callable[[Sequence[np.ndarray]], Sequence[np.ndarray]]
 
 
@@ -101,7 +101,7 @@ def predict_tiled(
     overlap: int = 64,
     batch_size: int = 4,
 ) -> np.ndarray:
-    """HxW image -> HxW (or HxWxC, whatever ``predict`` gives per pixel) float32 map,
+    """HxW(xC) image -> HxW (or HxWxK, whatever ``predict`` gives per pixel) float32 map,
     predicted whole when both sides are at most ``tile_size``, else in overlapping tiles
     stitched by :func:`tile_grid`.
 

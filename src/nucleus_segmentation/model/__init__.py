@@ -1,8 +1,9 @@
 """The attention U-Net in Keras 3: layers, builder, losses and metrics. No Kedro, no ``tf.*``.
 
-Images are ``(B, H, W, 1)`` float in [0, 1] with H and W multiples of 16; the model outputs
-``(B, H, W, num_classes)`` float32 softmax probabilities. Importing this package registers
-the custom layers, loss and metric for ``keras.saving.load_model(path, safe_mode=True)``.
+Images are ``(B, H, W, 1)`` (3 for colour input) float in [0, 1] with H and W multiples of
+16; the model outputs ``(B, H, W, num_classes)`` float32 softmax probabilities. Importing this
+package registers the custom layers, loss and metric for
+``keras.saving.load_model(path, safe_mode=True)``.
 """
 
 from nucleus_segmentation.model.layers import (

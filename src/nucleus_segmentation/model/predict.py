@@ -27,12 +27,14 @@ def output_stride(model) -> int:
 
 
 def to_network_input(images: Sequence[np.ndarray]) -> np.ndarray:
-    """uint8 HxW images of one size -> (B, H, W, 1) float32 in [0, 1]."""
-    return (np.stack(images).astype(np.float32) / 255.0)[..., None]
+    """uint8 HxW (or HxWxC) images of one size -> (B, H, W, 1) (or C) float32 in [0, 1]."""
+    batch = np.stack(images).astype(np.float32) / 255.0
+    return batch[..., None] if batch.ndim == 3 else batch
 
 
 def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
-    """Reflect-pad the bottom and right of an HxW image so both sides divide by ``multiple``.
+    """Reflect-pad the bottom and right of an HxW(xC) image so both sides divide by
+    ``multiple``.
 
     Reflection continues the texture (and a nucleus cut by the edge) instead of adding a
     black frame the network never saw in training.
@@ -42,7 +44,8 @@ def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
     if not (pad_h or pad_w):
         return image
     mode = "reflect" if height > pad_h and width > pad_w else "symmetric"
-    return np.pad(image, ((0, pad_h), (0, pad_w)), mode=mode)
+    channels = ((0, 0),) * (image.ndim - 2)
+    return np.pad(image, ((0, pad_h), (0, pad_w), *channels), mode=mode)
 
 
 def _devices_per_batch() -> int:
@@ -58,7 +61,8 @@ def _devices_per_batch() -> int:
 def predict_probabilities(
     model, images: Sequence[np.ndarray], multiple: int = 16, batch_size: int = 4
 ) -> list[np.ndarray]:
-    """Class probabilities for each uint8 HxW image: a list of HxWxK float32 arrays.
+    """Class probabilities for each uint8 HxW (or HxWxC) image: a list of HxWxK float32
+    arrays.
 
     Images are padded to a multiple of the model's output stride, batched with others of the
     same padded size, and the padding is cut off again: no resizing, so no distortion. Under

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 
 class SegmentationBatches(keras.utils.PyDataset):
-    """Batches ``(x, y)`` from stored samples: x (B, S, S, 1) float32 0..1, y (B, S, S) int32
+    """Batches ``(x, y)`` from stored samples: x (B, S, S, 1 or 3) float32 0..1, y (B, S, S) int32
     class ids (``masks``: 0/1, or 0/1/2 boundary targets, :mod:`imaging.targets`); with
     ``pixel_weights`` (N, S, S) ``(x, y, w)``, w (B, S, S) float32 per-pixel loss weights
     (:func:`~nucleus_segmentation.imaging.targets.contact_weights`).

@@ -6,7 +6,8 @@ multiples of ``config.output_stride`` (16 by default), the smallest being 16 x 1
 
 Layout (paper 2.1-2.3, Fig. 5), with ``f_i = base_filters * 2**i``:
 
-- input: ``(B, H, W, 1)`` float gray image in [0, 1], local response normalization;
+- input: ``(B, H, W, 1)`` float gray image in [0, 1] (``input_channels``: 3 for colour),
+  local response normalization;
 - encoder: ``depth`` stages of ``encoder_convs`` x (3x3 conv, BatchNorm, ReLU) with ``f_i``
   filters, each followed by a stride-2 max-pool (the stage output is the skip feature);
 - dilated stages at 1/2**depth: the same convolutions with dilation ``dilation_rate`` and a

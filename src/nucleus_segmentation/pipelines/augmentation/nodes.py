@@ -134,8 +134,8 @@ def augment_training_images(
     the preprocessing stage does.
 
     Returns:
-        A bundle of ``<image_id>_augNN`` samples: ``image`` (SxS uint8), ``labels`` (SxS
-        uint16), ``mask`` (SxS uint8), S = ``transforms.output_size``.
+        A bundle of ``<image_id>_augNN`` samples: ``image`` (SxS uint8, SxSx3 for colour
+        input), ``labels`` (SxS uint16), ``mask`` (SxS uint8), S = ``transforms.output_size``.
     """
     config = AugmentConfig.from_params(dict(params["transforms"]))
     jitter = StainJitter.from_params(params.get("stain_jitter"))

@@ -22,6 +22,7 @@ from nucleus_segmentation.errors import ParameterError
 from nucleus_segmentation.imaging.colour import to_grayscale, to_uint8
 from nucleus_segmentation.imaging.geometry import resize_labels
 from nucleus_segmentation.imaging.instances import can_separate, separate_instances
+from nucleus_segmentation.imaging.preprocess import network_channels
 from nucleus_segmentation.imaging.threshold import multilevel_segment, otsu_segment
 from nucleus_segmentation.parallel import parallel_map
 from nucleus_segmentation.reporting import (
@@ -161,10 +162,11 @@ def segment_test_with_baselines(
     each image's own grid.
 
     ``otsu`` and ``multilevel`` (differential evolution, seeded) threshold the preprocessed
-    image at network scale (0/1 maps, brought back to the image's grid); ``unet_baseline``
-    is the plain U-Net of ``--env baseline`` through the same segmentation path. It is left
-    out when ``params["compare_with_baseline"]`` is false (``--env baseline`` evaluates the
-    baseline itself) and, with a warning, when it has not been trained yet.
+    gray image (gray for colour input too) at network scale (0/1 maps, brought back to the
+    image's grid); ``unet_baseline`` is the plain U-Net of ``--env baseline`` (gray input)
+    through the same segmentation path. It is left out when
+    ``params["compare_with_baseline"]`` is false (``--env baseline`` evaluates the baseline
+    itself) and, with a warning, when it has not been trained yet.
     """
     ids = _ids(split, "test")
     settings = SegmentationSettings.from_params(segmentation)
@@ -175,7 +177,12 @@ def segment_test_with_baselines(
     def own_grid(binary: np.ndarray, image_id: str) -> np.ndarray:
         return resize_labels(binary, images[image_id].shape[:2]).astype(np.float32)
 
-    prepared = {k: prepare_image(im, preprocessing, settings.scale) for k, im in images.items()}
+    # The classical baselines threshold one gray channel and the plain U-Net (--env
+    # baseline) takes one, whatever the network under evaluation takes.
+    gray = dict(preprocessing)
+    if network_channels(preprocessing) != 1:
+        gray["stain"] = {**(preprocessing.get("stain") or {}), "representation": "gray"}
+    prepared = {k: prepare_image(im, gray, settings.scale) for k, im in images.items()}
     results = {
         "otsu": {k: own_grid(otsu_segment(image), k) for k, image in prepared.items()},
         "multilevel": {
@@ -200,7 +207,7 @@ def segment_test_with_baselines(
         )
     else:
         results["unet_baseline"] = segmentation_probabilities(
-            baseline_model, ingested, ids, preprocessing, settings, "predicting test (baseline)"
+            baseline_model, ingested, ids, gray, settings, "predicting test (baseline)"
         )
     return results
 

@@ -29,8 +29,8 @@ def preprocess_images(
     Per-image operations only: nothing is fitted on the data, so nothing leaks between splits.
 
     Returns:
-        A bundle with per image ``image`` (HxW uint8), ``labels`` (HxW uint16) and
-        ``mask`` (HxW uint8 {0, 1}), in metadata order.
+        A bundle with per image ``image`` (HxW uint8; HxWx3 for colour input), ``labels``
+        (HxW uint16) and ``mask`` (HxW uint8 {0, 1}), in metadata order.
     """
     scale = SegmentationSettings.from_params(segmentation).scale
     samples = []

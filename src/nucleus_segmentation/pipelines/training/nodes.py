@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -15,9 +16,9 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from nucleus_segmentation import bundle
-from nucleus_segmentation.errors import ParameterError
+from nucleus_segmentation.errors import DataProblem, ParameterError
 from nucleus_segmentation.imaging.augment import AugmentConfig, StainJitter
-from nucleus_segmentation.imaging.preprocess import effective_preprocessing
+from nucleus_segmentation.imaging.preprocess import effective_preprocessing, network_channels
 from nucleus_segmentation.imaging.targets import check_contact, class_targets, contact_weights
 from nucleus_segmentation.model.distribution import device_report, distribution_scope
 from nucleus_segmentation.model.losses import median_frequency_class_weights
@@ -141,13 +142,37 @@ def _training_batches(augmented, preprocessed, split, params, augmentation_param
     raise ParameterError(f"unknown augmentation_mode {mode!r}: use 'offline' or 'online'")
 
 
-def _fingerprint(params, augmentation_params, split, samples) -> str:
-    """What a checkpoint must match to be resumed: settings, split and training-set size.
-    How long to train (epochs, time budget) may change: resuming can extend a run."""
+def _check_channels(augmented, preprocessed, params, preprocessing_params) -> None:
+    """Refuse stored training images whose channels differ from what the preprocessing
+    settings make (gray or colour): they were prepared with other settings."""
+    offline = params["augmentation_mode"] == "offline"
+    stored, name = (augmented, "augmented") if offline else (preprocessed, "preprocessed")
+    ids = bundle.sample_ids(stored)
+    if not ids:
+        return
+    image = bundle.field(stored, ids[0], "image")
+    have, want = (1 if image.ndim == 2 else image.shape[2]), network_channels(preprocessing_params)
+    if have != want:
+        raise DataProblem(
+            f"{name}_images: the stored images have {have} channel(s), "
+            f"preprocessing.stain.representation="
+            f"{(preprocessing_params.get('stain') or {}).get('representation', 'gray')!r} "
+            f"makes {want}: rerun `kedro run --pipeline data_processing` with this run's "
+            "--env and --params"
+        )
+
+
+def _fingerprint(params, augmentation_params, preprocessing_params, split, samples) -> str:
+    """What a checkpoint must match to be resumed: settings (the preprocessing's effective
+    ones), split and training-set size. How long to train (epochs, time budget) may change:
+    resuming can extend a run."""
     length = ("epochs", "max_minutes", "fit_schedule_to_budget", "resume")
     settings = {k: v for k, v in params.items() if k not in length}
+    preprocessing = effective_preprocessing(preprocessing_params)
     text = json.dumps(
-        [settings, augmentation_params, _ids(split, "train"), samples], sort_keys=True, default=str
+        [settings, augmentation_params, preprocessing, _ids(split, "train"), samples],
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -185,6 +210,7 @@ def train_segmentation_model(
         best epoch by ``monitor``; one row per epoch; the same as MLflow metric histories
         (``{name: [{"value", "step"}]}``); and the best epoch's validation scores.
     """
+    _check_channels(augmented, preprocessed, params, preprocessing_params)
     keras.utils.set_random_seed(int(params["seed"]))
     epochs = int(params["epochs"])
     steps = params["steps_per_epoch"]
@@ -211,7 +237,9 @@ def train_segmentation_model(
             "need training.targets.kind: boundary"
         )
     weights = [float(class_weights[name]) for name in names]
-    config = training_model_config(params)
+    config = dataclasses.replace(
+        training_model_config(params), input_channels=network_channels(preprocessing_params)
+    )
     validation_ids = _ids(split, "validation")[: params["max_validation_images"]]
     validation = ValidationMetrics(
         [bundle.field(ingested, i, "image") for i in validation_ids],
@@ -242,7 +270,9 @@ def train_segmentation_model(
             validation,
             epochs=epochs,
             directory=params["checkpoint_dir"],
-            fingerprint=_fingerprint(params, augmentation_params, split, samples),
+            fingerprint=_fingerprint(
+                params, augmentation_params, preprocessing_params, split, samples
+            ),
             resume=bool(params["resume"]),
             max_minutes=params["max_minutes"],
             poly_power=_poly_power(params),
