@@ -251,3 +251,26 @@ def test_a_model_gets_the_channels_it_takes_whatever_match_model_says():
     for model, settings, have in ((gray_model, colour, 1), (colour_model, RAW, 3)):
         with pytest.raises(DataProblem, match=f"takes {have}-channel input"):
             check_model_preprocessing(model, {**settings, "match_model": False})
+
+
+class ChannelEcho(Echo):
+    """A colour "model": nucleus probability = the mean of its input channels."""
+
+    def predict_on_batch(self, batch):
+        self.shapes.append(batch.shape)
+        mean = batch.mean(axis=-1, keepdims=True)
+        return np.concatenate([1 - mean, mean], axis=-1)
+
+
+def test_colour_input_is_tiled_flipped_and_scaled_with_its_channels():
+    rng = np.random.default_rng(1)
+    colour = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    mean = colour.astype(np.float32).mean(axis=2) / 255
+    tiled = SegmentationSettings(tile_size=32, tile_overlap=8, batch_size=3)
+    model = ChannelEcho()
+    np.testing.assert_allclose(network_probability(model, colour, tiled), mean, rtol=1e-5)
+    assert {shape[1:] for shape in model.shapes} == {(32, 32, 3)}
+    flipped = tiled.with_tta([1.0], ["none", "horizontal", "vertical", "both"])
+    np.testing.assert_allclose(network_probability(model, colour, flipped), mean, rtol=1e-5)
+    scaled = tiled.with_tta([0.5, 1.0], ["none"])
+    assert network_probability(model, colour, scaled).shape == (70, 90)

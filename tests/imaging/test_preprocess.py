@@ -177,36 +177,36 @@ def test_stain_representation_switches_stained_images_only():
         preprocess_image(rgb, {**off, "stain": {"representation": "lab", "spread_threshold": 1}})
 
 
+INVERT_ONLY = {name: {**step, "enabled": name == "invert"} for name, step in PARAMS.items()}
+COLOUR = {**INVERT_ONLY, "stain": {"representation": "rgb", "spread_threshold": 15.0}}
+
+
 def test_rgb_representation_keeps_the_colour_of_stained_images_and_repeats_gray_ones():
     rgb, nuclei = _stained_section()
-    invert_only = {name: {**step, "enabled": name == "invert"} for name, step in PARAMS.items()}
-    colour = {**invert_only, "stain": {"representation": "rgb", "spread_threshold": 15.0}}
-    out = preprocess_image(rgb, colour)
+    out = preprocess_image(rgb, COLOUR)
     # Bright glass: all three channels inverted, as the gray image would be; colour kept.
     assert out.shape == (48, 64, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, 255 - rgb)
     assert np.ptp(out[nuclei].astype(int), axis=1).mean() > 15  # nuclei stay coloured
     gray = np.full((20, 30), 200, np.uint8)
     gray[5:10, 5:10] = 40
-    expected = preprocess_image(gray, invert_only)
-    np.testing.assert_array_equal(preprocess_image(gray, colour), np.dstack([expected] * 3))
+    expected = preprocess_image(gray, INVERT_ONLY)
+    np.testing.assert_array_equal(preprocess_image(gray, COLOUR), np.dstack([expected] * 3))
     # An RGB file of a gray image (fluorescence saved as RGB) is not stained: gray, repeated.
     np.testing.assert_array_equal(
-        preprocess_image(np.dstack([gray] * 3), colour), np.dstack([expected] * 3)
+        preprocess_image(np.dstack([gray] * 3), COLOUR), np.dstack([expected] * 3)
     )
 
 
 def test_colour_is_inverted_on_its_gray_median_all_channels_alike_and_alpha_dropped():
-    invert_only = {name: {**step, "enabled": name == "invert"} for name, step in PARAMS.items()}
-    colour = {**invert_only, "stain": {"representation": "rgb", "spread_threshold": 15.0}}
     yellow = np.zeros((10, 12, 4), np.uint8)
     yellow[...] = (250, 250, 20, 255)  # gray 224: bright, though its blue channel is dark
     yellow[2:5, 2:5, :3] = (90, 60, 120)
-    out = preprocess_image(yellow, colour)
+    out = preprocess_image(yellow, COLOUR)
     assert out.shape == (10, 12, 3)
     np.testing.assert_array_equal(out, 255 - yellow[:, :, :3])
     purple = 255 - yellow[:, :, :3]  # gray 31: dark, so no channel is inverted
-    np.testing.assert_array_equal(preprocess_image(purple, colour), purple)
+    np.testing.assert_array_equal(preprocess_image(purple, COLOUR), purple)
 
 
 def test_each_colour_channel_is_resized_stretched_and_smoothed_as_a_gray_image_is():

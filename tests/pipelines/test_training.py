@@ -177,7 +177,7 @@ def test_a_model_trained_on_colour_input_takes_three_channels(tmp_path):
         return bundle.pack(samples)
 
     colour = {**RAW, "stain": {"representation": "rgb", "spread_threshold": 15.0}}
-    params = {**PARAMS, "checkpoint_dir": str(tmp_path / "ckpt")}
+    params = {**PARAMS, "epochs": 1, "checkpoint_dir": str(tmp_path / "ckpt")}
     model, history, _, _ = train_segmentation_model(
         tinted(augmented),
         tinted(preprocessed),

@@ -82,9 +82,16 @@ def classify_modality(
     image = drop_alpha(to_uint8(image))
     if is_stained(image, spread_threshold):
         return STAINED
-    if float(np.median(to_grayscale(image))) > brightness_threshold:
+    if is_bright_background(image, brightness_threshold):
         return BRIGHTFIELD
     return FLUORESCENCE
+
+
+def is_bright_background(image: np.ndarray, brightness_threshold: float = 127.0) -> bool:
+    """Whether a uint8 gray or colour image's gray median is above ``brightness_threshold``:
+    dark nuclei on a light background (brightfield, stained tissue)."""
+    gray = image if image.ndim == 2 else to_grayscale(image)
+    return float(np.median(gray)) > brightness_threshold
 
 
 def is_stained(image: np.ndarray, spread_threshold: float = 15.0) -> bool:
@@ -145,7 +152,7 @@ def invert_bright_background(gray: np.ndarray, brightness_threshold: float = 127
     training set) teaches the network. The test uses only the image, so it applies equally
     to a user's own images at inference time.
     """
-    if float(np.median(gray)) > brightness_threshold:
+    if is_bright_background(gray, brightness_threshold):
         return 255 - gray
     return gray.copy()
 

@@ -13,6 +13,7 @@ from nucleus_segmentation.imaging.colour import (
     drop_alpha,
     hematoxylin_density,
     invert_bright_background,
+    is_bright_background,
     is_stained,
     to_grayscale,
     to_uint8,
@@ -68,7 +69,7 @@ def preprocess_image(
         gray = hematoxylin_density(raw)  # from the file's own values, not the 8-bit stretch
     elif representation == "rgb" and stained:
         gray = drop_alpha(image).copy()  # HxWx3, each channel prepared as a gray image
-        if invert["enabled"] and _bright_background(gray, invert["brightness_threshold"]):
+        if invert["enabled"] and is_bright_background(gray, invert["brightness_threshold"]):
             gray = 255 - gray
     else:
         gray = to_grayscale(image)
@@ -100,11 +101,6 @@ def network_channels(params: Mapping[str, Any]) -> int:
     ``params``, the network's input channels: 3 for ``stain.representation: rgb``, else 1."""
     stain = dict(params.get("stain") or {})
     return 3 if stain.get("representation", "gray") == "rgb" else 1
-
-
-def _bright_background(colour: np.ndarray, brightness_threshold: float) -> bool:
-    """The inversion test of :func:`invert_bright_background` on a colour image's gray."""
-    return float(np.median(to_grayscale(colour))) > brightness_threshold
 
 
 def _per_channel(step, image: np.ndarray) -> np.ndarray:
