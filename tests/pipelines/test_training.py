@@ -76,7 +76,10 @@ SEGMENTATION = {
 }
 
 
-def _train(preprocessed, augmented, split, weights, params):
+COLOUR = {**RAW, "stain": {"representation": "rgb", "spread_threshold": 15.0}}
+
+
+def _train(preprocessed, augmented, split, weights, params, preprocessing=RAW):
     """The node, with the preprocessed images standing in for the raw ones."""
     return train_segmentation_model(
         augmented,
@@ -86,7 +89,7 @@ def _train(preprocessed, augmented, split, weights, params):
         weights,
         params,
         AUGMENTATION,
-        RAW,
+        preprocessing,
         SEGMENTATION,
     )
 
@@ -176,18 +179,10 @@ def test_a_model_trained_on_colour_input_takes_three_channels(tmp_path):
             samples.append((sample_id, fields))
         return bundle.pack(samples)
 
-    colour = {**RAW, "stain": {"representation": "rgb", "spread_threshold": 15.0}}
     params = {**PARAMS, "epochs": 1, "checkpoint_dir": str(tmp_path / "ckpt")}
-    model, history, _, _ = train_segmentation_model(
-        tinted(augmented),
-        tinted(preprocessed),
-        tinted(preprocessed),
-        split,
-        {"background": 1.0, "nucleus": 2.0},
-        params,
-        AUGMENTATION,
-        colour,
-        SEGMENTATION,
+    weights = {"background": 1.0, "nucleus": 2.0}
+    model, history, _, _ = _train(
+        tinted(preprocessed), tinted(augmented), split, weights, params, COLOUR
     )
     assert model.input_shape[-1] == 3
     assert model.trained_preprocessing["stain.representation"] == "rgb"
@@ -196,20 +191,10 @@ def test_a_model_trained_on_colour_input_takes_three_channels(tmp_path):
 
 def test_stored_images_of_another_representation_are_refused_before_training(tmp_path):
     preprocessed, augmented, split = _data()
-    colour = {**RAW, "stain": {"representation": "rgb", "spread_threshold": 15.0}}
     params = {**PARAMS, "checkpoint_dir": str(tmp_path / "ckpt")}
+    weights = {"background": 1.0, "nucleus": 2.0}
     with pytest.raises(DataProblem, match="augmented_images: the stored images have 1 channel"):
-        train_segmentation_model(
-            augmented,
-            preprocessed,
-            preprocessed,
-            split,
-            {"background": 1.0, "nucleus": 2.0},
-            params,
-            AUGMENTATION,
-            colour,
-            SEGMENTATION,
-        )
+        _train(preprocessed, augmented, split, weights, params, COLOUR)
     assert not (tmp_path / "ckpt").exists()
 
 
