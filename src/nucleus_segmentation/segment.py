@@ -40,6 +40,7 @@ from nucleus_segmentation.imaging.preprocess import (
     effective_preprocessing,
     network_channels,
     preprocess_image,
+    stain_representation,
 )
 from nucleus_segmentation.imaging.targets import nucleus_maps
 from nucleus_segmentation.imaging.tiling import predict_tiled
@@ -250,7 +251,7 @@ def check_model_preprocessing(model, preprocessing: Mapping[str, Any]) -> None:
     if shape is not None and shape[-1] is not None and int(shape[-1]) != channels:
         raise DataProblem(
             f"{name} takes {shape[-1]}-channel input, preprocessing.stain.representation="
-            f"{(preprocessing.get('stain') or {}).get('representation', 'gray')!r} makes "
+            f"{stain_representation(preprocessing)!r} makes "
             f"{channels}: run it with the representation it was trained with"
         )
     trained = getattr(model, "trained_preprocessing", None)

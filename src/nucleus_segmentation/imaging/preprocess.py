@@ -50,8 +50,8 @@ def preprocess_image(
     input resizes its three).
     """
     raw, image = image, to_uint8(image)
-    stain = dict(params.get("stain") or {"representation": "gray"})
-    representation = stain.get("representation", "gray")
+    stain = dict(params.get("stain") or {})
+    representation = stain_representation(params)
     if representation not in STAIN_REPRESENTATIONS:
         raise ParameterError(
             f"preprocessing.stain.representation must be one of {STAIN_REPRESENTATIONS}, "
@@ -99,8 +99,13 @@ def preprocess_image(
 def network_channels(params: Mapping[str, Any]) -> int:
     """Channels of what :func:`preprocess_image` makes with the ``preprocessing`` parameters
     ``params``, the network's input channels: 3 for ``stain.representation: rgb``, else 1."""
-    stain = dict(params.get("stain") or {})
-    return 3 if stain.get("representation", "gray") == "rgb" else 1
+    return 3 if stain_representation(params) == "rgb" else 1
+
+
+def stain_representation(params: Mapping[str, Any]) -> str:
+    """``stain.representation`` of the ``preprocessing`` parameters ``params``; ``gray`` for
+    settings written before it existed."""
+    return str((params.get("stain") or {}).get("representation", "gray"))
 
 
 def _per_channel(step, image: np.ndarray) -> np.ndarray:
@@ -125,8 +130,8 @@ def effective_preprocessing(params: Mapping[str, Any]) -> dict[str, Any]:
     step or of another method are left out (CLAHE's clip limit means nothing to the
     percentile stretch), so two parameter sets that prepare every image alike compare equal."""
     out: dict[str, Any] = {}
-    stain = dict(params.get("stain") or {"representation": "gray"})
-    out["stain.representation"] = str(stain.get("representation", "gray"))
+    stain = dict(params.get("stain") or {})
+    out["stain.representation"] = stain_representation(params)
     if out["stain.representation"] != "gray":
         out["stain.spread_threshold"] = float(stain.get("spread_threshold", 15.0))
     invert, equalize, smooth = params["invert"], params["equalize"], params["smooth"]

@@ -18,7 +18,11 @@ from matplotlib.ticker import MaxNLocator
 from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import DataProblem, ParameterError
 from nucleus_segmentation.imaging.augment import AugmentConfig, StainJitter
-from nucleus_segmentation.imaging.preprocess import effective_preprocessing, network_channels
+from nucleus_segmentation.imaging.preprocess import (
+    effective_preprocessing,
+    network_channels,
+    stain_representation,
+)
 from nucleus_segmentation.imaging.targets import check_contact, class_targets, contact_weights
 from nucleus_segmentation.model.distribution import device_report, distribution_scope
 from nucleus_segmentation.model.losses import median_frequency_class_weights
@@ -156,7 +160,7 @@ def _check_channels(augmented, preprocessed, params, preprocessing_params) -> No
         raise DataProblem(
             f"{name}_images: the stored images have {have} channel(s), "
             f"preprocessing.stain.representation="
-            f"{(preprocessing_params.get('stain') or {}).get('representation', 'gray')!r} "
+            f"{stain_representation(preprocessing_params)!r} "
             f"makes {want}: rerun `kedro run --pipeline data_processing` with this run's "
             "--env and --params"
         )
