@@ -12,18 +12,30 @@ FLIPS = {"none": (), "horizontal": (1,), "vertical": (0,), "both": (0, 1)}
 
 
 def output_stride(model) -> int:
-    """Input size / deepest feature map size of a U-Net: 2 ** (its stride-2 poolings).
+    """Input size / deepest feature map size of a U-Net: 2 ** (the most stride-2 poolings on
+    any path from the input to an output).
 
     Read off the model itself, so a model always gets inputs it can take, whatever the
-    configuration it was trained with. Models without such layers (test doubles) take any
-    size: 1.
+    configuration it was trained with; members side by side in one model (an ensemble) count
+    once, not once per member. Models without such layers (test doubles) take any size: 1.
     """
-    strides = 1
-    for layer in getattr(model, "layers", ()):
-        pool = getattr(layer, "strides", None)
-        if type(layer).__name__ == "MaxPooling2D" and tuple(pool or ()) == (2, 2):
-            strides *= 2
-    return strides
+    outputs = getattr(model, "outputs", None) or ()
+    depths: dict[tuple[int, int], int] = {}
+
+    def poolings(tensor) -> int:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return 0
+        layer, index = history.operation, history.node_index
+        key = (id(layer), index)
+        if key not in depths:
+            inputs = layer._inbound_nodes[index].input_tensors
+            below = max((poolings(t) for t in inputs), default=0)
+            strides = tuple(getattr(layer, "strides", None) or ())
+            depths[key] = below + (type(layer).__name__ == "MaxPooling2D" and strides == (2, 2))
+        return depths[key]
+
+    return 2 ** max((poolings(t) for t in outputs), default=0)
 
 
 def to_network_input(images: Sequence[np.ndarray]) -> np.ndarray:
