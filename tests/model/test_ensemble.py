@@ -40,12 +40,16 @@ def members():
     return _member(0), _member(1)
 
 
+@pytest.fixture(scope="module")
+def ensemble(members):
+    return average_models(members)
+
+
 def _images() -> np.ndarray:
     return np.random.default_rng(5).random((2, 32, 48, 1)).astype("float32")
 
 
-def test_the_ensemble_predicts_the_mean_of_its_members_from_one_flat_graph(members):
-    ensemble = average_models(members)
+def test_the_ensemble_predicts_the_mean_of_its_members_from_one_flat_graph(members, ensemble):
     x = _images()
     outputs = [np.asarray(m.predict_on_batch(x)) for m in members]
     assert np.abs(outputs[0] - outputs[1]).max() > 1e-2  # the members differ
@@ -59,8 +63,7 @@ def test_the_ensemble_predicts_the_mean_of_its_members_from_one_flat_graph(membe
     assert output_stride(ensemble) == output_stride(members[0]) == 16
 
 
-def test_the_ensemble_saves_loads_and_folds_like_a_single_model(members, tmp_path):
-    ensemble = average_models(members)
+def test_the_ensemble_saves_loads_and_folds_like_a_single_model(ensemble, tmp_path):
     ensemble.trained_preprocessing = {"stain": {"representation": "gray"}}
     dataset = KerasModelDataset(filepath=str(tmp_path / "ensemble.keras"))
     dataset.save(ensemble)
