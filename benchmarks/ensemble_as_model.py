@@ -3,7 +3,7 @@ probabilities averaged, :func:`nucleus_segmentation.model.ensemble.average_model
 `kedro run --pipeline evaluation --load-versions trained_model:<new>` scores the ensemble on
 the path users run (and inference can use it like any model).
 
-    python benchmarks/ensemble_as_model.py 2026-12-06T00.04.47.308Z 2026-12-06T05.45.48.000Z
+    python benchmarks/ensemble_as_model.py 2026-12-05T23.03.38.243Z 2026-12-06T03.33.07.445Z
 
 The members must have been trained on the same preprocessing (their recorded settings are
 compared); the ensemble records it. Writes a new version of

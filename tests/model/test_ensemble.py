@@ -8,8 +8,10 @@ from keras import layers
 from nucleus_segmentation.datasets.keras_model import KerasModelDataset
 from nucleus_segmentation.model import UNetConfig, build_attention_unet
 from nucleus_segmentation.model.ensemble import average_models
+from nucleus_segmentation.model.precision import model_precision, with_precision
 from nucleus_segmentation.model.predict import output_stride
 from nucleus_segmentation.segment import SegmentationSettings, for_segmentation
+from tests.model.test_folding import _trained_statistics
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -19,19 +21,7 @@ TINY = UNetConfig(base_filters=4, aspp_filters=8, num_classes=3)
 def _member(seed: int):
     keras.utils.set_random_seed(seed)
     model = build_attention_unet(TINY)
-    # Trained-like BatchNorm statistics, different per member, so copying them matters.
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            shapes = [w.shape for w in layer.get_weights()]
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 2.0, shapes[0]),
-                    rng.normal(0.0, 0.5, shapes[1]),
-                    rng.normal(0.0, 0.5, shapes[2]),
-                    rng.uniform(0.2, 3.0, shapes[3]),
-                ]
-            )
+    _trained_statistics(model, seed)  # different per member, so copying them matters
     return model
 
 
@@ -83,3 +73,15 @@ def test_members_that_do_not_fit_together_are_named(members):
         average_models([members[0], other])
     with pytest.raises(ValueError, match="two or more models, got 1"):
         average_models(members[:1])
+
+
+def test_in_bfloat16_the_members_softmax_heads_stay_float32(ensemble):
+    bf16 = with_precision(ensemble, "mixed_bfloat16")
+    heads = {
+        layer.name: layer.dtype_policy.name
+        for layer in bf16.layers
+        if layer.name.endswith("probabilities")
+    }
+    names = ["m0_probabilities", "m1_probabilities", "probabilities"]
+    assert heads == dict.fromkeys(names, "float32")
+    assert model_precision(bf16) == "mixed_bfloat16"

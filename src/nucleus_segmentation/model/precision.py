@@ -28,6 +28,14 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 BF16_CPU_FLAGS = frozenset({"amx_bf16"})  # not avx512_bf16 alone: slower than float32 there
 BF16_GPU_CAPABILITY = (8, 0)  # Ampere and later run bfloat16 natively
 HEAD = "probabilities"  # the softmax layer, float32 in every precision
+
+
+def is_head(layer) -> bool:
+    """The float32 head: the softmax layer, or in an ensemble (model/ensemble.py) the mean of
+    its members' softmax layers and each of those (``m<i>_probabilities``)."""
+    return layer.name == HEAD or layer.name.endswith(f"_{HEAD}")
+
+
 # policy -> {model: its clone in that policy}: a model is converted once, however many
 # callers ask.
 _CLONES: dict[str, weakref.WeakKeyDictionary] = {}
@@ -72,7 +80,7 @@ def model_precision(model) -> str:
     names = {
         layer.dtype_policy.name
         for layer in getattr(model, "layers", ())
-        if layer.name != HEAD and type(layer).__name__ != "InputLayer"
+        if not is_head(layer) and type(layer).__name__ != "InputLayer"
     }
     if not names:
         return "float32"
@@ -98,7 +106,7 @@ def with_precision(model, precision: str, refresh: bool = False):
 
     def relayer(layer, found):
         config = layer.get_config()
-        if layer.name != HEAD:
+        if not is_head(layer):
             config["dtype"] = policy
         return layer.__class__.from_config(config)
 
