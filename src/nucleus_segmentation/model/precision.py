@@ -28,17 +28,15 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 BF16_CPU_FLAGS = frozenset({"amx_bf16"})  # not avx512_bf16 alone: slower than float32 there
 BF16_GPU_CAPABILITY = (8, 0)  # Ampere and later run bfloat16 natively
 HEAD = "probabilities"  # the softmax layer, float32 in every precision
+# policy -> {model: its clone in that policy}: a model is converted once, however many
+# callers ask.
+_CLONES: dict[str, weakref.WeakKeyDictionary] = {}
 
 
 def is_head(layer) -> bool:
     """The float32 head: the softmax layer, or in an ensemble (model/ensemble.py) the mean of
     its members' softmax layers and each of those (``m<i>_probabilities``)."""
     return layer.name == HEAD or layer.name.endswith(f"_{HEAD}")
-
-
-# policy -> {model: its clone in that policy}: a model is converted once, however many
-# callers ask.
-_CLONES: dict[str, weakref.WeakKeyDictionary] = {}
 
 
 def resolve_precision(
