@@ -11,7 +11,8 @@ raw image (any size, 8/16-bit, gray/RGB/RGBA)
   -> test-time flips and scales, probabilities averaged
   -> nucleus probability back on the image's own pixel grid (with a boundary class: nucleus
      and interior probability, HxWx2)
-  -> separated instances (marker-controlled watershed, settings tuned on validation).
+  -> separated instances (marker-controlled watershed, settings tuned on validation; a
+     tuned file may hold settings per modality, chosen by the image's colour test).
 
 Settings are one parameter group, ``segmentation`` (``conf/base/parameters.yml``), read by
 :meth:`SegmentationSettings.from_params`. Nothing here imports Kedro; the model is anything
@@ -34,6 +35,7 @@ import numpy as np
 
 from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import DataProblem, ParameterError, refuse_unknown_keys
+from nucleus_segmentation.imaging.colour import MODALITIES, classify_modality
 from nucleus_segmentation.imaging.geometry import resize_image, resize_labels
 from nucleus_segmentation.imaging.instances import METHODS, separate_instances
 from nucleus_segmentation.imaging.preprocess import (
@@ -53,6 +55,8 @@ logger = logging.getLogger(__name__)
 SCALE_MODES = ("native", "fixed")
 SEPARATION_KEYS = ("threshold", "method", "seed_depth", "smoothing", "min_size")
 OUTLINE = "outline"  # optional: the level the extent is drawn at (None: the threshold)
+BY_MODALITY = "by_modality"  # optional: {modality: settings} tuned on that modality's images
+MODALITY_RULE = "modality_rule"  # with it: the colour test's thresholds (classify_modality)
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,60 @@ def check_separation(separation: Mapping[str, Any], source: str = "separation") 
     return settings
 
 
+def check_separation_plan(plan: Mapping[str, Any], source: str = "separation") -> dict:
+    """A tuned separation file, checked: one setting (:func:`check_separation`), or that
+    setting (for every image) with ``by_modality``, settings of their own for some
+    modalities, and ``modality_rule``, the colour test's thresholds that tell an image's
+    modality (``ingestion.modality``: ``spread_threshold``, ``brightness_threshold``)."""
+    extra = {BY_MODALITY, MODALITY_RULE}
+    checked = check_separation({k: v for k, v in plan.items() if k not in extra}, source)
+    if not extra & set(plan):
+        return checked
+    by, rule = plan.get(BY_MODALITY), plan.get(MODALITY_RULE)
+    if not isinstance(by, Mapping) or not isinstance(rule, Mapping):
+        raise DataProblem(
+            f"{source}: {BY_MODALITY!r} (modality -> settings) and {MODALITY_RULE!r} (the "
+            f"colour test's thresholds) come together, got {by!r} and {rule!r}"
+        )
+    unknown = sorted(set(by) - set(MODALITIES))
+    if unknown:
+        raise DataProblem(f"{source}: unknown modalities {unknown} (known: {list(MODALITIES)})")
+    if set(rule) != {"spread_threshold", "brightness_threshold"}:
+        raise DataProblem(
+            f"{source}: {MODALITY_RULE} needs spread_threshold and brightness_threshold, "
+            f"got {sorted(rule)}"
+        )
+    return {
+        **checked,
+        BY_MODALITY: {
+            m: check_separation(s, f"{source}: {BY_MODALITY}.{m}") for m, s in by.items()
+        },
+        MODALITY_RULE: {k: float(v) for k, v in rule.items()},
+    }
+
+
+def plan_settings(plan: Mapping[str, Any]) -> list[dict]:
+    """Every setting of a checked separation plan: the one for all images, then each
+    modality's."""
+    pooled = {k: v for k, v in plan.items() if k not in (BY_MODALITY, MODALITY_RULE)}
+    return [pooled, *plan.get(BY_MODALITY, {}).values()]
+
+
+def separation_for(plan: Mapping[str, Any], modality: str | None) -> dict:
+    """The settings a checked plan gives an image of ``modality`` (its own if it has any,
+    else the ones for all images)."""
+    return dict(plan.get(BY_MODALITY, {}).get(modality) or plan_settings(plan)[0])
+
+
+def image_separation(plan: Mapping[str, Any], image: np.ndarray) -> dict:
+    """The settings a separation plan gives this raw image: by its modality (the colour test
+    with the plan's ``modality_rule``) where the plan has settings per modality."""
+    plan = check_separation_plan(plan)
+    if BY_MODALITY not in plan:
+        return plan
+    return separation_for(plan, classify_modality(image, **plan[MODALITY_RULE]))
+
+
 def model_classes(model) -> int | None:
     """Output classes of a Keras model (2: background / nucleus, 3: with a boundary class);
     None for anything without an ``output_shape`` (test doubles)."""
@@ -227,7 +285,8 @@ def check_model_separation(
     """Refuse, before any image is read, a separation that seeds from the interior class
     (``method: interior``) for a model that has none."""
     classes = model_classes(model)
-    if separation["method"] == "interior" and classes is not None and classes != 3:
+    interior = any(s["method"] == "interior" for s in plan_settings(separation))
+    if interior and classes is not None and classes != 3:
         raise DataProblem(
             f"{source}: method 'interior' seeds from a boundary class, but this model predicts "
             f"{classes} classes (no boundary): tune the separation for this model with "
@@ -364,9 +423,10 @@ def segment_image(
     separation: Mapping[str, Any],
 ) -> np.ndarray:
     """Raw image -> HxW uint16 instance labels (0 background, 1..N nuclei) on its own grid:
-    :func:`nucleus_probability`, then :func:`separate_instances` with ``separation``."""
+    :func:`nucleus_probability`, then :func:`separate_instances` with ``separation`` (a
+    plan: the settings for this image's modality where it has them)."""
     probability = nucleus_probability(model, image, preprocessing, settings)
-    return separate_instances(probability, **check_separation(separation))
+    return separate_instances(probability, **image_separation(separation, image))
 
 
 def segmentation_probabilities(

@@ -135,3 +135,52 @@ def search_separation(
         table = pd.concat([table, scored]).sort_values(column, ascending=False, kind="stable")
         best = check_separation(table.iloc[0][[*SEPARATION_KEYS, OUTLINE]].to_dict())
     return best, table.reset_index(drop=True)
+
+
+def search_by_modality(
+    items: Mapping[str, Item],
+    modality: Mapping[str, str],
+    min_images: int,
+    pooled: Mapping[str, Any],
+    search: Mapping[str, Sequence[Any]],
+    outlines: Iterable[Any] | None,
+    n_workers: Any,
+    column: str,
+) -> tuple[dict[str, dict[str, Any]], pd.DataFrame]:
+    """A separation of its own for every modality with at least ``min_images`` of
+    ``items`` (``{image id: item}``; ``modality``: each id's modality), searched like
+    :func:`search_separation` on those images only, with ``pooled`` (the setting for all
+    images) scored beside it, so a modality's setting is never worse on its images.
+
+    Returns:
+        ``(by_modality, table)``: ``{modality: settings}`` and one row per setting scored,
+        with its ``modality``; modalities with fewer images keep ``pooled``.
+    """
+    if int(min_images) < 1:
+        raise ParameterError(f"instances.per_modality.min_images must be >= 1, got {min_images}")
+    by_modality: dict[str, dict[str, Any]] = {}
+    tables = []
+    for name in sorted({modality[k] for k in items}):
+        keys = [k for k in items if modality[k] == name]
+        if len(keys) < int(min_images):
+            logger.info(
+                "Separation for %s images: %d validation images (< %d), the pooled one",
+                name,
+                len(keys),
+                int(min_images),
+            )
+            continue
+        best, table = search_separation(
+            [items[k] for k in keys], search, outlines, n_workers, column, candidates=[pooled]
+        )
+        logger.info(
+            "Separation for %s images, tuned on %d: %s (DSB score %.4f)",
+            name,
+            len(keys),
+            best,
+            table.iloc[0][column],
+        )
+        by_modality[name] = best
+        tables.append(table.assign(modality=name))
+    empty = pd.DataFrame(columns=[*SEPARATION_KEYS, OUTLINE, column, "images", "modality"])
+    return by_modality, pd.concat(tables, ignore_index=True) if tables else empty

@@ -24,6 +24,8 @@ from nucleus_segmentation.segment import (
     SEPARATION_KEYS,
     SegmentationSettings,
     check_separation,
+    check_separation_plan,
+    image_separation,
     segmentation_probabilities,
 )
 from nucleus_segmentation.tuning import fits, labelled_items, search_separation
@@ -73,6 +75,17 @@ def predict_calibration_images(
     )
 
 
+def settings_in_use(
+    in_use: Mapping[str, Any], images: Mapping[str, np.ndarray], ids: list[str]
+) -> dict[str, Any]:
+    """The settings the separation in use gives the calibration images ``ids``: with
+    settings per modality, those of the images' most common modality (each image's colour
+    test with the file's ``modality_rule``, as inference runs it)."""
+    plan = check_separation_plan(in_use, "instance_postprocessing (in use)")
+    chosen = [image_separation(plan, bundle.field(images, k, "image")) for k in ids]
+    return max(chosen, key=chosen.count)
+
+
 def calibrate_separation(
     probabilities: Mapping[str, np.ndarray],
     images: Mapping[str, np.ndarray],
@@ -93,13 +106,14 @@ def calibrate_separation(
         ``(calibrated, search table, in use)``: the new ``instance_postprocessing``, one
         row per setting with its mean DSB score on the calibration images, best first, and
         the separation that was in use, checked (read here, before the new version is
-        written, for the report).
+        written, for the report). The calibrated separation is one setting for the user's
+        images, whatever the one in use held per modality (see :func:`settings_in_use`).
     """
     tune = check_calibration(calibration, params)
     items = labelled_items(probabilities, images, "the calibration images")
     instances = params["instances"]
     search = instances["search"]
-    previous = check_separation(in_use, "instance_postprocessing (in use)")
+    previous = settings_in_use(in_use, images, list(probabilities))
     candidates = [previous] if fits(previous, items) else []
     if tune == "outline":
         if not candidates:

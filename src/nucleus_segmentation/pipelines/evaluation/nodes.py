@@ -33,12 +33,16 @@ from nucleus_segmentation.reporting import (
 )
 from nucleus_segmentation.scoring import score_images, summarise_groups
 from nucleus_segmentation.segment import (
+    BY_MODALITY,
+    MODALITY_RULE,
     SegmentationSettings,
-    check_separation,
+    check_separation_plan,
+    plan_settings,
     prepare_image,
     segmentation_probabilities,
+    separation_for,
 )
-from nucleus_segmentation.tuning import labelled_items, search_separation
+from nucleus_segmentation.tuning import labelled_items, search_by_modality, search_separation
 
 logger = logging.getLogger(__name__)
 # Rows of the Table-2 style comparison, in the paper's order.
@@ -82,7 +86,9 @@ def predict_validation_images(
 def tune_instance_separation(
     probabilities: Mapping[str, np.ndarray],
     ingested: Mapping[str, np.ndarray],
+    split: pd.DataFrame,
     params: Mapping[str, Any],
+    modality_rule: Mapping[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Choose how nuclei are separated and outlined by the mean DSB score on the
     *validation* split, at the images' own scale (where inference applies it).
@@ -91,13 +97,18 @@ def tune_instance_separation(
     relief ``method`` distance | probability, ``seed_depth``, ``smoothing``, ``min_size``) is
     scored against the validation images' own labels; then, with the best of those, each
     outline level of ``params["instances"]["outline"]`` (null: the threshold's contour), so
-    the level that draws the nuclei is chosen apart from the one that finds them. The test
-    split is never looked at.
+    the level that draws the nuclei is chosen apart from the one that finds them. With
+    ``params["instances"]["per_modality"]["min_images"]`` set, each modality with that many
+    validation images (``split``'s ``modality``) then gets a search of its own, stored as
+    ``by_modality`` with ``modality_rule`` (``ingestion.modality``: the colour test that
+    told the validation images' modality, and tells a user's image its modality at
+    inference). The test split is never looked at.
 
     Returns:
         ``(best settings, search table)``: keyword arguments for
-        :func:`separate_instances`, and one row per setting scored with its mean validation
-        score, best first.
+        :func:`separate_instances` (with ``by_modality``: a plan, read by
+        :func:`image_separation`), and one row per setting scored with its mean validation
+        score and ``modality`` (``all``: every validation image), best first.
     """
     items = labelled_items(probabilities, ingested, "the validation split")
     instances = params["instances"]
@@ -114,7 +125,25 @@ def tune_instance_separation(
         best,
         table.iloc[0]["validation_dsb_score"],
     )
-    return best, table
+    table = table.assign(modality="all")
+    min_images = (instances.get("per_modality") or {}).get("min_images")
+    if min_images is None:
+        return best, table
+    by_modality, tables = search_by_modality(
+        dict(zip(probabilities, items, strict=True)),
+        split.set_index("image_id")["modality"].to_dict(),
+        min_images,
+        best,
+        instances["search"],
+        instances.get("outline"),
+        instances["n_workers"],
+        "validation_dsb_score",
+    )
+    table = pd.concat([table, tables], ignore_index=True)
+    if not by_modality:
+        return best, table
+    plan = {**best, BY_MODALITY: by_modality, MODALITY_RULE: dict(modality_rule)}
+    return check_separation_plan(plan, "the tuned separation"), table
 
 
 def _variants(segmentation: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
@@ -216,6 +245,7 @@ def separate_test_instances(
     variants: Mapping[str, Mapping[str, np.ndarray]],
     baselines: Mapping[str, Mapping[str, np.ndarray]],
     postprocessing: Mapping[str, Any],
+    split: pd.DataFrame,
     params: Mapping[str, Any],
 ) -> dict[str, dict[str, np.ndarray]]:
     """Instance label maps of every method and test-time variant, each separated once:
@@ -225,10 +255,12 @@ def separate_test_instances(
     model tuned to ``interior`` seeds takes the distance relief instead); the thresholding
     baselines give 0/1 maps, so they are split on the distance relief at threshold 0.5 (a
     flat probability has no valleys). ``attention_unet`` is the variant in use, the one
-    inference runs.
+    inference runs. Settings per modality, where the tuned file has them, go to each image
+    by its modality in ``split`` (the colour test ingestion ran with the thresholds the
+    file records, as inference runs it on the image).
     """
-    tuned = check_separation(postprocessing, "instance_postprocessing")
-    binary = {**tuned, "method": "distance", "threshold": 0.5}
+    tuned = check_separation_plan(postprocessing, "instance_postprocessing")
+    binary = {**plan_settings(tuned)[0], "method": "distance", "threshold": 0.5}
     sources = {
         **{f"tta:{name}": probs for name, probs in variants.items() if name != IN_USE},
         **baselines,
@@ -240,8 +272,9 @@ def separate_test_instances(
         for image_id, probability in probabilities.items()
     ]
     settings = {m: binary if m in ("otsu", "multilevel") else tuned for m in sources}
+    modality = split.set_index("image_id")["modality"].to_dict()
     separated = parallel_map(
-        functools.partial(_separate, settings=settings),
+        functools.partial(_separate, settings=settings, modality=modality),
         work,
         params["instances"]["n_workers"],
         chunksize=4,
@@ -264,9 +297,11 @@ def collect_scored_labels(
     )
 
 
-def _separate(item: tuple[str, str, np.ndarray], settings: Mapping[str, dict]) -> np.ndarray:
-    method, _, probability = item
-    chosen = settings[method]
+def _separate(
+    item: tuple[str, str, np.ndarray], settings: Mapping[str, dict], modality: Mapping[str, str]
+) -> np.ndarray:
+    method, image_id, probability = item
+    chosen = separation_for(settings[method], modality.get(image_id))
     if not can_separate(chosen["method"], probability):
         # A two-class baseline beside a boundary model: no interior map to seed from.
         chosen = {**chosen, "method": "distance"}

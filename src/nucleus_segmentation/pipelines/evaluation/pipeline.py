@@ -33,7 +33,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 tune_instance_separation,
-                inputs=["validation_probabilities", "ingested_images", "params:evaluation"],
+                inputs=[
+                    "validation_probabilities",
+                    "ingested_images",
+                    "data_split",
+                    "params:evaluation",
+                    "params:ingestion.modality",
+                ],
                 outputs=["instance_postprocessing", "separation_search_table"],
                 name="tune_instance_separation",
             ),
@@ -55,6 +61,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "test_probabilities",
                     "baseline_probabilities",
                     "instance_postprocessing",
+                    "data_split",
                     "params:evaluation",
                 ],
                 outputs="test_instances",

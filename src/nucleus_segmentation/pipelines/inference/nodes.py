@@ -19,7 +19,7 @@ from nucleus_segmentation.segment import (
     SegmentationSettings,
     check_model_preprocessing,
     check_model_separation,
-    check_separation,
+    check_separation_plan,
     for_segmentation,
     model_classes,
 )
@@ -40,7 +40,8 @@ def segment_images(
 
     ``preprocessing`` and ``segmentation`` (scale policy, tiling, test-time variants) are
     those the model was trained and evaluated with; ``postprocessing`` is the separation
-    tuned by evaluation; ``params``: ``overlay`` (contour colour and mode) and ``n_workers``.
+    tuned by evaluation (settings per modality, where it has them, go to each image by its
+    colour test); ``params``: ``overlay`` (contour colour and mode) and ``n_workers``.
     Every setting is checked here, before any image is read.
 
     Returns:
@@ -51,7 +52,7 @@ def segment_images(
         reported; a folder without a single usable image stops the run, naming it.
     """
     settings = SegmentationSettings.from_params(segmentation)
-    separation = check_separation(postprocessing, "instance_postprocessing")
+    separation = check_separation_plan(postprocessing, "instance_postprocessing")
     check_model_separation(model, separation)
     check_model_preprocessing(model, preprocessing)
     style = params["overlay"]
