@@ -8,7 +8,10 @@ from nucleus_segmentation.model.predict import output_stride
 from nucleus_segmentation.segment import (
     ScalePolicy,
     SegmentationSettings,
+    check_model_separation,
     check_separation,
+    check_separation_plan,
+    image_separation,
     network_probability,
     nucleus_probability,
     prepare_image,
@@ -105,6 +108,55 @@ def test_segment_image_separates_two_touching_disks_on_the_own_grid():
     image[(disk(shape, (24, 22), 10) | disk(shape, (24, 41), 10)) > 0] = 255
     labels = segment_image(Echo(), image, RAW, SegmentationSettings(), SEPARATION)
     assert labels.shape == shape and labels.dtype == np.uint16 and labels.max() == 2
+
+
+RULE = {"spread_threshold": 15.0, "brightness_threshold": 127.0}  # ingestion.modality
+
+
+def test_an_image_gets_the_separation_of_its_modality_by_its_colour_test():
+    """Two touching disks, once gray (fluorescence: the pooled settings split them) and
+    once coloured (stained: its own settings need seeds 50 px deep, so they stay one)."""
+    shape = (48, 64)
+    gray = np.zeros(shape, np.uint8)
+    gray[(disk(shape, (24, 22), 10) | disk(shape, (24, 41), 10)) > 0] = 255
+    stained = np.dstack([gray, gray // 4, gray])
+    plan = {
+        **SEPARATION,
+        "by_modality": {"stained": {**SEPARATION, "seed_depth": 50.0}},
+        "modality_rule": RULE,
+    }
+    assert image_separation(plan, gray) == check_separation(SEPARATION)
+    assert image_separation(plan, stained)["seed_depth"] == 50.0
+    assert segment_image(Echo(), gray, RAW, SegmentationSettings(), plan).max() == 2
+    assert segment_image(Echo(), stained, RAW, SegmentationSettings(), plan).max() == 1
+    # Without settings per modality every image gets the one setting.
+    assert segment_image(Echo(), stained, RAW, SegmentationSettings(), SEPARATION).max() == 2
+    # The colour test's thresholds come from the file: a spread threshold above the
+    # image's channel spread makes it fluorescence.
+    high = {**plan, "modality_rule": {**RULE, "spread_threshold": 250.0}}
+    assert image_separation(high, stained)["seed_depth"] == 1.0
+
+
+def test_a_separation_plan_is_checked_with_the_problem_named():
+    plan = {**SEPARATION, "by_modality": {"stained": SEPARATION}, "modality_rule": RULE}
+    assert check_separation_plan(plan)["by_modality"]["stained"]["outline"] is None
+    assert check_separation_plan(SEPARATION) == check_separation(SEPARATION)
+    with pytest.raises(DataProblem, match="come together"):
+        check_separation_plan({**SEPARATION, "by_modality": {"stained": SEPARATION}})
+    with pytest.raises(DataProblem, match=r"unknown modalities \['phase'\]"):
+        check_separation_plan({**plan, "by_modality": {"phase": SEPARATION}})
+    with pytest.raises(DataProblem, match="by_modality.stained: .*threshold"):
+        check_separation_plan({**plan, "by_modality": {"stained": {**SEPARATION, "threshold": 2}}})
+    with pytest.raises(DataProblem, match="brightness_threshold"):
+        check_separation_plan({**plan, "modality_rule": {"spread_threshold": 15.0}})
+    # A two-class model cannot seed from the interior, in any modality's settings.
+    from types import SimpleNamespace
+
+    interior = {**plan, "by_modality": {"stained": {**SEPARATION, "method": "interior"}}}
+    two_class = SimpleNamespace(output_shape=(None, None, None, 2))
+    with pytest.raises(DataProblem, match="method 'interior'"):
+        check_model_separation(two_class, check_separation_plan(interior))
+    check_model_separation(SimpleNamespace(output_shape=(None, None, None, 3)), interior)
 
 
 class BoundaryEcho:

@@ -16,7 +16,14 @@ from nucleus_segmentation.pipelines.calibration.nodes import (
 )
 from nucleus_segmentation.segment import SEPARATION_KEYS
 from tests.pipelines.test_data_processing import KeptDataset
-from tests.pipelines.test_evaluation import PARAMS, SEGMENTATION, SEPARATION, Echo, _test_data
+from tests.pipelines.test_evaluation import (
+    PARAMS,
+    RULE,
+    SEGMENTATION,
+    SEPARATION,
+    Echo,
+    _test_data,
+)
 from tests.pipelines.test_training import RAW
 
 # Drops every nucleus: the calibrated separation must differ from it and score better.
@@ -125,3 +132,22 @@ def test_a_bad_calibration_setting_stops_before_any_image_is_predicted(calibrati
     assert predict_calibration_images(  # the same node with good settings predicts
         Echo(), images, metadata, RAW, SEGMENTATION, PARAMS, {"tune": "all"}
     ).keys() == set(split["image_id"])
+
+
+def test_calibration_starts_from_the_settings_the_images_modality_had():
+    """A separation tuned per modality: calibration starts from (and reports as "before")
+    the settings of the calibration images' most common modality, and writes one setting."""
+    images, _ = _test_data()
+    stained = {**SEPARATION, "seed_depth": 2.0}
+    plan = {**SEPARATION, "by_modality": {"stained": stained}, "modality_rule": RULE}
+    ids = ("img0", "img1", "img2")
+    probabilities = {k: (images[f"{k}/labels"] > 0).astype("float32") for k in ids}
+    _, _, previous = calibrate_separation(probabilities, images, plan, PARAMS, {"tune": "all"})
+    assert previous == {**SEPARATION, "outline": None}  # gray images: fluorescence
+    coloured = dict(images)
+    for k in ids[:2]:
+        gray = images[f"{k}/image"]
+        coloured[f"{k}/image"] = np.dstack([gray, gray // 4, gray])
+    best, _, previous = calibrate_separation(probabilities, coloured, plan, PARAMS, {"tune": "all"})
+    assert previous == {**stained, "outline": None}  # two of the three are stained
+    assert "by_modality" not in best and set(best) == {*SEPARATION_KEYS, "outline"}
