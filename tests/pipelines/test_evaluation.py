@@ -249,13 +249,16 @@ def test_comparison_panels_show_every_method_and_the_truth():
 
 def test_evaluation_pipeline_runs_end_to_end():
     images, split = _test_data()
+    # Both validation images are fluorescence: that modality gets settings of its own.
+    instances = {**PARAMS["instances"], "per_modality": {"min_images": 2}}
+    per_modality = {**PARAMS, "instances": instances}
     catalog = DataCatalog(
         {
             "trained_model": MemoryDataset(Echo(), copy_mode="assign"),
             "baseline_model": MemoryDataset(None),
             "ingested_images": MemoryDataset(images, copy_mode="assign"),
             "data_split": MemoryDataset(split),
-            "params:evaluation": MemoryDataset(PARAMS),
+            "params:evaluation": MemoryDataset(per_modality),
             "params:ingestion.modality": MemoryDataset(RULE),
             "params:preprocessing": MemoryDataset(RAW),
             "params:segmentation": MemoryDataset(SEGMENTATION),
@@ -273,7 +276,10 @@ def test_evaluation_pipeline_runs_end_to_end():
         }
     )
     SequentialRunner().run(create_pipeline(), catalog)
-    assert catalog.load("instance_postprocessing")["seed_depth"] == 1.0
+    separation = catalog.load("instance_postprocessing")
+    assert separation["seed_depth"] == 1.0
+    assert list(separation["by_modality"]) == ["fluorescence"]
+    assert separation["modality_rule"] == RULE
     comparison = catalog.load("method_comparison_table")
     assert comparison["method"].tolist() == ["otsu", "multilevel", "attention_unet"]
     per_image = catalog.load("evaluation_per_image_table")

@@ -233,6 +233,28 @@ def test_an_interior_separation_needs_a_model_with_a_boundary_class(folder):
     assert model.shapes == []
 
 
+def test_each_image_is_separated_with_the_settings_of_its_modality(tmp_path):
+    """A separation tuned per modality: the colour test on each raw image picks its
+    settings; here the stained ones drop every nucleus (a minimum size no nucleus has)."""
+    nuclei = _disks((64, 80), SUB)
+    stained = np.where(nuclei[..., None], [250, 150, 250], [40, 10, 40]).astype(np.uint8)
+    gray = cv2.cvtColor(stained, cv2.COLOR_RGB2GRAY)  # the same nuclei, no colour
+    (tmp_path / "gray.png").write_bytes(png_bytes(gray))
+    (tmp_path / "stained.png").write_bytes(png_bytes(stained))
+    rule = {"spread_threshold": 15.0, "brightness_threshold": 127.0}
+    drop_all = {**SEPARATION, "min_size": 10**6}
+    plan = {**SEPARATION, "by_modality": {"stained": drop_all}, "modality_rule": rule}
+    _, labels, _, manifest = _segment(_images(tmp_path), Echo(), separation=plan)
+    np.testing.assert_array_equal(labels["gray"] > 0, nuclei)
+    assert labels["stained"].max() == 0
+    recorded = manifest["parameters"]["instance_postprocessing"]
+    assert recorded["by_modality"]["stained"]["min_size"] == 10**6
+    assert recorded["modality_rule"] == rule
+    # Without the stained entry both images give the nucleus.
+    _, labels, _, _ = _segment(_images(tmp_path), Echo())
+    assert labels["stained"].max() == 1
+
+
 def test_a_model_trained_on_other_preprocessing_stops_before_any_image_is_read(folder):
     from nucleus_segmentation.imaging.preprocess import effective_preprocessing
 
