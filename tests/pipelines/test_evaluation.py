@@ -290,29 +290,6 @@ def test_evaluation_pipeline_runs_end_to_end():
     assert isinstance(catalog.load("tta_comparison_table"), pd.DataFrame)
 
 
-def test_the_outline_level_is_tuned_after_the_separation_to_the_labels_extent():
-    """Labels drawn 3 px inside the nuclei the network sees (a lab whose outlines are
-    tighter): the probability falls off linearly, so only a higher outline level matches."""
-    shape = (40, 70)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    probability, truth = np.zeros(shape, np.float32), np.zeros(shape, np.uint16)
-    for index, center in enumerate(((20, 18), (20, 50)), start=1):
-        distance = np.hypot(yy - center[0], xx - center[1])
-        probability = np.maximum(probability, np.clip(1 - distance / 20, 0, 1))
-        truth[distance < 7] = index  # the 0.5 contour is at 10 px, the 0.65 one at 7
-    preprocessed = bundle.pack([("v0", {"labels": truth})])
-    params = {**PARAMS, "instances": {**PARAMS["instances"], "outline": [None, 0.4, 0.65]}}
-    one = _split_of({"v0": "fluorescence"})
-    best, table = tune_instance_separation({"v0": probability}, preprocessed, one, params, RULE)
-    assert best["outline"] == 0.65 and best["seed_depth"] == 1.0
-    assert table["validation_dsb_score"].iloc[0] > 0.9
-    untuned = table[table["outline"].isna()]["validation_dsb_score"].max()
-    assert untuned < table["validation_dsb_score"].iloc[0]
-    # Without outline levels the node tunes the separation alone, as before.
-    best, _ = tune_instance_separation({"v0": probability}, preprocessed, one, PARAMS, RULE)
-    assert best["outline"] is None
-
-
 def _ramp_nuclei(radius):
     """Two nuclei whose probability falls off linearly from their centres (the 0.5 contour
     at 10 px), labelled out to ``radius`` px."""
@@ -324,6 +301,23 @@ def _ramp_nuclei(radius):
         probability = np.maximum(probability, np.clip(1 - distance / 20, 0, 1))
         truth[distance < radius] = index
     return probability, truth
+
+
+def test_the_outline_level_is_tuned_after_the_separation_to_the_labels_extent():
+    """Labels drawn 3 px inside the nuclei the network sees (a lab whose outlines are
+    tighter): the probability falls off linearly, so only a higher outline level matches."""
+    probability, truth = _ramp_nuclei(7)  # the 0.5 contour is at 10 px, the 0.65 one at 7
+    preprocessed = bundle.pack([("v0", {"labels": truth})])
+    params = {**PARAMS, "instances": {**PARAMS["instances"], "outline": [None, 0.4, 0.65]}}
+    one = _split_of({"v0": "fluorescence"})
+    best, table = tune_instance_separation({"v0": probability}, preprocessed, one, params, RULE)
+    assert best["outline"] == 0.65 and best["seed_depth"] == 1.0
+    assert table["validation_dsb_score"].iloc[0] > 0.9
+    untuned = table[table["outline"].isna()]["validation_dsb_score"].max()
+    assert untuned < table["validation_dsb_score"].iloc[0]
+    # Without outline levels the node tunes the separation alone, as before.
+    best, _ = tune_instance_separation({"v0": probability}, preprocessed, one, PARAMS, RULE)
+    assert best["outline"] is None
 
 
 def test_each_modality_with_enough_validation_images_gets_its_own_separation():
