@@ -154,6 +154,24 @@ def latest_version(folder: Path, name: str, hint: str) -> Path:
     return versions[-1]
 
 
+def pooled_search(search):
+    """The rows of an evaluation's ``separation_search.csv`` for the search on every
+    validation image (evaluation also searches each modality, rows marked by ``modality``),
+    best first, without that column."""
+    if "modality" not in search.columns:
+        return search
+    return search[search["modality"] == "all"].drop(columns="modality").reset_index(drop=True)
+
+
+def pooled_separation(search) -> tuple[float, dict]:
+    """(validation DSB score, settings) of the best setting of the pooled search; the
+    settings per modality are in that evaluation's ``instance_postprocessing.json``."""
+    best = pooled_search(search).iloc[0]
+    return float(best["validation_dsb_score"]), best.drop(
+        ["validation_dsb_score", "images"]
+    ).to_dict()
+
+
 def write_section(name: str, title: str, body: str, output: Path = BENCHMARKS_MD) -> str:
     """Replace (or append) the ``<!-- name:begin -->`` .. ``end`` section; returns it."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"

@@ -20,7 +20,14 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from _common import PROJECT, kedro_run, latest_version, reports_folder, write_section
+from _common import (
+    PROJECT,
+    kedro_run,
+    latest_version,
+    pooled_search,
+    reports_folder,
+    write_section,
+)
 
 
 def table(frame: pd.DataFrame, columns: dict[str, str], percent: set[str]) -> str:
@@ -90,7 +97,7 @@ def main() -> None:
     modality = pd.read_csv(latest("evaluation_per_modality.csv"))
     acquisition = pd.read_csv(latest("evaluation_per_acquisition.csv"))
     groups = acquisition[acquisition["acquisition"] != "all"]
-    search = pd.read_csv(latest("separation_search.csv"))
+    search = pooled_search(pd.read_csv(latest("separation_search.csv")))
     scores = {
         "pa_pooled": "PA",
         "mpa_pooled": "MPA",

@@ -43,6 +43,7 @@ from _common import (
     kedro_run,
     latest_version,
     parameters,
+    pooled_separation,
     reports_folder,
     write_section,
 )
@@ -273,8 +274,8 @@ def measure(name: str, version: str) -> dict:
         "env": env,
         "model_version": version,
         "params": lever["params"],
-        "validation_dsb_score": float(search["validation_dsb_score"].iloc[0]),
-        "separation": search.iloc[0].drop(["validation_dsb_score", "images"]).to_dict(),
+        "validation_dsb_score": pooled_separation(search)[0],
+        "separation": pooled_separation(search)[1],
         "per_modality": latest("evaluation_per_modality.csv").to_dict("records"),
         "per_image": images[["image_id", "acquisition", "modality", "dsb_score"]].to_dict(
             "records"

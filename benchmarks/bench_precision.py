@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import _common
 import pandas as pd
 import yaml
 from _common import PROJECT, SCORES, cell, kedro_run, latest_version, write_section
@@ -56,8 +57,8 @@ def measure(model_version: str, precision: str) -> dict:
     return {
         "model_version": model_version,
         "precision": precision,
-        "validation_dsb_score": float(search["validation_dsb_score"].iloc[0]),
-        "separation": search.iloc[0].drop(["validation_dsb_score", "images"]).to_dict(),
+        "validation_dsb_score": _common.pooled_separation(search)[0],
+        "separation": _common.pooled_separation(search)[1],
         "per_modality": latest("evaluation_per_modality.csv").to_dict("records"),
         "per_image": images[["image_id", "acquisition", "dsb_score"]].to_dict("records"),
         "node_seconds": {

@@ -36,6 +36,7 @@ from _common import (
     cell,
     kedro_run,
     latest_version,
+    pooled_separation,
     reports_folder,
     write_section,
 )
@@ -88,8 +89,8 @@ def measure(env: str, model_version: str, mode: str) -> dict:
         "env": env,
         "model_version": model_version,
         "scale_mode": mode,
-        "validation_dsb_score": float(search["validation_dsb_score"].iloc[0]),
-        "separation": search.iloc[0].drop(["validation_dsb_score", "images"]).to_dict(),
+        "validation_dsb_score": pooled_separation(search)[0],
+        "separation": pooled_separation(search)[1],
         "per_modality": modality.to_dict("records"),
         "per_image": images[["image_id", "acquisition", "dsb_score"]].to_dict("records"),
         "wall_seconds": result["wall"],

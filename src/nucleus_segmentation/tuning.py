@@ -146,7 +146,7 @@ def search_by_modality(
     outlines: Iterable[Any] | None,
     n_workers: Any,
     column: str,
-) -> tuple[dict[str, dict[str, Any]], pd.DataFrame]:
+) -> tuple[dict[str, dict[str, Any]], pd.DataFrame | None]:
     """A separation of its own for every modality with at least ``min_images`` of
     ``items`` (``{image id: item}``; ``modality``: each id's modality), searched like
     :func:`search_separation` on those images only, with ``pooled`` (the setting for all
@@ -154,7 +154,8 @@ def search_by_modality(
 
     Returns:
         ``(by_modality, table)``: ``{modality: settings}`` and one row per setting scored,
-        with its ``modality``; modalities with fewer images keep ``pooled``.
+        with its ``modality`` (None when no modality has enough images); modalities with
+        fewer images keep ``pooled``.
     """
     if int(min_images) < 1:
         raise ParameterError(f"instances.per_modality.min_images must be >= 1, got {min_images}")
@@ -182,5 +183,4 @@ def search_by_modality(
         )
         by_modality[name] = best
         tables.append(table.assign(modality=name))
-    empty = pd.DataFrame(columns=[*SEPARATION_KEYS, OUTLINE, column, "images", "modality"])
-    return by_modality, pd.concat(tables, ignore_index=True) if tables else empty
+    return by_modality, pd.concat(tables, ignore_index=True) if tables else None

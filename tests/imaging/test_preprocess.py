@@ -47,6 +47,12 @@ def test_modality_colour_test():
     assert classify_modality(light) == BRIGHTFIELD
     assert classify_modality(purple) == STAINED
     assert classify_modality(light[:, :, 0]) == BRIGHTFIELD
+    # 16-bit with an opaque alpha channel: the alpha does not set the colours' stretch.
+    rgb16 = np.zeros((8, 8, 3), np.uint16)
+    rgb16[...] = (1500, 600, 1700)
+    rgb16[0, 0] = (100, 100, 100)
+    rgba16 = np.dstack([rgb16, np.full((8, 8), 65535, np.uint16)])
+    assert classify_modality(rgb16) == classify_modality(rgba16) == STAINED
 
 
 def test_invert_only_bright_backgrounds():

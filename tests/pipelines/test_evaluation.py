@@ -43,11 +43,6 @@ SEPARATION["min_size"] = 1
 RULE = {"spread_threshold": 15.0, "brightness_threshold": 127.0}  # ingestion.modality
 
 
-def _split_of(modality):
-    """A data split of validation images ``{image id: modality}``."""
-    return pd.DataFrame({"image_id": list(modality), "modality": list(modality.values())})
-
-
 class Echo:
     """A "model" whose nucleus probability is its input image (0..1)."""
 
@@ -128,8 +123,7 @@ def test_separation_is_tuned_on_validation_by_the_instance_score():
     truth = (left + 2 * (right & ~left)).astype(np.uint16)
     preprocessed = bundle.pack([("v0", {"labels": truth})])
     probability = {"v0": (truth > 0).astype(np.float32)}
-    one = _split_of({"v0": "fluorescence"})
-    best, table = tune_instance_separation(probability, preprocessed, one, PARAMS, RULE)
+    best, table = tune_instance_separation(probability, preprocessed, PARAMS, RULE)
     # Seeds must rise 20 px above the neck: no maximum does, so the two nuclei stay one object
     # whose IoU with the larger nucleus is just above 0.5: 1 TP, 1 FN at t = 0.50 only -> 0.05.
     assert best["seed_depth"] == 1.0 and isinstance(best["seed_depth"], float)
@@ -137,7 +131,7 @@ def test_separation_is_tuned_on_validation_by_the_instance_score():
     assert table["validation_dsb_score"].iloc[0] > 0.8
     assert table["validation_dsb_score"].iloc[1] == pytest.approx(0.05)
     with pytest.raises(ValueError, match="the validation split: no labelled image"):
-        tune_instance_separation({}, preprocessed, one, PARAMS, RULE)
+        tune_instance_separation({}, preprocessed, PARAMS, RULE)
 
 
 def test_every_method_is_separated_once_on_the_own_grid_and_compared():
@@ -148,7 +142,7 @@ def test_every_method_is_separated_once_on_the_own_grid_and_compared():
     assert sorted(with_model["unet_baseline"]) == ["img2", "img3"]
     variants = predict_test_images(Echo(), images, split, RAW, SEGMENTATION, PARAMS)
     assert sorted(variants) == ["flips", "in_use"]
-    instances = separate_test_instances(variants, with_model, SEPARATION, split, PARAMS)
+    instances = separate_test_instances(variants, with_model, SEPARATION, images, PARAMS)
     assert sorted(instances) == [
         "attention_unet",
         "multilevel",
@@ -206,10 +200,10 @@ def test_a_boundary_model_tuned_to_interior_seeds_is_compared_with_a_two_class_b
     }
     params["instances"]["search"]["method"] = ["interior"]
     validation = predict_test_images(BoundaryEcho(), images, split, RAW, SEGMENTATION, params)
-    best, table = tune_instance_separation(validation["in_use"], images, split, params, RULE)
+    best, table = tune_instance_separation(validation["in_use"], images, params, RULE)
     assert best["method"] == "interior" and set(table["method"]) == {"interior"}
     baselines = segment_test_with_baselines(images, split, Echo(), RAW, SEGMENTATION, params)
-    instances = separate_test_instances(validation, baselines, best, split, params)
+    instances = separate_test_instances(validation, baselines, best, images, params)
     # The baseline has no interior map: it is split on the distance relief, not refused.
     table, _, _ = compare_methods(instances, images, split, params)
     np.testing.assert_allclose(table["dsb_score"], 1.0)
@@ -218,7 +212,6 @@ def test_a_boundary_model_tuned_to_interior_seeds_is_compared_with_a_two_class_b
         tune_instance_separation(
             predict_test_images(Echo(), images, split, RAW, SEGMENTATION, params)["in_use"],
             images,
-            split,
             params,
             RULE,
         )
@@ -237,7 +230,7 @@ def test_comparison_panels_show_every_method_and_the_truth():
     images, split = _test_data()
     baselines = segment_test_with_baselines(images, split, None, RAW, SEGMENTATION, PARAMS)
     instances = separate_test_instances(
-        {"in_use": baselines["otsu"]}, baselines, SEPARATION, split, PARAMS
+        {"in_use": baselines["otsu"]}, baselines, SEPARATION, images, PARAMS
     )
     figure = plot_comparison_panels(instances, images, split, PARAMS)
     titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
@@ -309,14 +302,13 @@ def test_the_outline_level_is_tuned_after_the_separation_to_the_labels_extent():
     probability, truth = _ramp_nuclei(7)  # the 0.5 contour is at 10 px, the 0.65 one at 7
     preprocessed = bundle.pack([("v0", {"labels": truth})])
     params = {**PARAMS, "instances": {**PARAMS["instances"], "outline": [None, 0.4, 0.65]}}
-    one = _split_of({"v0": "fluorescence"})
-    best, table = tune_instance_separation({"v0": probability}, preprocessed, one, params, RULE)
+    best, table = tune_instance_separation({"v0": probability}, preprocessed, params, RULE)
     assert best["outline"] == 0.65 and best["seed_depth"] == 1.0
     assert table["validation_dsb_score"].iloc[0] > 0.9
     untuned = table[table["outline"].isna()]["validation_dsb_score"].max()
     assert untuned < table["validation_dsb_score"].iloc[0]
     # Without outline levels the node tunes the separation alone, as before.
-    best, _ = tune_instance_separation({"v0": probability}, preprocessed, one, PARAMS, RULE)
+    best, _ = tune_instance_separation({"v0": probability}, preprocessed, PARAMS, RULE)
     assert best["outline"] is None
 
 
@@ -325,11 +317,13 @@ def test_each_modality_with_enough_validation_images_gets_its_own_separation():
     (at the 0.65 contour): tuned per modality, each gets its own outline level."""
     pairs = {"f0": _ramp_nuclei(10), "f1": _ramp_nuclei(10), "s0": _ramp_nuclei(7)}
     probability = {k: p for k, (p, _) in pairs.items()}
-    preprocessed = bundle.pack([(k, {"labels": t}) for k, (_, t) in pairs.items()])
-    split = _split_of({"f0": "fluorescence", "f1": "fluorescence", "s0": "stained"})
+    # The colour test tells the modality from the raw images: dark gray, and purple on pink.
+    gray = np.full(pairs["f0"][1].shape, 20, np.uint8)
+    raw = {"f0": gray, "f1": gray, "s0": np.dstack([gray * 9, gray * 6, gray * 9])}
+    preprocessed = bundle.pack([(k, {"image": raw[k], "labels": t}) for k, (_, t) in pairs.items()])
     instances = {**PARAMS["instances"], "outline": [None, 0.4, 0.65]}
     params = {**PARAMS, "instances": {**instances, "per_modality": {"min_images": 1}}}
-    plan, table = tune_instance_separation(probability, preprocessed, split, params, RULE)
+    plan, table = tune_instance_separation(probability, preprocessed, params, RULE)
     assert plan["by_modality"]["fluorescence"]["outline"] is None
     assert plan["by_modality"]["stained"]["outline"] == 0.65
     assert plan["outline"] is None  # two of the three images are fluorescence
@@ -338,18 +332,20 @@ def test_each_modality_with_enough_validation_images_gets_its_own_separation():
     assert table.loc[table["modality"] == "stained", "images"].unique().tolist() == [1]
     # A modality with fewer images keeps the pooled setting; none left: one setting.
     params["instances"]["per_modality"] = {"min_images": 2}
-    plan, table = tune_instance_separation(probability, preprocessed, split, params, RULE)
+    plan, table = tune_instance_separation(probability, preprocessed, params, RULE)
     assert sorted(plan["by_modality"]) == ["fluorescence"] and "stained" not in plan["by_modality"]
     params["instances"]["per_modality"] = {"min_images": 3}
-    plan, table = tune_instance_separation(probability, preprocessed, split, params, RULE)
+    plan, table = tune_instance_separation(probability, preprocessed, params, RULE)
     assert "by_modality" not in plan and set(table["modality"]) == {"all"}
     params["instances"]["per_modality"] = {"min_images": 0}
     with pytest.raises(ValueError, match="min_images must be >= 1"):
-        tune_instance_separation(probability, preprocessed, split, params, RULE)
+        tune_instance_separation(probability, preprocessed, params, RULE)
 
 
 def test_test_images_are_separated_with_the_settings_of_their_modality():
     images, split = _test_data()
+    stained = images["img3/image"]  # coloured, so the colour test calls it stained
+    images = {**images, "img3/image": np.dstack([stained, stained // 2, stained])}
     variants = predict_test_images(Echo(), images, split, RAW, SEGMENTATION, PARAMS)
     # The stained settings drop every object below 10,000 px: no nuclei on img3 (stained).
     plan = {
@@ -357,9 +353,9 @@ def test_test_images_are_separated_with_the_settings_of_their_modality():
         "by_modality": {"stained": {**SEPARATION, "min_size": 10_000}},
         "modality_rule": RULE,
     }
-    instances = separate_test_instances(variants, {}, plan, split, PARAMS)
+    instances = separate_test_instances(variants, {}, plan, images, PARAMS)
     assert instances["attention_unet"]["img2"].max() > 0
     assert instances["attention_unet"]["img3"].max() == 0
     # The same plan without the stained entry: both images keep their nuclei.
-    flat = separate_test_instances(variants, {}, SEPARATION, split, PARAMS)
+    flat = separate_test_instances(variants, {}, SEPARATION, images, PARAMS)
     assert flat["attention_unet"]["img3"].max() > 0

@@ -79,7 +79,8 @@ def classify_modality(
     ``spread_threshold`` means stained tissue; otherwise a median brightness above
     ``brightness_threshold`` means a bright background (brightfield); else fluorescence.
     """
-    image = drop_alpha(to_uint8(image))
+    # Alpha off first: an opaque 16-bit alpha would set the stretch of the colours.
+    image = to_uint8(drop_alpha(image))
     if is_stained(image, spread_threshold):
         return STAINED
     if is_bright_background(image, brightness_threshold):

@@ -19,7 +19,7 @@ import pandas as pd
 
 from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import ParameterError
-from nucleus_segmentation.imaging.colour import to_grayscale, to_uint8
+from nucleus_segmentation.imaging.colour import classify_modality, to_grayscale, to_uint8
 from nucleus_segmentation.imaging.geometry import resize_labels
 from nucleus_segmentation.imaging.instances import can_separate, separate_instances
 from nucleus_segmentation.imaging.preprocess import network_channels
@@ -83,10 +83,17 @@ def predict_validation_images(
     )
 
 
+def _modalities(
+    ingested: Mapping[str, np.ndarray], ids: Iterable[str], rule: Mapping[str, Any]
+) -> dict[str, str]:
+    """``{image id: modality}`` by the colour test with ``rule`` on each raw image, as
+    inference tells a user's image its modality."""
+    return {k: classify_modality(bundle.field(ingested, k, "image"), **rule) for k in ids}
+
+
 def tune_instance_separation(
     probabilities: Mapping[str, np.ndarray],
     ingested: Mapping[str, np.ndarray],
-    split: pd.DataFrame,
     params: Mapping[str, Any],
     modality_rule: Mapping[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -99,10 +106,10 @@ def tune_instance_separation(
     outline level of ``params["instances"]["outline"]`` (null: the threshold's contour), so
     the level that draws the nuclei is chosen apart from the one that finds them. With
     ``params["instances"]["per_modality"]["min_images"]`` set, each modality with that many
-    validation images (``split``'s ``modality``) then gets a search of its own, stored as
-    ``by_modality`` with ``modality_rule`` (``ingestion.modality``: the colour test that
-    told the validation images' modality, and tells a user's image its modality at
-    inference). The test split is never looked at.
+    validation images then gets a search of its own, stored as ``by_modality`` with
+    ``modality_rule`` (``ingestion.modality``): the colour test that tells each validation
+    image its modality here, and each image its modality in inference. The test split is
+    never looked at.
 
     Returns:
         ``(best settings, search table)``: keyword arguments for
@@ -131,7 +138,7 @@ def tune_instance_separation(
         return best, table
     by_modality, tables = search_by_modality(
         dict(zip(probabilities, items, strict=True)),
-        split.set_index("image_id")["modality"].to_dict(),
+        _modalities(ingested, probabilities, modality_rule),
         min_images,
         best,
         instances["search"],
@@ -139,9 +146,9 @@ def tune_instance_separation(
         instances["n_workers"],
         "validation_dsb_score",
     )
-    table = pd.concat([table, tables], ignore_index=True)
     if not by_modality:
         return best, table
+    table = pd.concat([table, tables], ignore_index=True)
     plan = {**best, BY_MODALITY: by_modality, MODALITY_RULE: dict(modality_rule)}
     return check_separation_plan(plan, "the tuned separation"), table
 
@@ -245,7 +252,7 @@ def separate_test_instances(
     variants: Mapping[str, Mapping[str, np.ndarray]],
     baselines: Mapping[str, Mapping[str, np.ndarray]],
     postprocessing: Mapping[str, Any],
-    split: pd.DataFrame,
+    ingested: Mapping[str, np.ndarray],
     params: Mapping[str, Any],
 ) -> dict[str, dict[str, np.ndarray]]:
     """Instance label maps of every method and test-time variant, each separated once:
@@ -256,8 +263,8 @@ def separate_test_instances(
     baselines give 0/1 maps, so they are split on the distance relief at threshold 0.5 (a
     flat probability has no valleys). ``attention_unet`` is the variant in use, the one
     inference runs. Settings per modality, where the tuned file has them, go to each image
-    by its modality in ``split`` (the colour test ingestion ran with the thresholds the
-    file records, as inference runs it on the image).
+    by the colour test with the file's ``modality_rule`` on its raw image (``ingested``), as
+    inference runs it.
     """
     tuned = check_separation_plan(postprocessing, "instance_postprocessing")
     binary = {**plan_settings(tuned)[0], "method": "distance", "threshold": 0.5}
@@ -272,7 +279,9 @@ def separate_test_instances(
         for image_id, probability in probabilities.items()
     ]
     settings = {m: binary if m in ("otsu", "multilevel") else tuned for m in sources}
-    modality = split.set_index("image_id")["modality"].to_dict()
+    ids = variants[IN_USE]
+    rule = tuned.get(MODALITY_RULE)
+    modality = _modalities(ingested, ids, rule) if rule else dict.fromkeys(ids)
     separated = parallel_map(
         functools.partial(_separate, settings=settings, modality=modality),
         work,

@@ -36,7 +36,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "validation_probabilities",
                     "ingested_images",
-                    "data_split",
                     "params:evaluation",
                     "params:ingestion.modality",
                 ],
@@ -61,7 +60,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "test_probabilities",
                     "baseline_probabilities",
                     "instance_postprocessing",
-                    "data_split",
+                    "ingested_images",
                     "params:evaluation",
                 ],
                 outputs="test_instances",
