@@ -270,12 +270,13 @@ def measure(name: str, version: str) -> dict:
 
     search = latest("separation_search.csv")
     images = latest("evaluation_per_image.csv")
+    score, separation = pooled_separation(search)
     return {
         "env": env,
         "model_version": version,
         "params": lever["params"],
-        "validation_dsb_score": pooled_separation(search)[0],
-        "separation": pooled_separation(search)[1],
+        "validation_dsb_score": score,
+        "separation": separation,
         "per_modality": latest("evaluation_per_modality.csv").to_dict("records"),
         "per_image": images[["image_id", "acquisition", "modality", "dsb_score"]].to_dict(
             "records"

@@ -54,11 +54,12 @@ def measure(model_version: str, precision: str) -> dict:
 
     search = latest("separation_search.csv")
     images = latest("evaluation_per_image.csv")
+    score, separation = _common.pooled_separation(search)
     return {
         "model_version": model_version,
         "precision": precision,
-        "validation_dsb_score": _common.pooled_separation(search)[0],
-        "separation": _common.pooled_separation(search)[1],
+        "validation_dsb_score": score,
+        "separation": separation,
         "per_modality": latest("evaluation_per_modality.csv").to_dict("records"),
         "per_image": images[["image_id", "acquisition", "dsb_score"]].to_dict("records"),
         "node_seconds": {

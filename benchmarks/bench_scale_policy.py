@@ -85,12 +85,13 @@ def measure(env: str, model_version: str, mode: str) -> dict:
     modality = pd.read_csv(latest(env, "evaluation_per_modality.csv"))
     images = pd.read_csv(latest(env, "evaluation_per_image.csv"))
     search = pd.read_csv(latest(env, "separation_search.csv"))
+    score, separation = pooled_separation(search)
     return {
         "env": env,
         "model_version": model_version,
         "scale_mode": mode,
-        "validation_dsb_score": pooled_separation(search)[0],
-        "separation": pooled_separation(search)[1],
+        "validation_dsb_score": score,
+        "separation": separation,
         "per_modality": modality.to_dict("records"),
         "per_image": images[["image_id", "acquisition", "dsb_score"]].to_dict("records"),
         "wall_seconds": result["wall"],

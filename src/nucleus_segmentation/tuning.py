@@ -137,6 +137,15 @@ def search_separation(
     return best, table.reset_index(drop=True)
 
 
+def per_modality_min_images(instances: Mapping[str, Any]) -> int | None:
+    """``instances.per_modality.min_images``, checked: None (one setting for all images) or
+    the validation images a modality needs for a setting of its own (>= 1)."""
+    min_images = (instances.get("per_modality") or {}).get("min_images")
+    if min_images is not None and int(min_images) < 1:
+        raise ParameterError(f"instances.per_modality.min_images must be >= 1, got {min_images}")
+    return None if min_images is None else int(min_images)
+
+
 def search_by_modality(
     items: Mapping[str, Item],
     modality: Mapping[str, str],
@@ -157,18 +166,16 @@ def search_by_modality(
         with its ``modality`` (None when no modality has enough images); modalities with
         fewer images keep ``pooled``.
     """
-    if int(min_images) < 1:
-        raise ParameterError(f"instances.per_modality.min_images must be >= 1, got {min_images}")
     by_modality: dict[str, dict[str, Any]] = {}
     tables = []
     for name in sorted({modality[k] for k in items}):
         keys = [k for k in items if modality[k] == name]
-        if len(keys) < int(min_images):
+        if len(keys) < min_images:
             logger.info(
                 "Separation for %s images: %d validation images (< %d), the pooled one",
                 name,
                 len(keys),
-                int(min_images),
+                min_images,
             )
             continue
         best, table = search_separation(

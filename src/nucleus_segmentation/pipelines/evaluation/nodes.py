@@ -42,7 +42,12 @@ from nucleus_segmentation.segment import (
     segmentation_probabilities,
     separation_for,
 )
-from nucleus_segmentation.tuning import labelled_items, search_by_modality, search_separation
+from nucleus_segmentation.tuning import (
+    labelled_items,
+    per_modality_min_images,
+    search_by_modality,
+    search_separation,
+)
 
 logger = logging.getLogger(__name__)
 # Rows of the Table-2 style comparison, in the paper's order.
@@ -119,6 +124,7 @@ def tune_instance_separation(
     """
     items = labelled_items(probabilities, ingested, "the validation split")
     instances = params["instances"]
+    min_images = per_modality_min_images(instances)  # checked before the searches
     best, table = search_separation(
         items,
         instances["search"],
@@ -133,7 +139,6 @@ def tune_instance_separation(
         table.iloc[0]["validation_dsb_score"],
     )
     table = table.assign(modality="all")
-    min_images = (instances.get("per_modality") or {}).get("min_images")
     if min_images is None:
         return best, table
     by_modality, tables = search_by_modality(
