@@ -74,19 +74,37 @@ def own_images(ids: list[str], group: str, handful: int, seed: int) -> list[str]
     return sorted(rng.choice(sorted(ids), size=handful, replace=False).tolist())
 
 
+def settings_of(plan: Mapping[str, Any], ingested: Mapping[str, np.ndarray], key: str) -> dict:
+    """The settings a separation plan gives the ingested image ``key`` (its modality's)."""
+    from nucleus_segmentation import bundle
+    from nucleus_segmentation.segment import image_separation
+
+    return image_separation(plan, bundle.field(ingested, key, "image"))
+
+
+def shown_settings(plan: Mapping[str, Any], ingested: Mapping[str, np.ndarray], ids) -> dict:
+    """The settings most of the images ``ids`` get from a plan: what a table row shows."""
+    chosen = [settings_of(plan, ingested, k) for k in ids]
+    return max(chosen, key=chosen.count)
+
+
 def scores(
     probabilities: Mapping[str, np.ndarray],
     ingested: Mapping[str, np.ndarray],
     separation: Mapping[str, Any],
     groups: Mapping[str, str],
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Per-image scores and pooled summary of ``probabilities`` separated by ``separation``."""
+    """Per-image scores and pooled summary of ``probabilities`` separated by ``separation``
+    (a plan: each image by the settings of its modality where it has them, as inference)."""
     from nucleus_segmentation import bundle
     from nucleus_segmentation.imaging.instances import separate_instances
     from nucleus_segmentation.scoring import score_images
 
     truths = {k: bundle.field(ingested, k, "labels") for k in probabilities}
-    predictions = {k: separate_instances(p, **separation) for k, p in probabilities.items()}
+    predictions = {
+        k: separate_instances(p, **settings_of(separation, ingested, k))
+        for k, p in probabilities.items()
+    }
     per_image, summary = score_images(truths, predictions, dict(groups))
     overall = summary.set_index("group").loc["all"]
     return per_image.set_index("image_id"), {k: float(overall[k]) for k in SCORED}
@@ -131,8 +149,8 @@ def calibrated_row(
         "paired_dsb": paired_interval(paired["after"] - paired["before"], paired["cluster"], seed),
         "clusters": int(paired["cluster"].nunique()),
         "interval_over": "images" if paired["cluster"].is_unique else "acquisition groups",
-        "separation_before": dict(before),
-        "separation_after": dict(after),
+        "separation_before": shown_settings(before, ingested, scored),
+        "separation_after": shown_settings(after, ingested, scored),
     }
     return row, paired
 

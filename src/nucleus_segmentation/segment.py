@@ -263,13 +263,21 @@ def separation_for(plan: Mapping[str, Any], modality: str | None) -> dict:
     return dict(plan.get(BY_MODALITY, {}).get(modality) or plan_settings(plan)[0])
 
 
+def image_modality(plan: Mapping[str, Any], image: np.ndarray) -> str | None:
+    """This raw image's modality by the colour test with a checked plan's ``modality_rule``;
+    None for a plan with one setting for every image (no colour test run)."""
+    if BY_MODALITY not in plan:
+        return None
+    return classify_modality(image, **plan[MODALITY_RULE])
+
+
 def image_separation(plan: Mapping[str, Any], image: np.ndarray) -> dict:
     """The settings a separation plan gives this raw image: by its modality (the colour test
     with the plan's ``modality_rule``) where the plan has settings per modality."""
     plan = check_separation_plan(plan)
     if BY_MODALITY not in plan:
         return plan
-    return separation_for(plan, classify_modality(image, **plan[MODALITY_RULE]))
+    return separation_for(plan, image_modality(plan, image))
 
 
 def model_classes(model) -> int | None:

@@ -13,8 +13,9 @@ from nucleus_segmentation.pipelines.calibration import create_pipeline
 from nucleus_segmentation.pipelines.calibration.nodes import (
     calibrate_separation,
     predict_calibration_images,
+    report_calibration,
 )
-from nucleus_segmentation.segment import SEPARATION_KEYS
+from nucleus_segmentation.segment import SEPARATION_KEYS, check_separation_plan
 from tests.pipelines.test_data_processing import KeptDataset
 from tests.pipelines.test_evaluation import (
     PARAMS,
@@ -134,20 +135,67 @@ def test_a_bad_calibration_setting_stops_before_any_image_is_predicted(calibrati
     ).keys() == set(split["image_id"])
 
 
-def test_calibration_starts_from_the_settings_the_images_modality_had():
-    """A separation tuned per modality: calibration starts from (and reports as "before")
-    the settings of the calibration images' most common modality, and writes one setting."""
+def test_calibration_fits_each_modality_of_its_images_and_keeps_the_rest_of_the_plan():
+    """A separation tuned per modality: each modality among the calibration images (colour
+    test with the plan's rule) is fitted on its own images, starting from the settings it
+    had; the settings for all images, the other modalities and the rule stay."""
     images, _ = _test_data()
     stained = {**SEPARATION, "seed_depth": 2.0}
-    plan = {**SEPARATION, "by_modality": {"stained": stained}, "modality_rule": RULE}
+    phase = {**SEPARATION, "min_size": 3}  # a modality with no calibration image
+    plan = {
+        **SEPARATION,
+        "by_modality": {"stained": stained, "brightfield": phase},
+        "modality_rule": RULE,
+    }
+    params = {**PARAMS, "instances": {**PARAMS["instances"], "outline": [None, 0.3]}}
     ids = ("img0", "img1", "img2")
     probabilities = {k: (images[f"{k}/labels"] > 0).astype("float32") for k in ids}
-    _, _, previous = calibrate_separation(probabilities, images, plan, PARAMS, {"tune": "all"})
-    assert previous == {**SEPARATION, "outline": None}  # gray images: fluorescence
     coloured = dict(images)
-    for k in ids[:2]:
+    for k in ids[:2]:  # two stained images, one fluorescence (gray)
         gray = images[f"{k}/image"]
         coloured[f"{k}/image"] = np.dstack([gray, gray // 4, gray])
-    best, _, previous = calibrate_separation(probabilities, coloured, plan, PARAMS, {"tune": "all"})
-    assert previous == {**stained, "outline": None}  # two of the three are stained
-    assert "by_modality" not in best and set(best) == {*SEPARATION_KEYS, "outline"}
+    calibrated, table, previous = calibrate_separation(
+        probabilities, coloured, plan, params, {"tune": "outline"}
+    )
+    assert previous == check_separation_plan(plan)
+    fitted = calibrated["by_modality"]
+    assert set(fitted) == {"stained", "brightfield", "fluorescence"}
+    assert fitted["brightfield"] == previous["by_modality"]["brightfield"]  # untouched
+    assert {k: fitted["stained"][k] for k in SEPARATION_KEYS} == {
+        k: stained[k] for k in SEPARATION_KEYS
+    }  # fitted from the stained settings, the outline level alone
+    assert {k: fitted["fluorescence"][k] for k in SEPARATION_KEYS} == {
+        k: SEPARATION[k] for k in SEPARATION_KEYS
+    }  # no settings of its own: fitted from the ones for all images
+    assert {k: calibrated[k] for k in SEPARATION_KEYS} == {
+        k: SEPARATION[k] for k in SEPARATION_KEYS
+    }
+    assert calibrated["modality_rule"] == RULE
+    assert table.groupby("modality")["images"].first().to_dict() == {
+        "stained": 2,
+        "fluorescence": 1,
+    }
+    assert set(table.loc[table["modality"] == "stained", "seed_depth"]) == {2.0}
+    report = report_calibration(
+        probabilities, coloured, pd.DataFrame({"image_id": ids}), previous, calibrated
+    )
+    assert report[["separation", "modality", "images"]].values.tolist() == [
+        ["before", "stained", 2],
+        ["before", "fluorescence", 1],
+        ["before", "all", 3],
+        ["after", "stained", 2],
+        ["after", "fluorescence", 1],
+        ["after", "all", 3],
+    ]
+    assert report["seed_depth"].tolist()[:2] == [2.0, SEPARATION["seed_depth"]]
+    assert report["seed_depth"].isna().tolist()[2::3] == [True, True]  # mixed settings
+    # The same images with the plan's colour test made stricter: all read as fluorescence.
+    strict = {**plan, "modality_rule": {**RULE, "spread_threshold": 10**6}}
+    calibrated, table, _ = calibrate_separation(
+        probabilities, coloured, strict, params, {"tune": "outline"}
+    )
+    assert set(table["modality"]) == {"fluorescence"}
+    assert (
+        calibrated["by_modality"]["stained"]
+        == check_separation_plan(plan)["by_modality"]["stained"]
+    )

@@ -21,18 +21,21 @@ from nucleus_segmentation.errors import DataProblem, ParameterError, refuse_unkn
 from nucleus_segmentation.imaging.instances import separate_instances
 from nucleus_segmentation.scoring import score_images
 from nucleus_segmentation.segment import (
+    BY_MODALITY,
     SEPARATION_KEYS,
     SegmentationSettings,
-    check_separation,
     check_separation_plan,
+    image_modality,
     image_separation,
     segmentation_probabilities,
+    separation_for,
 )
 from nucleus_segmentation.tuning import fits, labelled_items, search_separation
 
 logger = logging.getLogger(__name__)
 REPORT_SCORES = ("dsb_score", "precision", "recall", "f1", "area_error", "nucleus_iou_pooled")
 TUNE = ("all", "outline")  # calibration.tune: the whole search | the outline level only
+ALL = "all"  # the modality group of a separation with one setting for every image
 
 
 def check_calibration(calibration: Mapping[str, Any], params: Mapping[str, Any]) -> str:
@@ -75,15 +78,51 @@ def predict_calibration_images(
     )
 
 
-def settings_in_use(
-    in_use: Mapping[str, Any], images: Mapping[str, np.ndarray], ids: list[str]
-) -> dict[str, Any]:
-    """The settings the separation in use gives the calibration images ``ids``: with
-    settings per modality, those of the images' most common modality (each image's colour
-    test with the file's ``modality_rule``, as inference runs it)."""
-    plan = check_separation_plan(in_use, "instance_postprocessing (in use)")
-    chosen = [image_separation(plan, bundle.field(images, k, "image")) for k in ids]
-    return max(chosen, key=chosen.count)
+def modality_groups(
+    plan: Mapping[str, Any], images: Mapping[str, np.ndarray], ids: list[str]
+) -> dict[str, list[str]]:
+    """The calibration images ``ids`` by the modality a checked separation plan gives them
+    (each image's colour test with the plan's ``modality_rule``, as inference runs it), in
+    first-seen order; one group ``all`` for a plan with one setting for every image."""
+    groups: dict[str, list[str]] = {}
+    for key in ids:
+        modality = image_modality(plan, bundle.field(images, key, "image"))
+        groups.setdefault(modality or ALL, []).append(key)
+    return groups
+
+
+def calibrate_group(
+    items: list,
+    previous: Mapping[str, Any],
+    instances: Mapping[str, Any],
+    tune: str,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The search of ``instances`` (or the outline level alone, ``tune: outline``) on one
+    group's ``items`` (probability, labels), with ``previous`` (the settings the group's
+    images had) scored beside it: the best setting and the table, best first."""
+    candidates = [dict(previous)] if fits(previous, items) else []
+    search = instances["search"]
+    if tune == "outline":
+        if not candidates:
+            raise ParameterError(
+                f"calibration.tune: outline keeps the separation in use ({dict(previous)}), "
+                "which seeds from a boundary class this model lacks: calibrate with tune: all"
+            )
+        search = {key: [previous[key]] for key in SEPARATION_KEYS}
+    if not candidates:
+        logger.warning(
+            "The separation in use (%s) seeds from a boundary class this model lacks: "
+            "calibrating without it",
+            dict(previous),
+        )
+    return search_separation(
+        items,
+        search,
+        instances.get("outline"),
+        instances["n_workers"],
+        "calibration_dsb_score",
+        candidates=candidates,
+    )
 
 
 def calibrate_separation(
@@ -102,41 +141,39 @@ def calibrate_separation(
     DSB on a lab's other images, where the whole search cost up to 0.09); ``all`` searches
     every setting of ``params["instances"]["search"]`` and then the outline level.
 
+    The calibration follows the shape of the separation in use: one setting for every image
+    is fitted on all calibration images; a plan with settings per modality (evaluation's
+    default) has the settings of each modality among the calibration images (by the colour
+    test, :func:`modality_groups`) fitted on that modality's images, starting from what
+    that modality had (its own settings, else the ones for all images); the other
+    modalities, the settings for all images and the colour test's rule stay as they were.
+
     Returns:
         ``(calibrated, search table, in use)``: the new ``instance_postprocessing``, one
-        row per setting with its mean DSB score on the calibration images, best first, and
-        the separation that was in use, checked (read here, before the new version is
-        written, for the report). The calibrated separation is one setting for the user's
-        images, whatever the one in use held per modality (see :func:`settings_in_use`).
+        row per setting and modality group (``modality``: ``all`` for a single setting)
+        with its mean DSB score on that group's images, best first within a group, and the
+        separation that was in use, checked (read here, before the new version is written,
+        for the report).
     """
     tune = check_calibration(calibration, params)
-    items = labelled_items(probabilities, images, "the calibration images")
-    instances = params["instances"]
-    search = instances["search"]
-    previous = settings_in_use(in_use, images, list(probabilities))
-    candidates = [previous] if fits(previous, items) else []
-    if tune == "outline":
-        if not candidates:
-            raise ParameterError(
-                f"calibration.tune: outline keeps the separation in use ({previous}), which "
-                "seeds from a boundary class this model lacks: calibrate with tune: all"
-            )
-        search = {key: [previous[key]] for key in SEPARATION_KEYS}
-    if not candidates:
-        logger.warning(
-            "The separation in use (%s) seeds from a boundary class this model lacks: "
-            "calibrating without it",
-            previous,
-        )
-    best, table = search_separation(
-        items,
-        search,
-        instances.get("outline"),
-        instances["n_workers"],
-        "calibration_dsb_score",
-        candidates=candidates,
-    )
-    return best, table, previous
+    labelled_items(probabilities, images, "the calibration images")  # none: a clear error
+    plan = check_separation_plan(in_use, "instance_postprocessing (in use)")
+    calibrated = {**plan, BY_MODALITY: dict(plan[BY_MODALITY])} if BY_MODALITY in plan else {}
+    tables = []
+    for modality, ids in modality_groups(plan, images, list(probabilities)).items():
+        group = {k: probabilities[k] for k in ids}
+        items = labelled_items(group, images, f"the calibration images ({modality})")
+        previous = separation_for(plan, None if modality == ALL else modality)
+        best, table = calibrate_group(items, previous, params["instances"], tune)
+        if modality == ALL:
+            calibrated = best
+        else:
+            calibrated[BY_MODALITY][modality] = best
+        tables.append(table.assign(modality=modality, images=len(ids)))
+        logger.info("Calibration of %s (%d images): %s", modality, len(ids), best)
+    table = pd.concat(tables, ignore_index=True)
+    leading = ["modality", "images"]
+    return calibrated, table[leading + [c for c in table if c not in leading]], plan
 
 
 def report_calibration(
@@ -146,42 +183,53 @@ def report_calibration(
     before: Mapping[str, Any],
     after: Mapping[str, Any],
 ) -> pd.DataFrame:
-    """One row per separation (``before``: the one in use until now, ``after``: calibrated)
-    with its scores on the calibration images: DSB score, P/R/F1 at IoU 0.5, pooled nucleus
-    IoU and the signed area error of matched nuclei ((predicted - true) / true), and the
-    settings. The scores are on the images the calibration was tuned on (in-sample)."""
+    """Rows per separation (``before``: the one in use until now, ``after``: calibrated) and
+    modality group of the calibration images (:func:`modality_groups` under ``before``;
+    with several groups, a last row ``all`` for every image, each by its own settings)
+    with the scores on those images: DSB score, P/R/F1 at IoU 0.5, pooled nucleus IoU and
+    the signed area error of matched nuclei ((predicted - true) / true), and the settings
+    the group's images get. The scores are on the images the calibration was tuned on
+    (in-sample)."""
     if not probabilities:
         raise DataProblem("the calibration images: none to report on")
     truths = {k: bundle.field(images, k, "labels") for k in probabilities}
-    groups = dict.fromkeys(probabilities, "calibration")
+    groups = modality_groups(
+        check_separation_plan(before, "instance_postprocessing (before)"),
+        images,
+        list(probabilities),
+    )
+    described = ", ".join(f"{m}: {len(ids)}" for m, ids in groups.items())
+    total = len(groups) > 1  # a last row over every image, each by its own settings
+    if total:
+        groups[ALL] = list(probabilities)
     rows = []
-    for name, separation in (("before", before), ("after", after)):
-        settings = check_separation(separation, f"instance_postprocessing ({name})")
-        if not fits(settings, [(p, None) for p in probabilities.values()]):
-            # An interior separation left from a boundary model: it cannot run on this one.
-            scores = dict.fromkeys(REPORT_SCORES, np.nan)
-            rows.append({"separation": name, "images": 0, **scores, **settings})
-            continue
-        predictions = {k: separate_instances(p, **settings) for k, p in probabilities.items()}
-        _, summary = score_images(truths, predictions, groups)
-        overall = summary.set_index("group").loc["all"]
-        rows.append(
-            {
-                "separation": name,
-                "images": len(predictions),
-                **{k: float(overall[k]) for k in REPORT_SCORES},
-                **settings,
-            }
-        )
+    for name, plan in (("before", before), ("after", after)):
+        plan = check_separation_plan(plan, f"instance_postprocessing ({name})")
+        chosen = {k: image_separation(plan, bundle.field(images, k, "image")) for k in truths}
+        for modality, ids in groups.items():
+            settings = {} if total and modality == ALL else chosen[ids[0]]
+            row = {"separation": name, "modality": modality, "images": len(ids)}
+            if not all(fits(chosen[k], [(probabilities[k], None)]) for k in ids):
+                # An interior separation left from a boundary model: it cannot run on this one.
+                rows.append({**row, "images": 0, **dict.fromkeys(REPORT_SCORES, np.nan)})
+                continue
+            predictions = {k: separate_instances(probabilities[k], **chosen[k]) for k in ids}
+            _, summary = score_images(
+                {k: truths[k] for k in ids}, predictions, dict.fromkeys(ids, "calibration")
+            )
+            overall = summary.set_index("group").loc["all"]
+            rows.append({**row, **{k: float(overall[k]) for k in REPORT_SCORES}, **settings})
     report = pd.DataFrame(rows)
+    totals = report[report["modality"] == list(groups)[-1]]  # every image
     logger.info(
-        "Calibrated on %d images: DSB score %.3f -> %.3f, area error %+.1f %% -> %+.1f %% "
-        "(in-sample); inference now uses %s",
+        "Calibrated on %d images (%s): DSB score %.3f -> %.3f, area error %+.1f %% -> "
+        "%+.1f %% (in-sample); inference now uses %s",
         len(metadata),
-        report["dsb_score"].iloc[0],
-        report["dsb_score"].iloc[1],
-        100 * report["area_error"].iloc[0],
-        100 * report["area_error"].iloc[1],
-        check_separation(after),
+        described,
+        totals["dsb_score"].iloc[0],
+        totals["dsb_score"].iloc[1],
+        100 * totals["area_error"].iloc[0],
+        100 * totals["area_error"].iloc[1],
+        after,
     )
     return report

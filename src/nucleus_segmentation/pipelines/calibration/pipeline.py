@@ -5,7 +5,8 @@ the separation and outline tuned on them, and a before/after report.
 ``__default__``. The images are read and their masks merged exactly as ingestion does, each is
 segmented by the path inference runs, the outline level (``calibration.tune: outline``, the
 default) or evaluation's whole search (``tune: all``, ``params:evaluation``) is fitted on them
-with the separation in use as one more candidate, and the result is written as a new version of
+(per modality where the separation in use holds settings per modality) with the separation
+in use as one more candidate, and the result is written as a new version of
 ``instance_postprocessing``: the separation the next ``inference`` run uses. The
 one in use is read by the node that writes the new one (as ``instance_postprocessing_in_use``,
 the same file), so it is the previous version, not the new one.
