@@ -306,11 +306,20 @@ def run_table(run: dict) -> str:
         f"--seed {run['seed']}" + (" --outline-only" if run["outline_only"] else "")
     )
     what = "the outline level only" if run["outline_only"] else "the whole search"
-    in_use = run["rows"][0].get("separation_before", {}) if run["rows"] else {}
+    rows = [row for row in run["rows"] if "separation_before" in row]  # not the pooled row
+    before = [row["separation_before"] for row in rows]
+    if all(settings == before[0] for settings in before):
+        in_use = f"tuned on the validation split: {settings_text(before[0] if before else {})}"
+    else:  # a separation tuned per modality: each row starts from its images' settings
+        rows_of: dict[str, list[str]] = {}
+        for settings, row in zip(before, rows, strict=True):
+            rows_of.setdefault(settings_text(settings), []).append(row["rows"].split(":")[0])
+        in_use = "tuned on the validation split per modality; each row starts from its " + (
+            "images' settings: " + "; ".join(f"{k} ({', '.join(v)})" for k, v in rows_of.items())
+        )
     return (
         f"`{command}` ({what}; machine: 2 cores, {run['machine']}; the separation in use, "
-        f"evaluation's, tuned on the validation split: {settings_text(in_use)}):\n\n"
-        + "\n".join(lines)
+        f"evaluation's, {in_use}):\n\n" + "\n".join(lines)
     )
 
 
