@@ -10,7 +10,7 @@ Two levers, both TensorFlow-only (the package's model code stays backend-neutral
    float64 product, in a fresh process with and without the variable (oneDNN reads it once).
 2. TensorFlow's graph rewrite ``auto_mixed_precision_onednn_bfloat16`` (grappler): a float32
    model's graphs run in bfloat16 where oneDNN allows, without Keras' casts at every layer.
-   One training step of the CPU default network (8 crops of 256x256, built and compiled by
+   One training step of the CPU default network (a batch of 256x256 crops, built and compiled by
    ``model/recipe.py`` as the training node does) timed with ``train_on_batch`` in four ways,
    interleaved step by step so drifts of the machine hit each alike: float32, float32 with
    the rewrite, Keras' ``mixed_bfloat16``, ``mixed_bfloat16`` with the rewrite. TensorFlow
@@ -78,8 +78,9 @@ def matmul_rows() -> list[str]:
     return rows
 
 
-def step_rows(steps: int) -> list[str]:
-    """Seconds per training step, four ways, interleaved (medians of ``steps`` each)."""
+def step_rows(steps: int, size: int = 256) -> tuple[list[str], int]:
+    """Seconds per training step on ``size`` x ``size`` crops, four ways, interleaved
+    (medians of ``steps`` each), and the batch (training's ``batch_size``)."""
     import tensorflow as tf
     import yaml
     from _common import PROJECT
@@ -95,7 +96,8 @@ def step_rows(steps: int) -> list[str]:
     for precision in ("float32", "mixed_bfloat16"):
         with precision_scope(precision):
             models[precision] = compiled_model(config, params)
-    x, y = synthetic_batch(config, int(params["batch_size"]), 256)
+    batch = int(params["batch_size"])
+    x, y = synthetic_batch(config, batch, size)
     ways = [(p, rewrite) for p in models for rewrite in (False, True)]
 
     def step(precision: str, rewrite: bool) -> float:
@@ -119,7 +121,7 @@ def step_rows(steps: int) -> list[str]:
             f"| {precision} | {'yes' if rewrite else 'no'} | {median:.3f} | "
             f"{min(values):.3f} to {max(values):.3f} | {base / median:.2f}x |"
         )
-    return rows
+    return rows, batch
 
 
 def main() -> None:
@@ -134,7 +136,7 @@ def main() -> None:
     from _common import bf16_instructions, write_section
 
     matmuls = matmul_rows()
-    steps = step_rows(args.steps)
+    steps, batch = step_rows(args.steps)
     body = "\n".join(
         [
             f"Command: `python benchmarks/bench_onednn.py --steps {args.steps}`. Machine: "
@@ -147,7 +149,7 @@ def main() -> None:
             "|---|---:|---:|---:|",
             *matmuls,
             "",
-            f"One training step of the CPU default network, 8 crops of 256x256 "
+            f"One training step of the CPU default network, {batch} crops of 256x256 "
             f"(`train_on_batch`, {args.steps} steps per way, interleaved):",
             "",
             f"| Keras dtype policy | graph rewrite `{REWRITE}` | median s/step | range | "

@@ -1,6 +1,8 @@
 """The calibration pipeline's nodes in memory: the separation in use is read before the new
 one is written, scored beside the search, and reported before / after."""
 
+import copy
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -15,7 +17,11 @@ from nucleus_segmentation.pipelines.calibration.nodes import (
     predict_calibration_images,
     report_calibration,
 )
-from nucleus_segmentation.segment import SEPARATION_KEYS, check_separation_plan
+from nucleus_segmentation.segment import (
+    SEPARATION_KEYS,
+    check_model_separation,
+    check_separation_plan,
+)
 from tests.pipelines.test_data_processing import KeptDataset
 from tests.pipelines.test_evaluation import (
     PARAMS,
@@ -26,6 +32,11 @@ from tests.pipelines.test_evaluation import (
     _test_data,
 )
 from tests.pipelines.test_training import RAW
+
+
+class TwoClasses:  # a stand-in for a model without a boundary class
+    output_shape = (None, None, None, 2)
+
 
 # Drops every nucleus: the calibrated separation must differ from it and score better.
 UNUSABLE = {**SEPARATION, "min_size": 10**6}
@@ -154,23 +165,22 @@ def test_calibration_fits_each_modality_of_its_images_and_keeps_the_rest_of_the_
     for k in ids[:2]:  # two stained images, one fluorescence (gray)
         gray = images[f"{k}/image"]
         coloured[f"{k}/image"] = np.dstack([gray, gray // 4, gray])
+    unchanged = copy.deepcopy(plan)
     calibrated, table, previous = calibrate_separation(
         probabilities, coloured, plan, params, {"tune": "outline"}
     )
-    assert previous == check_separation_plan(plan)
+    assert plan == unchanged and previous == check_separation_plan(plan)
     fitted = calibrated["by_modality"]
     assert set(fitted) == {"stained", "brightfield", "fluorescence"}
-    assert fitted["brightfield"] == previous["by_modality"]["brightfield"]  # untouched
+    assert fitted["brightfield"] == {**phase, "outline": None}  # untouched
     assert {k: fitted["stained"][k] for k in SEPARATION_KEYS} == {
         k: stained[k] for k in SEPARATION_KEYS
     }  # fitted from the stained settings, the outline level alone
     assert {k: fitted["fluorescence"][k] for k in SEPARATION_KEYS} == {
         k: SEPARATION[k] for k in SEPARATION_KEYS
     }  # no settings of its own: fitted from the ones for all images
-    assert {k: calibrated[k] for k in SEPARATION_KEYS} == {
-        k: SEPARATION[k] for k in SEPARATION_KEYS
-    }
-    assert calibrated["modality_rule"] == RULE
+    pooled = {k: v for k, v in calibrated.items() if k not in ("by_modality", "modality_rule")}
+    assert pooled == {**SEPARATION, "outline": None} and calibrated["modality_rule"] == RULE
     assert table.groupby("modality")["images"].first().to_dict() == {
         "stained": 2,
         "fluorescence": 1,
@@ -199,3 +209,29 @@ def test_calibration_fits_each_modality_of_its_images_and_keeps_the_rest_of_the_
         calibrated["by_modality"]["stained"]
         == check_separation_plan(plan)["by_modality"]["stained"]
     )
+
+
+def test_calibration_leaves_no_setting_a_two_class_model_cannot_run():
+    """A plan tuned for a boundary model (interior seeds everywhere) calibrated with a
+    two-class model's maps (the whole search): the fitted modality gets a setting it can run,
+    the settings for all images become that one, and another modality's interior settings
+    are dropped, so the next inference is not refused."""
+    images, _ = _test_data()
+    interior = {**SEPARATION, "method": "interior"}
+    plan = {**interior, "by_modality": {"stained": interior}, "modality_rule": RULE}
+    probabilities = {"img0": (images["img0/labels"] > 0).astype("float32")}  # one map: 2 classes
+    calibrated, table, _ = calibrate_separation(
+        probabilities, images, plan, PARAMS, {"tune": "all"}
+    )
+    assert set(table["modality"]) == {"fluorescence"}
+    fitted = calibrated["by_modality"]["fluorescence"]
+    assert fitted["method"] != "interior"
+    pooled = {k: v for k, v in calibrated.items() if k not in ("by_modality", "modality_rule")}
+    assert pooled == fitted
+    assert set(calibrated["by_modality"]) == {"fluorescence"}  # stained's interior dropped
+    check_model_separation(TwoClasses(), calibrated)  # what inference checks: no error
+    with pytest.raises(DataProblem, match="method 'interior'"):
+        check_model_separation(TwoClasses(), plan)  # the plan in use: refused
+    params = {**PARAMS, "instances": {**PARAMS["instances"], "outline": [None, 0.3]}}
+    with pytest.raises(ParameterError, match="in use for fluorescence images"):
+        calibrate_separation(probabilities, images, plan, params, {"tune": "outline"})

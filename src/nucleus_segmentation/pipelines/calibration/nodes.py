@@ -22,6 +22,7 @@ from nucleus_segmentation.imaging.instances import separate_instances
 from nucleus_segmentation.scoring import score_images
 from nucleus_segmentation.segment import (
     BY_MODALITY,
+    MODALITY_RULE,
     SEPARATION_KEYS,
     SegmentationSettings,
     check_separation_plan,
@@ -96,23 +97,27 @@ def calibrate_group(
     previous: Mapping[str, Any],
     instances: Mapping[str, Any],
     tune: str,
+    group: str = ALL,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """The search of ``instances`` (or the outline level alone, ``tune: outline``) on one
     group's ``items`` (probability, labels), with ``previous`` (the settings the group's
-    images had) scored beside it: the best setting and the table, best first."""
+    images had) scored beside it: the best setting and the table, best first. ``group``
+    names the images in messages (a modality, or ``all``)."""
     candidates = [dict(previous)] if fits(previous, items) else []
     search = instances["search"]
     if tune == "outline":
         if not candidates:
             raise ParameterError(
-                f"calibration.tune: outline keeps the separation in use ({dict(previous)}), "
-                "which seeds from a boundary class this model lacks: calibrate with tune: all"
+                f"calibration.tune: outline keeps the separation in use for {group} images "
+                f"({dict(previous)}), which seeds from a boundary class this model lacks: "
+                "calibrate with tune: all"
             )
         search = {key: [previous[key]] for key in SEPARATION_KEYS}
     if not candidates:
         logger.warning(
-            "The separation in use (%s) seeds from a boundary class this model lacks: "
-            "calibrating without it",
+            "The separation in use for %s images (%s) seeds from a boundary class this model "
+            "lacks: calibrating without it",
+            group,
             dict(previous),
         )
     return search_separation(
@@ -146,7 +151,9 @@ def calibrate_separation(
     default) has the settings of each modality among the calibration images (by the colour
     test, :func:`modality_groups`) fitted on that modality's images, starting from what
     that modality had (its own settings, else the ones for all images); the other
-    modalities, the settings for all images and the colour test's rule stay as they were.
+    modalities, the settings for all images and the colour test's rule stay as they were,
+    unless this model cannot run them (interior seeds for a two-class model: see
+    :func:`_runnable`).
 
     Returns:
         ``(calibrated, search table, in use)``: the new ``instance_postprocessing``, one
@@ -159,21 +166,51 @@ def calibrate_separation(
     labelled_items(probabilities, images, "the calibration images")  # none: a clear error
     plan = check_separation_plan(in_use, "instance_postprocessing (in use)")
     calibrated = {**plan, BY_MODALITY: dict(plan[BY_MODALITY])} if BY_MODALITY in plan else {}
-    tables = []
+    tables, fitted = [], {}
     for modality, ids in modality_groups(plan, images, list(probabilities)).items():
         group = {k: probabilities[k] for k in ids}
         items = labelled_items(group, images, f"the calibration images ({modality})")
         previous = separation_for(plan, None if modality == ALL else modality)
-        best, table = calibrate_group(items, previous, params["instances"], tune)
+        best, table = calibrate_group(items, previous, params["instances"], tune, modality)
         if modality == ALL:
             calibrated = best
         else:
             calibrated[BY_MODALITY][modality] = best
         tables.append(table.assign(modality=modality, images=len(ids)))
+        fitted[modality] = (len(ids), best)
         logger.info("Calibration of %s (%d images): %s", modality, len(ids), best)
+    if BY_MODALITY in calibrated:
+        calibrated = _runnable(calibrated, list(probabilities.values()), fitted)
     table = pd.concat(tables, ignore_index=True)
     leading = ["modality", "images"]
     return calibrated, table[leading + [c for c in table if c not in leading]], plan
+
+
+def _runnable(
+    plan: dict[str, Any], probabilities: list[np.ndarray], fitted: Mapping[str, tuple]
+) -> dict[str, Any]:
+    """``plan`` with every setting this model's maps cannot run (``interior`` seeds, a plan
+    tuned for a boundary model, calibrated with a two-class one) replaced, so the next
+    inference runs: the settings for all images by the setting fitted on the most
+    calibration images, another modality's own settings dropped (its images then get the
+    settings for all images)."""
+    maps = [(p, None) for p in probabilities]
+    pooled = {k: v for k, v in plan.items() if k not in (BY_MODALITY, MODALITY_RULE)}
+    if not fits(pooled, maps):
+        pooled = dict(max(fitted.values(), key=lambda item: item[0])[1])
+        logger.warning(
+            "The settings for all images seed from a boundary class this model lacks: "
+            "replaced by the calibrated %s",
+            pooled,
+        )
+    kept = {m: s for m, s in plan[BY_MODALITY].items() if fits(s, maps)}
+    for modality in sorted(set(plan[BY_MODALITY]) - set(kept)):
+        logger.warning(
+            "The settings for %s images seed from a boundary class this model lacks: "
+            "dropped (they get the settings for all images)",
+            modality,
+        )
+    return {**pooled, BY_MODALITY: kept, MODALITY_RULE: plan[MODALITY_RULE]}
 
 
 def report_calibration(
@@ -211,7 +248,9 @@ def report_calibration(
             row = {"separation": name, "modality": modality, "images": len(ids)}
             if not all(fits(chosen[k], [(probabilities[k], None)]) for k in ids):
                 # An interior separation left from a boundary model: it cannot run on this one.
-                rows.append({**row, "images": 0, **dict.fromkeys(REPORT_SCORES, np.nan)})
+                rows.append(
+                    {**row, "images": 0, **dict.fromkeys(REPORT_SCORES, np.nan), **settings}
+                )
                 continue
             predictions = {k: separate_instances(probabilities[k], **chosen[k]) for k in ids}
             _, summary = score_images(
