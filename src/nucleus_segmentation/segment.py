@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,12 +263,12 @@ def separation_for(plan: Mapping[str, Any], modality: str | None) -> dict:
     return dict(plan.get(BY_MODALITY, {}).get(modality) or plan_settings(plan)[0])
 
 
-def image_modality(plan: Mapping[str, Any], image: np.ndarray) -> str | None:
-    """This raw image's modality by the colour test with a checked plan's ``modality_rule``;
-    None for a plan with one setting for every image (no colour test run)."""
-    if BY_MODALITY not in plan:
-        return None
-    return classify_modality(image, **plan[MODALITY_RULE])
+def bundle_modalities(
+    ingested: Mapping[str, np.ndarray], ids: Iterable[str], rule: Mapping[str, Any]
+) -> dict[str, str]:
+    """``{image id: modality}`` of the bundle's raw images ``ids`` by the colour test with
+    ``rule`` (a plan's ``modality_rule``), the test inference runs on a user's image."""
+    return {k: classify_modality(bundle.field(ingested, k, "image"), **rule) for k in ids}
 
 
 def image_separation(plan: Mapping[str, Any], image: np.ndarray) -> dict:
@@ -277,7 +277,7 @@ def image_separation(plan: Mapping[str, Any], image: np.ndarray) -> dict:
     plan = check_separation_plan(plan)
     if BY_MODALITY not in plan:
         return plan
-    return separation_for(plan, image_modality(plan, image))
+    return separation_for(plan, classify_modality(image, **plan[MODALITY_RULE]))
 
 
 def model_classes(model) -> int | None:

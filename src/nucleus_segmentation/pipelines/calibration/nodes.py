@@ -25,9 +25,10 @@ from nucleus_segmentation.segment import (
     MODALITY_RULE,
     SEPARATION_KEYS,
     SegmentationSettings,
+    bundle_modalities,
     check_separation_plan,
-    image_modality,
     image_separation,
+    plan_settings,
     segmentation_probabilities,
     separation_for,
 )
@@ -85,10 +86,11 @@ def modality_groups(
     """The calibration images ``ids`` by the modality a checked separation plan gives them
     (each image's colour test with the plan's ``modality_rule``, as inference runs it), in
     first-seen order; one group ``all`` for a plan with one setting for every image."""
+    if BY_MODALITY not in plan:
+        return {ALL: list(ids)}
     groups: dict[str, list[str]] = {}
-    for key in ids:
-        modality = image_modality(plan, bundle.field(images, key, "image"))
-        groups.setdefault(modality or ALL, []).append(key)
+    for key, modality in bundle_modalities(images, ids, plan[MODALITY_RULE]).items():
+        groups.setdefault(modality, []).append(key)
     return groups
 
 
@@ -195,7 +197,7 @@ def _runnable(
     calibration images, another modality's own settings dropped (its images then get the
     settings for all images)."""
     maps = [(p, None) for p in probabilities]
-    pooled = {k: v for k, v in plan.items() if k not in (BY_MODALITY, MODALITY_RULE)}
+    pooled = plan_settings(plan)[0]
     if not fits(pooled, maps):
         pooled = dict(max(fitted.values(), key=lambda item: item[0])[1])
         logger.warning(

@@ -19,7 +19,7 @@ import pandas as pd
 
 from nucleus_segmentation import bundle
 from nucleus_segmentation.errors import ParameterError
-from nucleus_segmentation.imaging.colour import classify_modality, to_grayscale, to_uint8
+from nucleus_segmentation.imaging.colour import to_grayscale, to_uint8
 from nucleus_segmentation.imaging.geometry import resize_labels
 from nucleus_segmentation.imaging.instances import can_separate, separate_instances
 from nucleus_segmentation.imaging.preprocess import network_channels
@@ -36,6 +36,7 @@ from nucleus_segmentation.segment import (
     BY_MODALITY,
     MODALITY_RULE,
     SegmentationSettings,
+    bundle_modalities,
     check_separation_plan,
     plan_settings,
     prepare_image,
@@ -88,14 +89,6 @@ def predict_validation_images(
     )
 
 
-def _modalities(
-    ingested: Mapping[str, np.ndarray], ids: Iterable[str], rule: Mapping[str, Any]
-) -> dict[str, str]:
-    """``{image id: modality}`` by the colour test with ``rule`` on each raw image, as
-    inference tells a user's image its modality."""
-    return {k: classify_modality(bundle.field(ingested, k, "image"), **rule) for k in ids}
-
-
 def tune_instance_separation(
     probabilities: Mapping[str, np.ndarray],
     ingested: Mapping[str, np.ndarray],
@@ -143,7 +136,7 @@ def tune_instance_separation(
         return best, table
     by_modality, tables = search_by_modality(
         dict(zip(probabilities, items, strict=True)),
-        _modalities(ingested, probabilities, modality_rule),
+        bundle_modalities(ingested, probabilities, modality_rule),
         min_images,
         best,
         instances["search"],
@@ -286,7 +279,7 @@ def separate_test_instances(
     settings = {m: binary if m in ("otsu", "multilevel") else tuned for m in sources}
     ids = variants[IN_USE]
     rule = tuned.get(MODALITY_RULE)
-    modality = _modalities(ingested, ids, rule) if rule else dict.fromkeys(ids)
+    modality = bundle_modalities(ingested, ids, rule) if rule else dict.fromkeys(ids)
     separated = parallel_map(
         functools.partial(_separate, settings=settings, modality=modality),
         work,
