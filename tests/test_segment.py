@@ -12,11 +12,14 @@ from nucleus_segmentation.segment import (
     check_separation,
     check_separation_plan,
     image_separation,
+    median_nucleus_area,
     network_probability,
     nucleus_probability,
     prepare_image,
     prepare_labels,
+    scaled_probability,
     segment_image,
+    segment_image_scaled,
 )
 from tests.conftest import disk
 
@@ -72,6 +75,62 @@ def test_native_policy_keeps_the_grid_and_fixed_policy_resizes_both_ways():
         assert probability.shape == (40, 24)
         np.testing.assert_allclose(probability, 100 / 255, rtol=1e-5)
         assert model.shapes[0][1:3] == prepare_image(image, RAW, policy).shape
+
+
+def test_adapted_factor_brings_nuclei_outside_the_band_to_the_target_area():
+    shrink = ScalePolicy(nucleus_area=(None, 2500), target_area=400, factor_range=(0.25, 2.0))
+    assert shrink.adapts and shrink.adapted_factor(2500) is None  # inside: stays at 1
+    assert shrink.adapted_factor(3600) == pytest.approx(1 / 3)  # sqrt(400 / 3600)
+    assert shrink.adapted_factor(40_000) == 0.25  # sqrt(0.01) = 0.1, limited to the range
+    assert shrink.adapted_factor(10) is None and shrink.adapted_factor(None) is None
+    # The band is at the network's scale: at factor 2 an area of 1,000 is seen as 4,000.
+    doubled = ScalePolicy(factor=2.0, nucleus_area=(None, 2500), target_area=400)
+    assert doubled.adapted_factor(1000) == pytest.approx(np.sqrt(0.4))
+    assert doubled.adapted_factor(600) is None  # seen as 2,400
+    grow = ScalePolicy(nucleus_area=(150, None), target_area=300)
+    assert grow.adapted_factor(75) == 2.0 and grow.adapted_factor(100) == pytest.approx(3**0.5)
+    assert grow.adapted_factor(10_000) is None
+    # A factor the range pins at the policy's own factor predicts nothing again.
+    pinned = ScalePolicy(nucleus_area=(150, None), target_area=300, factor_range=(0.5, 1.0))
+    assert pinned.adapted_factor(75) is None
+    for off in (ScalePolicy(), ScalePolicy(mode="fixed", nucleus_area=(None, 2500))):
+        assert not off.adapts and off.adapted_factor(40_000) is None
+
+
+def test_median_nucleus_area_counts_the_pixels_of_each_separated_nucleus():
+    shape = (64, 96)
+    disks = [disk(shape, (16, 16), 5), disk(shape, (40, 40), 9), disk(shape, (30, 78), 12)]
+    areas = sorted(int(d.sum()) for d in disks)
+    probability = np.clip(sum(disks), 0, 1).astype(np.float32)
+    assert median_nucleus_area(probability) == areas[1]
+    boundary = np.stack([probability, probability], axis=-1)  # nucleus, interior
+    assert median_nucleus_area(boundary) == areas[1]
+    assert median_nucleus_area(np.zeros(shape, np.float32)) is None
+
+
+def test_an_image_with_nuclei_outside_the_band_is_predicted_again_rescaled():
+    shape = (160, 160)
+    big = np.zeros(shape, np.uint8)
+    big[disk(shape, (80, 80), 40) > 0] = 255  # ~5,000 px: far above 2,500
+    small = np.zeros(shape, np.uint8)
+    small[disk(shape, (40, 40), 8) > 0] = 255  # ~200 px
+    settings = SegmentationSettings(
+        scale=ScalePolicy(nucleus_area=(None, 2500), target_area=600, factor_range=(0.25, 2))
+    )
+    model = Echo()
+    probability, factor = scaled_probability(model, big, RAW, settings)
+    area = int((disk(shape, (80, 80), 40) > 0).sum())
+    assert factor == pytest.approx(np.sqrt(600 / area))  # about 0.35
+    side = round(160 * factor)
+    assert [s[1:3] for s in model.shapes] == [(160, 160), (side, side)]  # whole, then shrunk
+    assert probability.shape == shape  # back on the image's own grid
+    labels, again = segment_image_scaled(Echo(), big, RAW, settings, SEPARATION)
+    assert again == factor and labels.shape == shape and labels.max() == 1
+    model = Echo()
+    assert scaled_probability(model, small, RAW, settings)[1] == 1.0
+    assert len(model.shapes) == 1  # inside the band: one prediction
+    fixed = SegmentationSettings(scale=ScalePolicy(mode="fixed", size=(64, 64)))
+    assert scaled_probability(Echo(), big, RAW, fixed)[1] is None
 
 
 def test_identity_tta_is_plain_prediction_and_flips_are_undone_before_averaging():
@@ -235,6 +294,9 @@ def test_output_stride_is_read_off_the_model():
         ({"tta": {"scales": [0.0], "flips": ["none"]}}, "scales must be positive"),
         ({"scale": {"mode": "stretch"}}, "mode must be one of"),
         ({"scale": {"factor": -1}}, "factor must be positive"),
+        ({"scale": {"nucleus_area": [0, 2500]}}, "nucleus_area must be"),
+        ({"scale": {"nucleus_area": [400, 2500]}}, r"target_area \(300\) must lie in"),
+        ({"scale": {"factor_range": [2.0, 0.5]}}, "factor_range must be"),
         ({"tile_size": 64, "tile_overlap": 64}, "tile_overlap"),
         ({"tiles": 3}, "unknown keys"),
     ],

@@ -33,7 +33,7 @@ from nucleus_segmentation.imaging.overlay import draw_contours, mask_image
 from nucleus_segmentation.imaging.rle import labels_to_rles
 from nucleus_segmentation.model.folding import for_prediction
 from nucleus_segmentation.parallel import parallel_map
-from nucleus_segmentation.segment import SegmentationSettings, segment_image
+from nucleus_segmentation.segment import SegmentationSettings, segment_image_scaled
 
 logger = logging.getLogger(__name__)
 REPORT_COLUMNS = ["file", "problem"]
@@ -46,7 +46,9 @@ class SegmentedImage:
 
     labels: HxW uint16 instance map (0 background); overlay: HxWx3 uint8 RGB, the image with
     the nucleus contours; nuclei: one row per nucleus (``NUCLEI_TABLE_COLUMNS``); rles: the
-    Kaggle run-length encoding of each nucleus (``[""]`` when there is none).
+    Kaggle run-length encoding of each nucleus (``[""]`` when there is none); factor: the
+    scale factor it was predicted at (``None`` for a fixed size), other than
+    ``segmentation.scale.factor`` where its nuclei were outside ``scale.nucleus_area``.
     """
 
     image_id: str
@@ -56,6 +58,7 @@ class SegmentedImage:
     nuclei: pd.DataFrame
     rles: list[str]
     seconds: float
+    factor: float | None = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -116,7 +119,9 @@ class ImageWork:
             return Skipped(exc.name, exc.problem)
         model = _load_model(self.model) if isinstance(self.model, ModelFile) else self.model
         started = time.perf_counter()
-        labels = segment_image(model, image, self.preprocessing, self.settings, self.separation)
+        labels, factor = segment_image_scaled(
+            model, image, self.preprocessing, self.settings, self.separation
+        )
         nuclei = measure_nuclei(labels, image).assign(image=image_id)[NUCLEI_TABLE_COLUMNS]
         return SegmentedImage(
             image_id=image_id,
@@ -126,6 +131,7 @@ class ImageWork:
             nuclei=nuclei,
             rles=labels_to_rles(labels) or [""],
             seconds=time.perf_counter() - started,
+            factor=factor,
         )
 
 
@@ -167,13 +173,18 @@ class FolderSegmentation:
                 continue
             height, width = result.labels.shape
             nuclei = int(result.labels.max())
+            rescaled = result.factor is not None and result.factor != self.work.settings.scale.factor
             logger.info(
-                "Segmented %s (%dx%d): %d nuclei in %.2f s",
+                "Segmented %s (%dx%d): %d nuclei in %.2f s%s",
                 result.file,
                 height,
                 width,
                 nuclei,
                 result.seconds,
+                f" (predicted at scale x{result.factor:.2f}: nuclei outside "
+                "segmentation.scale.nucleus_area)"
+                if rescaled
+                else "",
             )
             self.images.append(
                 {
@@ -182,6 +193,7 @@ class FolderSegmentation:
                     "height": height,
                     "width": width,
                     "nuclei": nuclei,
+                    "scale_factor": result.factor,
                 }
             )
             yield result

@@ -6,7 +6,9 @@ and :func:`segment_image`, so a score is only ever measured on the path users ru
 raw image (any size, 8/16-bit, gray/RGB/RGBA)
   -> the trained preprocessing (grayscale, inversion, equalization, smoothing)
   -> the scale policy: the image's own grid (``native``, optionally times ``factor``) or a
-     fixed size (``fixed``: the paper's 512x512)
+     fixed size (``fixed``: the paper's 512x512); ``native`` predicts an image again,
+     rescaled, when the nuclei of the first prediction are outside the sizes the network
+     is left to (``scale.nucleus_area``: far larger than DSB's, by default)
   -> whole or tiled prediction, padded to the model's output stride
   -> test-time flips and scales, probabilities averaged
   -> nucleus probability back on the image's own pixel grid (with a boundary class: nucleus
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +60,9 @@ SEPARATION_KEYS = ("threshold", "method", "seed_depth", "smoothing", "min_size")
 OUTLINE = "outline"  # optional: the level the extent is drawn at (None: the threshold)
 BY_MODALITY = "by_modality"  # optional: {modality: settings} tuned on that modality's images
 MODALITY_RULE = "modality_rule"  # with it: the colour test's thresholds (classify_modality)
+# The watershed that measures nucleus size for the scale policy's nucleus_area: the
+# untuned defaults of segmentation.separation.
+SIZE_PROBE = {"threshold": 0.5, "method": "distance", "seed_depth": 1.0, "smoothing": 1.0}
 
 
 @dataclass(frozen=True)
@@ -69,12 +75,21 @@ class ScalePolicy:
         ratio (the paper's protocol, ``--env paper``).
     interpolation: for the image (labels always nearest neighbour): auto | area | linear |
         cubic; the probability goes back to the image's grid bilinearly.
+    nucleus_area: ``native`` only, at prediction (not the training data): ``(low, high)``,
+        the median nucleus area in pixels at the network's scale that an image is left at;
+        an image whose nuclei, found by a first prediction at ``factor``
+        (:func:`median_nucleus_area`), fall outside is predicted again at the factor that
+        brings its median nucleus to ``target_area``, limited to ``factor_range``
+        (:meth:`adapted_factor`). ``None`` on a side: that side is not adapted.
     """
 
     mode: str = "native"
     factor: float = 1.0
     size: tuple[int, int] = (512, 512)
     interpolation: str = "auto"
+    nucleus_area: tuple[float | None, float | None] = (None, None)
+    target_area: float = 300.0
+    factor_range: tuple[float, float] = (0.25, 2.0)
 
     def __post_init__(self):
         object.__setattr__(self, "size", tuple(int(v) for v in self.size))
@@ -84,6 +99,28 @@ class ScalePolicy:
             raise ParameterError(f"segmentation.scale.factor must be positive, got {self.factor}")
         if len(self.size) != 2 or min(self.size) < 1:
             raise ParameterError(f"segmentation.scale.size must be [height, width], {self.size}")
+        area = tuple(self.nucleus_area or (None, None))
+        limits = tuple(self.factor_range)
+        if len(area) != 2 or any(v is not None and not float(v) > 0 for v in area):
+            raise ParameterError(
+                "segmentation.scale.nucleus_area must be [low, high], each a positive number "
+                f"of pixels or null, got {list(area)}"
+            )
+        low, high = (None if v is None else float(v) for v in area)
+        target = float(self.target_area)
+        if not (low or 0.0) <= target <= (high or math.inf):
+            raise ParameterError(
+                f"segmentation.scale.target_area ({target:g}) must lie in nucleus_area "
+                f"{[low, high]}"
+            )
+        if len(limits) != 2 or not 0 < float(limits[0]) <= float(limits[1]):
+            raise ParameterError(
+                "segmentation.scale.factor_range must be [lowest, highest] with "
+                f"0 < lowest <= highest, got {list(limits)}"
+            )
+        object.__setattr__(self, "nucleus_area", (low, high))
+        object.__setattr__(self, "target_area", target)
+        object.__setattr__(self, "factor_range", tuple(float(v) for v in limits))
 
     def network_shape(self, shape: Sequence[int]) -> tuple[int, int]:
         """(height, width) the network sees for an image of ``shape`` (HxW...)."""
@@ -92,6 +129,26 @@ class ScalePolicy:
         if self.factor == 1.0:
             return int(shape[0]), int(shape[1])
         return max(1, round(shape[0] * self.factor)), max(1, round(shape[1] * self.factor))
+
+    @property
+    def adapts(self) -> bool:
+        """Whether an image may be predicted again at another factor (``nucleus_area``)."""
+        return self.mode == "native" and self.nucleus_area != (None, None)
+
+    def adapted_factor(self, area: float | None) -> float | None:
+        """The factor to predict again at, for an image whose median nucleus covers ``area``
+        pixels of its own grid after a prediction at ``factor`` (``None``: no nucleus);
+        ``None`` when the image stays at ``factor`` (its nuclei within ``nucleus_area`` at
+        the network's scale, or the limits of ``factor_range`` leave it there)."""
+        if not self.adapts or not area:
+            return None
+        low, high = self.nucleus_area
+        seen = area * self.factor**2  # pixels at the network's scale
+        if (low is None or seen >= low) and (high is None or seen <= high):
+            return None
+        lowest, highest = self.factor_range
+        factor = min(highest, max(lowest, math.sqrt(self.target_area / area)))
+        return None if math.isclose(factor, self.factor, rel_tol=0.02) else factor
 
 
 @dataclass(frozen=True)
@@ -173,7 +230,12 @@ class SegmentationSettings:
     def to_params(self) -> dict[str, Any]:
         """Plain JSON-able form (for manifests and MLflow)."""
         return {
-            "scale": {**dataclasses.asdict(self.scale), "size": list(self.scale.size)},
+            "scale": {
+                **dataclasses.asdict(self.scale),
+                "size": list(self.scale.size),
+                "nucleus_area": list(self.scale.nucleus_area),
+                "factor_range": list(self.scale.factor_range),
+            },
             "tile_size": self.tile_size,
             "tile_overlap": self.tile_overlap,
             "batch_size": self.batch_size,
@@ -408,6 +470,46 @@ def network_probability(
     return total / (len(settings.tta_scales) * len(settings.tta_flips))
 
 
+def median_nucleus_area(probability: np.ndarray) -> float | None:
+    """Median area in pixels of the nuclei in a nucleus probability map (HxW, or HxWx2 of a
+    boundary model), separated by the untuned watershed (``SIZE_PROBE``: the same for every
+    model and tuning, so the scale an image gets never depends on the separation being
+    tuned on it); ``None`` when there is none."""
+    areas = np.bincount(separate_instances(probability, **SIZE_PROBE).ravel())[1:]
+    areas = areas[areas > 0]
+    return float(np.median(areas)) if areas.size else None
+
+
+def _probability_at(
+    model,
+    image: np.ndarray,
+    preprocessing: Mapping[str, Any],
+    settings: SegmentationSettings,
+    scale: ScalePolicy,
+) -> np.ndarray:
+    network_input = prepare_image(image, preprocessing, scale)
+    probability = network_probability(model, network_input, settings)
+    return _resize_probability(probability, image.shape[:2])
+
+
+def scaled_probability(
+    model,
+    image: np.ndarray,
+    preprocessing: Mapping[str, Any],
+    settings: SegmentationSettings,
+) -> tuple[np.ndarray, float | None]:
+    """:func:`nucleus_probability` and the factor the image was predicted at: the scale
+    policy's ``factor``, or the one :meth:`ScalePolicy.adapted_factor` chose for an image
+    whose nuclei lie outside ``nucleus_area`` (``None`` for ``fixed``)."""
+    scale = settings.scale
+    probability = _probability_at(model, image, preprocessing, settings, scale)
+    factor = scale.adapted_factor(median_nucleus_area(probability)) if scale.adapts else None
+    if factor is None:
+        return probability, (scale.factor if scale.mode == "native" else None)
+    adapted = dataclasses.replace(scale, factor=factor)
+    return _probability_at(model, image, preprocessing, settings, adapted), factor
+
+
 def nucleus_probability(
     model,
     image: np.ndarray,
@@ -415,12 +517,24 @@ def nucleus_probability(
     settings: SegmentationSettings,
 ) -> np.ndarray:
     """Raw image (HxW or HxWxC) -> HxW float32 nucleus probability (0..1) on the image's own
-    pixel grid (HxWx2 nucleus, interior for a boundary model): preprocessing, scale policy,
+    pixel grid (HxWx2 nucleus, interior for a boundary model): preprocessing, scale policy
+    (an image with nuclei outside ``scale.nucleus_area`` predicted again, rescaled),
     prediction and test-time variants, and the probability resized back (never the labels,
     so separation runs at the image's scale)."""
-    network_input = prepare_image(image, preprocessing, settings.scale)
-    probability = network_probability(model, network_input, settings)
-    return _resize_probability(probability, image.shape[:2])
+    return scaled_probability(model, image, preprocessing, settings)[0]
+
+
+def segment_image_scaled(
+    model,
+    image: np.ndarray,
+    preprocessing: Mapping[str, Any],
+    settings: SegmentationSettings,
+    separation: Mapping[str, Any],
+) -> tuple[np.ndarray, float | None]:
+    """:func:`segment_image` and the factor the image was predicted at
+    (:func:`scaled_probability`)."""
+    probability, factor = scaled_probability(model, image, preprocessing, settings)
+    return separate_instances(probability, **image_separation(separation, image)), factor
 
 
 def segment_image(
@@ -433,8 +547,7 @@ def segment_image(
     """Raw image -> HxW uint16 instance labels (0 background, 1..N nuclei) on its own grid:
     :func:`nucleus_probability`, then :func:`separate_instances` with ``separation`` (a
     plan: the settings for this image's modality where it has them)."""
-    probability = nucleus_probability(model, image, preprocessing, settings)
-    return separate_instances(probability, **image_separation(separation, image))
+    return segment_image_scaled(model, image, preprocessing, settings, separation)[0]
 
 
 def segmentation_probabilities(

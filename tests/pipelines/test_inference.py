@@ -141,6 +141,7 @@ def test_every_readable_image_is_segmented_and_bad_files_are_reported(folder):
         "height": 80,
         "width": 96,
         "nuclei": 2,
+        "scale_factor": 1.0,  # its nuclei are within segmentation.scale.nucleus_area
     }
     assert manifest["skipped"] == report.to_dict("records")
     json.dumps(manifest)  # plain JSON
