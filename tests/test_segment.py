@@ -129,6 +129,12 @@ def test_an_image_with_nuclei_outside_the_band_is_predicted_again_rescaled():
     model = Echo()
     assert scaled_probability(model, small, RAW, settings)[1] == 1.0
     assert len(model.shapes) == 1  # inside the band: one prediction
+    # Two touching nuclei of ~1,500 px: one region above 2,500 px, yet once separated
+    # their median is inside the band.
+    pair = np.zeros(shape, np.uint8)
+    pair[(disk(shape, (80, 57), 22) | disk(shape, (80, 100), 22)) > 0] = 255
+    assert int((pair > 0).sum()) > 2500
+    assert scaled_probability(Echo(), pair, RAW, settings)[1] == 1.0
     fixed = SegmentationSettings(scale=ScalePolicy(mode="fixed", size=(64, 64)))
     assert scaled_probability(Echo(), big, RAW, fixed)[1] is None
 

@@ -173,7 +173,8 @@ class FolderSegmentation:
                 continue
             height, width = result.labels.shape
             nuclei = int(result.labels.max())
-            rescaled = result.factor is not None and result.factor != self.work.settings.scale.factor
+            own = self.work.settings.scale.factor
+            rescaled = result.factor is not None and result.factor != own
             logger.info(
                 "Segmented %s (%dx%d): %d nuclei in %.2f s%s",
                 result.file,

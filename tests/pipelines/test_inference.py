@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -182,6 +183,23 @@ def test_scale_rescales_the_network_input_and_not_the_labels(folder):
     assert labels["cells16"].shape == (80, 96) and labels["cells16"].max() == 2
     np.testing.assert_array_equal(labels["cells16"] > 0, _disks((80, 96), CELLS16))
     assert manifest["parameters"]["segmentation"]["scale"]["factor"] == 2.0
+
+
+def test_an_image_whose_nuclei_are_outside_the_band_is_rescaled_and_the_manifest_says_so(
+    folder, caplog
+):
+    model = Echo()
+    scale = {"mode": "native", "factor": 1.0, "nucleus_area": [None, 100], "target_area": 50}
+    only = _images(folder)
+    only.files = {"cells16": only.files["cells16"]}
+    with caplog.at_level(logging.INFO, logger="nucleus_segmentation.inference"):
+        _, labels, _, manifest = _segment(only, model, {**SEGMENTATION, "scale": scale})
+    areas = [int((disk((80, 96), c, r) > 0).sum()) for c, r in CELLS16]  # ~200 and ~315 px
+    factor = float(np.sqrt(50 / np.median(areas)))  # about 0.44
+    assert manifest["images"][0]["scale_factor"] == pytest.approx(factor)
+    assert model.shapes == [(1, 80, 96, 1), (1, round(80 * factor), round(96 * factor), 1)]
+    assert labels["cells16"].shape == (80, 96) and labels["cells16"].max() == 2
+    assert f"predicted at scale x{factor:.2f}" in caplog.text
 
 
 def test_a_folder_without_usable_images_stops_naming_it(folder, tmp_path):
