@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from nucleus_segmentation.errors import DataProblem, ParameterError
 from nucleus_segmentation.model.predict import output_stride
@@ -93,7 +94,7 @@ def test_adapted_factor_brings_nuclei_outside_the_band_to_the_target_area():
     # A factor the range pins at the policy's own factor predicts nothing again.
     pinned = ScalePolicy(nucleus_area=(150, None), target_area=300, factor_range=(0.5, 1.0))
     assert pinned.adapted_factor(75) is None
-    for off in (ScalePolicy(), ScalePolicy(mode="fixed", nucleus_area=(None, 2500))):
+    for off in (ScalePolicy(nucleus_area=(None, None)), ScalePolicy(mode="fixed")):
         assert not off.adapts and off.adapted_factor(40_000) is None
 
 
@@ -137,6 +138,52 @@ def test_an_image_with_nuclei_outside_the_band_is_predicted_again_rescaled():
     assert scaled_probability(Echo(), pair, RAW, settings)[1] == 1.0
     fixed = SegmentationSettings(scale=ScalePolicy(mode="fixed", size=(64, 64)))
     assert scaled_probability(Echo(), big, RAW, fixed)[1] is None
+    # At factor 2 the band is met at the network's scale, the new factor on the own grid.
+    doubled = SegmentationSettings(scale=ScalePolicy(factor=2.0, nucleus_area=(None, 2500)))
+    medium = np.zeros(shape, np.uint8)
+    medium[disk(shape, (80, 80), 20) > 0] = 255  # ~1,250 px, seen as ~5,000
+    area = int((disk(shape, (80, 80), 20) > 0).sum())
+    assert scaled_probability(Echo(), medium, RAW, doubled)[1] == pytest.approx(np.sqrt(300 / area))
+
+
+def test_an_image_of_small_nuclei_is_predicted_again_enlarged():
+    shape = (64, 64)
+    image = np.zeros(shape, np.uint8)
+    image[(disk(shape, (16, 16), 5) | disk(shape, (44, 40), 5)) > 0] = 255  # ~80 px each
+    area = int((disk(shape, (16, 16), 5) > 0).sum())
+    model = Echo()
+    labels, factor = segment_image_scaled(model, image, RAW, SegmentationSettings(), SEPARATION)
+    assert factor == pytest.approx(np.sqrt(300 / area))  # the default band: [150, 2500]
+    side = round(64 * factor)
+    assert [s[1:3] for s in model.shapes] == [(64, 64), (side, side)]
+    assert labels.shape == shape and labels.max() == 2
+
+
+def test_the_size_watershed_runs_only_where_a_region_could_leave_the_band(monkeypatch):
+    import nucleus_segmentation.segment as segment
+
+    measured = []
+    monkeypatch.setattr(
+        segment,
+        "median_nucleus_area",
+        lambda p: measured.append(p.shape) or median_nucleus_area(p),
+    )
+    shape = (96, 96)
+    upper = SegmentationSettings(scale=ScalePolicy(nucleus_area=(None, 2500)))
+    small = np.zeros(shape, np.uint8)
+    small[disk(shape, (30, 30), 8) > 0] = 255
+    assert scaled_probability(Echo(), small, RAW, upper)[1] == 1.0 and measured == []
+    both = SegmentationSettings()  # a lower bound: always measured
+    scaled_probability(Echo(), small, RAW, both)
+    assert len(measured) == 1
+    # The gate is exact: wherever it skips, the measured median is inside the band.
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        maps = ndimage.gaussian_filter(rng.random(shape), 4)
+        maps = (maps - maps.min()) / np.ptp(maps)
+        for probability in (maps, np.dstack([maps, maps**2])):
+            if not segment._may_leave_band(upper.scale, probability):
+                assert upper.scale.adapted_factor(median_nucleus_area(probability)) is None
 
 
 def test_identity_tta_is_plain_prediction_and_flips_are_undone_before_averaging():
@@ -278,7 +325,7 @@ def test_boundary_maps_are_flipped_back_scaled_and_tiled_channel_by_channel():
     np.testing.assert_allclose(network_probability(ThreeClassSquare(), image, tiled), maps, 1e-5)
     # On the own grid after a scale policy, both channels come back resized alike.
     ramp = np.tile(np.linspace(0, 255, 90).astype(np.uint8), (70, 1))  # smooth: resizes back
-    scaled = SegmentationSettings(scale=ScalePolicy(factor=2.0))
+    scaled = SegmentationSettings(scale=ScalePolicy(factor=2.0, nucleus_area=(None, None)))
     back = nucleus_probability(ThreeClassSquare(), ramp, RAW, scaled)
     assert back.shape == (70, 90, 2)
     np.testing.assert_allclose(back[..., 0], ramp / 255, atol=0.02)
@@ -301,8 +348,14 @@ def test_output_stride_is_read_off_the_model():
         ({"scale": {"mode": "stretch"}}, "mode must be one of"),
         ({"scale": {"factor": -1}}, "factor must be positive"),
         ({"scale": {"nucleus_area": [0, 2500]}}, "nucleus_area must be"),
-        ({"scale": {"nucleus_area": [400, 2500]}}, r"target_area \(300\) must lie in"),
-        ({"scale": {"factor_range": [2.0, 0.5]}}, "factor_range must be"),
+        ({"scale": {"nucleus_area": [400, 2500]}}, r"target_area \(300.0\) must be a number"),
+        ({"scale": {"nucleus_area": [2500, 150]}}, "with low < high"),
+        ({"scale": {"nucleus_area": 2500}}, "nucleus_area must be"),
+        ({"scale": {"nucleus_area": ["abc", 2500]}}, "nucleus_area must be"),
+        ({"scale": {"target_area": 0}}, "target_area must be a positive"),
+        ({"scale": {"factor_range": [2.0, 0.5]}}, "lowest <= highest"),
+        ({"scale": {"factor_range": None}}, "factor_range must be"),
+        ({"scale": {"factor": 3.0}}, r"factor \(3\) must lie in factor_range"),
         ({"tile_size": 64, "tile_overlap": 64}, "tile_overlap"),
         ({"tiles": 3}, "unknown keys"),
     ],

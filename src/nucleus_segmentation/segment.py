@@ -65,6 +65,23 @@ MODALITY_RULE = "modality_rule"  # with it: the colour test's thresholds (classi
 SIZE_PROBE = {"threshold": 0.5, "method": "distance", "seed_depth": 1.0, "smoothing": 1.0}
 
 
+def _numbers(values: Any, name: str, expected: str) -> list[float | None]:
+    """``values`` (a list from the YAML) as floats, ``None`` kept; a ParameterError naming
+    ``segmentation.scale.<name>`` when they are not ``len(values)`` positive numbers."""
+    problem = ParameterError(f"segmentation.scale.{name} must be {expected}, got {values!r}")
+    if not isinstance(values, (list, tuple)):
+        raise problem
+    try:
+        numbers = [None if v is None else float(v) for v in values]
+    except (TypeError, ValueError):
+        raise problem from None
+    if (name != "target_area" and len(numbers) != 2) or any(
+        v is not None and not v > 0 for v in numbers
+    ):
+        raise problem
+    return numbers
+
+
 @dataclass(frozen=True)
 class ScalePolicy:
     """Where the network sees an image: the same rule in training, evaluation and inference.
@@ -87,7 +104,7 @@ class ScalePolicy:
     factor: float = 1.0
     size: tuple[int, int] = (512, 512)
     interpolation: str = "auto"
-    nucleus_area: tuple[float | None, float | None] = (None, None)
+    nucleus_area: tuple[float | None, float | None] = (150.0, 2500.0)
     target_area: float = 300.0
     factor_range: tuple[float, float] = (0.25, 2.0)
 
@@ -99,28 +116,37 @@ class ScalePolicy:
             raise ParameterError(f"segmentation.scale.factor must be positive, got {self.factor}")
         if len(self.size) != 2 or min(self.size) < 1:
             raise ParameterError(f"segmentation.scale.size must be [height, width], {self.size}")
-        area = tuple(self.nucleus_area or (None, None))
-        limits = tuple(self.factor_range)
-        if len(area) != 2 or any(v is not None and not float(v) > 0 for v in area):
+        low, high = _numbers(
+            self.nucleus_area, "nucleus_area", "[low, high], each a positive number or null"
+        )
+        lowest, highest = _numbers(
+            self.factor_range, "factor_range", "[lowest, highest], positive numbers"
+        )
+        (target,) = _numbers([self.target_area], "target_area", "a positive number of pixels")
+        if lowest is None or highest is None or lowest > highest:
             raise ParameterError(
-                "segmentation.scale.nucleus_area must be [low, high], each a positive number "
-                f"of pixels or null, got {list(area)}"
+                "segmentation.scale.factor_range must be [lowest, highest] with lowest <= "
+                f"highest, got {[lowest, highest]}"
             )
-        low, high = (None if v is None else float(v) for v in area)
-        target = float(self.target_area)
-        if not (low or 0.0) <= target <= (high or math.inf):
+        if low is not None and high is not None and low >= high:
             raise ParameterError(
-                f"segmentation.scale.target_area ({target:g}) must lie in nucleus_area "
+                f"segmentation.scale.nucleus_area must be [low, high] with low < high, got "
                 f"{[low, high]}"
             )
-        if len(limits) != 2 or not 0 < float(limits[0]) <= float(limits[1]):
+        if target is None or not (low or 0.0) <= target <= (high or math.inf):
             raise ParameterError(
-                "segmentation.scale.factor_range must be [lowest, highest] with "
-                f"0 < lowest <= highest, got {list(limits)}"
+                f"segmentation.scale.target_area ({target}) must be a number of pixels in "
+                f"nucleus_area {[low, high]}"
             )
         object.__setattr__(self, "nucleus_area", (low, high))
         object.__setattr__(self, "target_area", target)
-        object.__setattr__(self, "factor_range", tuple(float(v) for v in limits))
+        object.__setattr__(self, "factor_range", (lowest, highest))
+        if self.adapts and not lowest <= float(self.factor) <= highest:
+            raise ParameterError(
+                f"segmentation.scale.factor ({self.factor:g}) must lie in factor_range "
+                f"{[lowest, highest]} while nucleus_area adapts images (or set nucleus_area "
+                "to [null, null])"
+            )
 
     def network_shape(self, shape: Sequence[int]) -> tuple[int, int]:
         """(height, width) the network sees for an image of ``shape`` (HxW...)."""
@@ -148,7 +174,9 @@ class ScalePolicy:
             return None
         lowest, highest = self.factor_range
         factor = min(highest, max(lowest, math.sqrt(self.target_area / area)))
-        return None if math.isclose(factor, self.factor, rel_tol=0.02) else factor
+        if math.isclose(factor, self.factor, rel_tol=0.02):
+            return None  # the range pins it where it was
+        return factor
 
 
 @dataclass(frozen=True)
