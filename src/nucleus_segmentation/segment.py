@@ -65,9 +65,9 @@ MODALITY_RULE = "modality_rule"  # with it: the colour test's thresholds (classi
 SIZE_PROBE = {"threshold": 0.5, "method": "distance", "seed_depth": 1.0, "smoothing": 1.0}
 
 
-def _numbers(values: Any, name: str, expected: str) -> list[float | None]:
+def _numbers(values: Any, name: str, expected: str, count: int = 2) -> list[float | None]:
     """``values`` (a list from the YAML) as floats, ``None`` kept; a ParameterError naming
-    ``segmentation.scale.<name>`` when they are not ``len(values)`` positive numbers."""
+    ``segmentation.scale.<name>`` when they are not ``count`` positive numbers."""
     problem = ParameterError(f"segmentation.scale.{name} must be {expected}, got {values!r}")
     if not isinstance(values, (list, tuple)):
         raise problem
@@ -75,9 +75,7 @@ def _numbers(values: Any, name: str, expected: str) -> list[float | None]:
         numbers = [None if v is None else float(v) for v in values]
     except (TypeError, ValueError):
         raise problem from None
-    if (name != "target_area" and len(numbers) != 2) or any(
-        v is not None and not v > 0 for v in numbers
-    ):
+    if len(numbers) != count or any(v is not None and not v > 0 for v in numbers):
         raise problem
     return numbers
 
@@ -122,7 +120,7 @@ class ScalePolicy:
         lowest, highest = _numbers(
             self.factor_range, "factor_range", "[lowest, highest], positive numbers"
         )
-        (target,) = _numbers([self.target_area], "target_area", "a positive number of pixels")
+        (target,) = _numbers([self.target_area], "target_area", "a positive number of pixels", 1)
         if lowest is None or highest is None or lowest > highest:
             raise ParameterError(
                 "segmentation.scale.factor_range must be [lowest, highest] with lowest <= "
