@@ -271,6 +271,30 @@ def test_a_separation_plan_is_checked_with_the_problem_named():
     check_model_separation(SimpleNamespace(output_shape=(None, None, None, 3)), interior)
 
 
+def test_a_plan_records_the_settings_it_was_tuned_on_and_differences_are_named(caplog):
+    import logging
+
+    from nucleus_segmentation.segment import record_tuning, warn_if_tuned_otherwise
+
+    plan = {**SEPARATION, "by_modality": {"stained": SEPARATION}, "modality_rule": RULE}
+    tuned = SegmentationSettings(scale=ScalePolicy(nucleus_area=(None, 2500.0)))
+    for separation in (SEPARATION, plan):
+        recorded = record_tuning(separation, tuned)
+        assert recorded["tuned_on"]["scale"]["nucleus_area"] == [None, 2500.0]
+        # Read past by the check: what the watershed gets is unchanged.
+        assert check_separation_plan(recorded) == check_separation_plan(separation)
+        assert warn_if_tuned_otherwise(recorded, tuned, "x") == []
+    recorded = record_tuning(plan, tuned)
+    now = SegmentationSettings(tta_flips=("none", "horizontal"))
+    with caplog.at_level(logging.WARNING):
+        changed = warn_if_tuned_otherwise(recorded, now, "instance_postprocessing")
+    assert changed == ["scale.nucleus_area", "tta.flips"]
+    assert "scale.nucleus_area: tuned with [None, 2500.0], now [150.0, 2500.0]" in caplog.text
+    assert warn_if_tuned_otherwise(plan, now, "x") == []  # tuned before it was recorded
+    with pytest.raises(DataProblem, match="'tuned_on' must map"):
+        check_separation_plan({**SEPARATION, "tuned_on": [1.0]})
+
+
 class BoundaryEcho:
     """A three-class "model": background 1 - x, interior x * (1 - edge), boundary x * edge,
     ``edge`` being the ring (of ``edges``, the input's own grid) it was told about."""

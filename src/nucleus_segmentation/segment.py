@@ -60,6 +60,9 @@ SEPARATION_KEYS = ("threshold", "method", "seed_depth", "smoothing", "min_size")
 OUTLINE = "outline"  # optional: the level the extent is drawn at (None: the threshold)
 BY_MODALITY = "by_modality"  # optional: {modality: settings} tuned on that modality's images
 MODALITY_RULE = "modality_rule"  # with it: the colour test's thresholds (classify_modality)
+# Optional: the segmentation settings (scale policy, TTA) of the probabilities a plan was
+# tuned on (files tuned before 2026-12-06 lack it); inference warns when its own differ.
+TUNED_ON = "tuned_on"
 # The watershed that measures nucleus size for the scale policy's nucleus_area: the
 # untuned defaults of segmentation.separation.
 SIZE_PROBE = {"threshold": 0.5, "method": "distance", "seed_depth": 1.0, "smoothing": 1.0}
@@ -312,7 +315,11 @@ def check_separation_plan(plan: Mapping[str, Any], source: str = "separation") -
     modalities, and ``modality_rule``, the colour test's thresholds that tell an image's
     modality (``ingestion.modality``: ``spread_threshold``, ``brightness_threshold``)."""
     extra = {BY_MODALITY, MODALITY_RULE}
-    checked = check_separation({k: v for k, v in plan.items() if k not in extra}, source)
+    if TUNED_ON in plan and not isinstance(plan[TUNED_ON], Mapping):
+        raise DataProblem(f"{source}: {TUNED_ON!r} must map setting names to values")
+    checked = check_separation(
+        {k: v for k, v in plan.items() if k not in extra | {TUNED_ON}}, source
+    )
     if not extra & set(plan):
         return checked
     by, rule = plan.get(BY_MODALITY), plan.get(MODALITY_RULE)
@@ -336,6 +343,46 @@ def check_separation_plan(plan: Mapping[str, Any], source: str = "separation") -
         },
         MODALITY_RULE: {k: float(v) for k, v in rule.items()},
     }
+
+
+def probability_settings(settings: SegmentationSettings) -> dict[str, Any]:
+    """The settings that shape the probability a separation is tuned on: scale policy and
+    test-time augmentation (JSON-able)."""
+    params = settings.to_params()
+    return {"scale": params["scale"], "tta": params["tta"]}
+
+
+def record_tuning(plan: Mapping[str, Any], settings: SegmentationSettings) -> dict[str, Any]:
+    """A tuned separation ``plan`` with the settings of the probabilities it was tuned on
+    (``tuned_on``), which :func:`check_separation_plan` reads past."""
+    return {**plan, TUNED_ON: probability_settings(settings)}
+
+
+def warn_if_tuned_otherwise(
+    plan: Mapping[str, Any], settings: SegmentationSettings, source: str
+) -> list[str]:
+    """Log a warning naming each setting (``scale.<key>``, ``tta.<key>``) that differs
+    between the probabilities ``plan`` was tuned on and those ``settings`` predict; returns
+    their names (none for a plan that does not record them)."""
+    recorded = plan.get(TUNED_ON)
+    if not isinstance(recorded, Mapping):
+        return []
+    now = probability_settings(settings)
+    changed = [
+        f"{group}.{key}: tuned with {recorded.get(group, {}).get(key)!r}, now {value!r}"
+        for group, values in now.items()
+        for key, value in values.items()
+        if recorded.get(group, {}).get(key) != value
+    ]
+    if changed:
+        logger.warning(
+            "%s was tuned on probabilities predicted with other segmentation settings (%s): "
+            "rerun `kedro run --pipeline evaluation` (or calibration) with these settings "
+            "for a separation tuned to them",
+            source,
+            "; ".join(changed),
+        )
+    return [c.split(":")[0] for c in changed]
 
 
 def plan_settings(plan: Mapping[str, Any]) -> list[dict]:

@@ -13,6 +13,7 @@ from nucleus_segmentation.model.predict import (
 from nucleus_segmentation.model.training import (
     SegmentationBatches,
     TimeBudget,
+    averaged_weights,
     make_optimizer,
     weighted_cross_entropy_numpy,
 )
@@ -286,3 +287,45 @@ def test_fitted_optimizers_hold_a_plain_rate_and_others_a_fixed_schedule():
     fitted = make_optimizer(params, 10, fitted=True)
     assert not has_fixed_schedule(fitted)
     assert float(fitted.learning_rate) == pytest.approx(0.001)
+
+
+def test_averaged_weights_are_the_moving_average_of_the_trained_weights():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((1,)), keras.layers.Dense(1), keras.layers.BatchNormalization()]
+    )
+    params = {"name": "sgd", "learning_rate": 0.1, "momentum": 0.0, "ema_momentum": 0.25}
+    model.compile(optimizer=make_optimizer(params, 10), loss="mse")
+    assert averaged_weights(model) is None  # no step taken: nothing averaged yet
+    trained, averaged = [], []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            trained.append(self.model.get_weights())
+            averaged.append(averaged_weights(self.model))
+
+    x = np.linspace(0, 1, 12, dtype=np.float32)[:, None]
+    model.fit(x, 2 * x, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[Record()])
+    # Step 1 starts the average at the weights; then a <- 0.25 a + 0.75 w.
+    expected = trained[0]
+    for step in (1, 2):
+        trainable = [0.25 * a + 0.75 * w for a, w in zip(expected, trained[step], strict=True)]
+        expected = trainable[:4] + trained[step][4:]  # BatchNorm statistics: the model's own
+        for got, want in zip(averaged[step], expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert not np.allclose(averaged[2][0], trained[2][0])
+    plain = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    plain.compile(optimizer=make_optimizer({**params, "ema_momentum": None}, 10), loss="mse")
+    plain.fit(x, 2 * x, verbose=0)
+    assert averaged_weights(plain) is None
+
+
+@pytest.mark.parametrize("momentum", [1.0, 0, -0.5, "0.99", True])
+def test_ema_momentum_is_checked(momentum):
+    from nucleus_segmentation.errors import ParameterError
+
+    params = {"name": "adam", "learning_rate": 0.1, "ema_momentum": momentum}
+    with pytest.raises(ParameterError, match="training.optimizer.ema_momentum must"):
+        make_optimizer(params, 10)

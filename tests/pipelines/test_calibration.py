@@ -198,6 +198,17 @@ def test_calibration_fits_each_modality_of_its_images_and_keeps_the_rest_of_the_
         ["after", "all", 3],
     ]
     assert report["seed_depth"].tolist()[:2] == [2.0, SEPARATION["seed_depth"]]
+    # The segmentation settings of the calibration images' maps go with the new version,
+    # in place of those the plan in use was tuned on.
+    from nucleus_segmentation.segment import SegmentationSettings, record_tuning
+
+    old_scale = SegmentationSettings.from_params({"scale": {"factor": 2.0}})
+    now = {"scale": {"mode": "native", "factor": 1.0}}
+    recorded, _, _ = calibrate_separation(
+        probabilities, coloured, record_tuning(plan, old_scale), params, {"tune": "outline"}, now
+    )
+    assert recorded["tuned_on"]["scale"]["factor"] == 1.0
+    assert {k: v for k, v in recorded.items() if k != "tuned_on"} == calibrated
     assert report["seed_depth"].isna().tolist()[2::3] == [True, True]  # mixed settings
     # The same images with the plan's colour test made stricter: all read as fluorescence.
     strict = {**plan, "modality_rule": {**RULE, "spread_threshold": 10**6}}

@@ -132,6 +132,18 @@ def test_separation_is_tuned_on_validation_by_the_instance_score():
     assert table["validation_dsb_score"].iloc[1] == pytest.approx(0.05)
     with pytest.raises(ValueError, match="the validation split: no labelled image"):
         tune_instance_separation({}, preprocessed, PARAMS, RULE)
+    # With the segmentation settings the maps came from: recorded beside the separation.
+    from nucleus_segmentation.segment import SegmentationSettings, check_separation_plan
+
+    settings = {"scale": {"mode": "native", "factor": 1.5}, "tta": SEGMENTATION["tta"]}
+    recorded, _ = tune_instance_separation(probability, preprocessed, PARAMS, RULE, settings)
+    assert recorded["tuned_on"]["scale"]["factor"] == 1.5
+    assert recorded["tuned_on"]["tta"] == {"scales": [1.0], "flips": ["none"]}
+    assert (
+        recorded["tuned_on"]["scale"]
+        == (SegmentationSettings.from_params(settings).to_params()["scale"])
+    )
+    assert check_separation_plan(recorded) == check_separation_plan(best)
 
 
 def test_every_method_is_separated_once_on_the_own_grid_and_compared():

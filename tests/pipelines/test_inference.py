@@ -243,6 +243,34 @@ def test_bad_settings_stop_before_any_image_is_read(folder, segmentation, params
     assert model.shapes == []
 
 
+def test_a_separation_tuned_on_other_settings_is_named_in_a_warning(folder, caplog):
+    from nucleus_segmentation.segment import SegmentationSettings, record_tuning
+
+    tuned = SegmentationSettings.from_params({**SEGMENTATION, "scale": {"factor": 2.0}})
+    plan = record_tuning(SEPARATION, tuned)
+    with caplog.at_level(logging.WARNING):
+        _, labels, _, manifest = _segment(_images(folder), Echo(), separation=plan)
+    assert "instance_postprocessing was tuned on probabilities predicted with other" in caplog.text
+    assert "scale.factor: tuned with 2.0, now 1.0" in caplog.text
+    assert "tta." not in caplog.text
+    # Still segmented, with the separation as tuned (the record is not a setting).
+    _, plain, _, _ = _segment(_images(folder), Echo())
+    assert labels.keys() == plain.keys()
+    for image_id, image_labels in plain.items():
+        np.testing.assert_array_equal(labels[image_id], image_labels)
+    assert manifest["parameters"]["instance_postprocessing"] == SEPARATION | {"outline": None}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        _segment(_images(folder), Echo(), separation=record_tuning(SEPARATION, _settings()))
+    assert "was tuned on" not in caplog.text
+
+
+def _settings():
+    from nucleus_segmentation.segment import SegmentationSettings
+
+    return SegmentationSettings.from_params(SEGMENTATION)
+
+
 def test_an_interior_separation_needs_a_model_with_a_boundary_class(folder):
     model = Echo()
     model.output_shape = (None, None, None, 2)

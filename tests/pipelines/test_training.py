@@ -304,6 +304,29 @@ def test_training_in_bfloat16_computes_in_it_and_leaves_the_global_policy(tmp_pa
     assert np.isfinite(history["loss"]).all() and history["epoch"].tolist() == [1, 2]
 
 
+def test_a_moving_average_of_the_weights_is_validated_saved_and_returned(tmp_path):
+    preprocessed, augmented, split = _data()
+    optimizer = {**PARAMS["optimizer"], "ema_momentum": 0.5}
+    params = {**PARAMS, "optimizer": optimizer, "epochs": 1, "steps_per_epoch": 3}
+    params["checkpoint_dir"] = str(tmp_path / "ckpt")
+    weights = {"background": 1.0, "nucleus": 2.0}
+    model, history, _, best = _train(preprocessed, augmented, split, weights, params)
+    # The trained weights are scored too (val_raw_*), beside their average (val_*).
+    assert {"val_raw_dsb_score", "val_raw_miou_pooled", "val_dsb_score"} <= set(history.columns)
+    assert best["val_raw_miou_pooled"]["step"] == 1
+    # last.keras (what a resumed run continues from): the trained weights, and the
+    # optimizer's averages of them, which are what the run returned and best.keras holds.
+    last = keras.saving.load_model(tmp_path / "ckpt" / "last.keras")
+    averaged = training.averaged_weights(last)
+    assert averaged is not None and last.optimizer.use_ema
+    kept = keras.saving.load_model(tmp_path / "ckpt" / "best.keras").get_weights()
+    for returned, average, saved in zip(model.get_weights(), averaged, kept, strict=True):
+        np.testing.assert_array_equal(returned, average)
+        np.testing.assert_array_equal(saved, average)
+    trained = last.get_weights()
+    assert any(not np.array_equal(a, t) for a, t in zip(averaged, trained, strict=True))
+
+
 def test_interrupted_training_resumes_from_the_last_checkpoint(tmp_path, monkeypatch, caplog):
     from nucleus_segmentation.model.training import has_fixed_schedule
 

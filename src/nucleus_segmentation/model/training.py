@@ -152,6 +152,9 @@ def make_optimizer(
     paper), ``poly_power`` (lr = lr0 * (1 - step / total_steps) ** power), ``clipnorm``.
     ``fitted``: the poly rate is set step by step by :class:`FittedPolyDecay` (fitted to a
     time budget), so the optimizer holds a plain rate starting at ``learning_rate``.
+    ``ema_momentum`` (null: off): the optimizer also keeps an exponential moving average of
+    the weights (Keras ``use_ema``), which validation scores and the saved model carries
+    (:func:`averaged_weights`).
     """
     name = str(params["name"]).lower()
     if name not in ("adam", "sgd"):
@@ -168,15 +171,45 @@ def make_optimizer(
     elif schedule not in ("constant", "poly"):
         raise ParameterError(f"unknown learning-rate schedule {schedule!r}: use constant or poly")
     decay = float(params.get("weight_decay") or 0.0) or None
-    clipnorm = params.get("clipnorm")
+    common = {"weight_decay": decay, "clipnorm": params.get("clipnorm")}
+    momentum = params.get("ema_momentum")
+    if momentum is not None:
+        if isinstance(momentum, bool) or not isinstance(momentum, int | float):
+            raise ParameterError(
+                f"training.optimizer.ema_momentum must be a number in (0, 1) or null, "
+                f"got {momentum!r}"
+            )
+        if not 0.0 < float(momentum) < 1.0:
+            raise ParameterError(
+                f"training.optimizer.ema_momentum must lie in (0, 1) (e.g. 0.995), got {momentum}"
+            )
+        common.update(use_ema=True, ema_momentum=float(momentum))
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate=rate, weight_decay=decay, clipnorm=clipnorm)
-    return keras.optimizers.SGD(
-        learning_rate=rate,
-        momentum=float(params["momentum"]),
-        weight_decay=decay,
-        clipnorm=clipnorm,
-    )
+        return keras.optimizers.Adam(learning_rate=rate, **common)
+    return keras.optimizers.SGD(learning_rate=rate, momentum=float(params["momentum"]), **common)
+
+
+def averaged_weights(model: keras.Model) -> list[np.ndarray] | None:
+    """``model.get_weights()`` with each trainable weight replaced by the optimizer's
+    exponential moving average of it (``make_optimizer`` with ``ema_momentum``), or None
+    when the optimizer keeps no average (or has not taken a step). Non-trainable weights
+    (BatchNorm statistics, already running averages) are the model's own."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    if not getattr(optimizer, "use_ema", False):
+        return None
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    variables = getattr(optimizer, "_trainable_variables", None)
+    if not averages or not variables:
+        return None
+    by_variable = {
+        id(variable): average
+        for variable, average in zip(variables, averages, strict=True)
+        if average is not None
+    }
+    return [
+        keras.ops.convert_to_numpy(by_variable.get(id(weight), weight)) for weight in model.weights
+    ]
 
 
 def weighted_cross_entropy_numpy(
@@ -233,13 +266,13 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.separation = check_separation(separation, "segmentation.separation")
         self.best, self.best_weights, self.best_epoch = best, None, None
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs if logs is not None else {}
+    def _scores(self, description: str) -> dict[str, float]:
+        """``val_*`` scores of the model's current weights."""
         # In segmentation.precision, with the weights this epoch trained.
         model = for_segmentation(self.model, self.settings, refresh=True)
         probabilities = [
             nucleus_probability(model, image, self.preprocessing, self.settings)
-            for image in track(self.images, f"epoch {epoch + 1}: validating")
+            for image in track(self.images, description)
         ]
         instances = [separate_instances(p, **self.separation) for p in probabilities]
         scores = evaluate_segmentation(self.masks, [(i > 0).astype(np.int64) for i in instances])
@@ -247,17 +280,34 @@ class ValidationMetrics(keras.callbacks.Callback):
             weighted_cross_entropy_numpy(class_probabilities(p), t, self.class_weights)
             for p, t in zip(probabilities, self.targets, strict=True)
         ]
-        logs["val_loss"] = float(np.mean(losses))
+        logs = {"val_loss": float(np.mean(losses))}
         logs.update({f"val_{k}": float(v) for k, v in scores.items() if k != "images"})
         logs["val_dsb_score"] = float(
             np.mean([dsb_score(t, i) for t, i in zip(self.labels, instances, strict=True)])
         )
+        return logs
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        averaged = averaged_weights(self.model)
+        if averaged is None:
+            logs.update(self._scores(f"epoch {epoch + 1}: validating"))
+        else:
+            # Scored and kept: the moving average; the trained weights' scores as val_raw_*.
+            raw = self._scores(f"epoch {epoch + 1}: validating the trained weights")
+            logs.update({f"val_raw_{k.removeprefix('val_')}": v for k, v in raw.items()})
+            trained = self.model.get_weights()
+            self.model.set_weights(averaged)
+            try:
+                logs.update(self._scores(f"epoch {epoch + 1}: validating their moving average"))
+            finally:
+                self.model.set_weights(trained)
         if self.monitor not in logs:
             known = sorted(k for k in logs if k.startswith("val_"))
             raise ParameterError(f"training.monitor {self.monitor!r} is not one of {known}")
         if logs[self.monitor] > self.best:
             self.best, self.best_epoch = logs[self.monitor], epoch
-            self.best_weights = self.model.get_weights()
+            self.best_weights = self.model.get_weights() if averaged is None else averaged
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -276,10 +326,19 @@ class Checkpoint(keras.callbacks.Callback):
         self.directory, self.fingerprint = Path(directory), fingerprint
         self.validation, self.history = validation, history
 
-    def _save_model(self, name: str) -> None:
+    def _save_model(self, name: str, weights: list[np.ndarray] | None = None) -> None:
+        """Save the model, with ``weights`` in place of its own when given."""
         target = self.directory / name
         partial = self.directory / f".{name}.partial.keras"
-        self.model.save(partial)
+        own = None
+        if weights is not None:
+            own = self.model.get_weights()
+            self.model.set_weights(weights)
+        try:
+            self.model.save(partial)
+        finally:
+            if own is not None:
+                self.model.set_weights(own)
         os.replace(partial, target)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -287,7 +346,8 @@ class Checkpoint(keras.callbacks.Callback):
         self.history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
         self._save_model("last.keras")
         if self.validation.best_epoch == epoch:
-            self._save_model("best.keras")
+            # The weights validation kept (with use_ema their moving average).
+            self._save_model("best.keras", self.validation.best_weights)
         state = {
             "fingerprint": self.fingerprint,
             "epoch": epoch + 1,
@@ -602,15 +662,18 @@ class EpochLog(keras.callbacks.Callback):
         if getattr(self.plan, "fit", False):  # counted in steps: the last epoch may be short
             left = max(0, self.plan.horizon - (epoch + 1) * self.plan.steps)
             eta = elapsed / (done * self.plan.steps) * left
+        raw = logs.get("val_raw_dsb_score")  # with a moving average: the trained weights'
         logger.info(
             "epoch %d/%d  loss %.4f  val_loss %.4f  val MIoU %.4f  val nucleus IoU %.4f  "
-            "elapsed %s  ETA %s",
+            "val DSB %.4f%s  elapsed %s  ETA %s",
             epoch + 1,
             total,
             logs.get("loss", float("nan")),
             logs.get("val_loss", float("nan")),
             logs.get("val_miou_pooled", float("nan")),
             logs.get("val_nucleus_iou_pooled", float("nan")),
+            logs.get("val_dsb_score", float("nan")),
+            "" if raw is None else f" (trained weights {raw:.4f}, their average kept)",
             format_duration(elapsed),
             format_duration(eta),
         )

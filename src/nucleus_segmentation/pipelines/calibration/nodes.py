@@ -29,6 +29,7 @@ from nucleus_segmentation.segment import (
     check_separation_plan,
     image_separation,
     plan_settings,
+    record_tuning,
     segmentation_probabilities,
     separation_for,
 )
@@ -138,6 +139,7 @@ def calibrate_separation(
     in_use: Mapping[str, Any],
     params: Mapping[str, Any],
     calibration: Mapping[str, Any],
+    segmentation: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
     """Evaluation's search (``params["instances"]``) on the calibration images, the
     separation in use scored beside it, so the result is never worse on them.
@@ -156,6 +158,9 @@ def calibrate_separation(
     modalities, the settings for all images and the colour test's rule stay as they were,
     unless this model cannot run them (interior seeds for a two-class model: see
     :func:`_runnable`).
+
+    ``segmentation`` (``params:segmentation``): the settings the calibration images were
+    predicted with, recorded in the new version (``tuned_on``).
 
     Returns:
         ``(calibrated, search table, in use)``: the new ``instance_postprocessing``, one
@@ -183,6 +188,8 @@ def calibrate_separation(
         logger.info("Calibration of %s (%d images): %s", modality, len(ids), best)
     if BY_MODALITY in calibrated:
         calibrated = _runnable(calibrated, list(probabilities.values()), fitted)
+    if segmentation is not None:
+        calibrated = record_tuning(calibrated, SegmentationSettings.from_params(segmentation))
     table = pd.concat(tables, ignore_index=True)
     leading = ["modality", "images"]
     return calibrated, table[leading + [c for c in table if c not in leading]], plan

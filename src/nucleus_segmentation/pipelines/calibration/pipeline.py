@@ -57,6 +57,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "instance_postprocessing_in_use",
                     "params:evaluation",
                     "params:calibration",
+                    "params:segmentation",
                 ],
                 outputs=[
                     "instance_postprocessing",

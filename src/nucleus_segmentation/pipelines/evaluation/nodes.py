@@ -40,6 +40,7 @@ from nucleus_segmentation.segment import (
     check_separation_plan,
     plan_settings,
     prepare_image,
+    record_tuning,
     segmentation_probabilities,
     separation_for,
 )
@@ -94,9 +95,13 @@ def tune_instance_separation(
     ingested: Mapping[str, np.ndarray],
     params: Mapping[str, Any],
     modality_rule: Mapping[str, Any],
+    segmentation: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Choose how nuclei are separated and outlined by the mean DSB score on the
     *validation* split, at the images' own scale (where inference applies it).
+    ``segmentation`` (``params:segmentation``): the settings the probabilities were
+    predicted with, recorded in the result (``tuned_on``) so inference can warn when its
+    own differ.
 
     First every combination of ``params["instances"]["search"]`` (threshold, watershed
     relief ``method`` distance | probability, ``seed_depth``, ``smoothing``, ``min_size``) is
@@ -132,8 +137,14 @@ def tune_instance_separation(
         table.iloc[0]["validation_dsb_score"],
     )
     table = table.assign(modality="all")
+
+    def recorded(plan: dict[str, Any]) -> dict[str, Any]:
+        if segmentation is None:
+            return plan
+        return record_tuning(plan, SegmentationSettings.from_params(segmentation))
+
     if min_images is None:
-        return best, table
+        return recorded(best), table
     by_modality, tables = search_by_modality(
         dict(zip(probabilities, items, strict=True)),
         bundle_modalities(ingested, probabilities, modality_rule),
@@ -145,10 +156,10 @@ def tune_instance_separation(
         "validation_dsb_score",
     )
     if not by_modality:
-        return best, table
+        return recorded(best), table
     table = pd.concat([table, tables], ignore_index=True)
     plan = {**best, BY_MODALITY: by_modality, MODALITY_RULE: dict(modality_rule)}
-    return check_separation_plan(plan, "the tuned separation"), table
+    return recorded(check_separation_plan(plan, "the tuned separation")), table
 
 
 def _variants(segmentation: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:

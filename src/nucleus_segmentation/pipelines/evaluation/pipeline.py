@@ -38,6 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "ingested_images",
                     "params:evaluation",
                     "params:ingestion.modality",
+                    "params:segmentation",
                 ],
                 outputs=["instance_postprocessing", "separation_search_table"],
                 name="tune_instance_separation",

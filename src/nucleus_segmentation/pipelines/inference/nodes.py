@@ -22,6 +22,7 @@ from nucleus_segmentation.segment import (
     check_separation_plan,
     for_segmentation,
     model_classes,
+    warn_if_tuned_otherwise,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def segment_images(
     """
     settings = SegmentationSettings.from_params(segmentation)
     separation = check_separation_plan(postprocessing, "instance_postprocessing")
+    warn_if_tuned_otherwise(postprocessing, settings, "instance_postprocessing")
     check_model_separation(model, separation)
     check_model_preprocessing(model, preprocessing)
     style = params["overlay"]
