@@ -291,6 +291,15 @@ def test_a_plan_records_the_settings_it_was_tuned_on_and_differences_are_named(c
     assert changed == ["scale.nucleus_area", "tta.flips"]
     assert "scale.nucleus_area: tuned with [None, 2500.0], now [150.0, 2500.0]" in caplog.text
     assert warn_if_tuned_otherwise(plan, now, "x") == []  # tuned before it was recorded
+    # The fixed mode's size counts only in that mode.
+    small = SegmentationSettings(scale=ScalePolicy(size=(256, 256)))
+    assert warn_if_tuned_otherwise(record_tuning(plan, small), SegmentationSettings(), "x") == []
+    fixed = SegmentationSettings(scale=ScalePolicy(mode="fixed", size=(256, 256)))
+    fixed_now = SegmentationSettings(scale=ScalePolicy(mode="fixed"))
+    assert warn_if_tuned_otherwise(record_tuning(plan, fixed), fixed_now, "x") == ["scale.size"]
+    # A hand-edited record that is not a mapping per group counts as differing, no crash.
+    broken = {**plan, "tuned_on": {"scale": 1.0, "tta": {}}}
+    assert "scale.factor" in warn_if_tuned_otherwise(broken, now, "x")
     with pytest.raises(DataProblem, match="'tuned_on' must map"):
         check_separation_plan({**SEPARATION, "tuned_on": [1.0]})
 

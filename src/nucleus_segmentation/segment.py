@@ -313,7 +313,9 @@ def check_separation_plan(plan: Mapping[str, Any], source: str = "separation") -
     """A tuned separation file, checked: one setting (:func:`check_separation`), or that
     setting (for every image) with ``by_modality``, settings of their own for some
     modalities, and ``modality_rule``, the colour test's thresholds that tell an image's
-    modality (``ingestion.modality``: ``spread_threshold``, ``brightness_threshold``)."""
+    modality (``ingestion.modality``: ``spread_threshold``, ``brightness_threshold``).
+    An optional ``tuned_on`` record (:func:`record_tuning`) is checked to be a mapping and
+    left out of the result."""
     extra = {BY_MODALITY, MODALITY_RULE}
     if TUNED_ON in plan and not isinstance(plan[TUNED_ON], Mapping):
         raise DataProblem(f"{source}: {TUNED_ON!r} must map setting names to values")
@@ -363,26 +365,31 @@ def warn_if_tuned_otherwise(
 ) -> list[str]:
     """Log a warning naming each setting (``scale.<key>``, ``tta.<key>``) that differs
     between the probabilities ``plan`` was tuned on and those ``settings`` predict; returns
-    their names (none for a plan that does not record them)."""
+    their names (none for a plan that does not record them). ``scale.size`` counts only in
+    ``fixed`` mode, the one that uses it."""
     recorded = plan.get(TUNED_ON)
     if not isinstance(recorded, Mapping):
         return []
     now = probability_settings(settings)
-    changed = [
-        f"{group}.{key}: tuned with {recorded.get(group, {}).get(key)!r}, now {value!r}"
-        for group, values in now.items()
-        for key, value in values.items()
-        if recorded.get(group, {}).get(key) != value
-    ]
-    if changed:
+    if now["scale"]["mode"] != "fixed":
+        now["scale"].pop("size")
+    names, changes = [], []
+    for group, values in now.items():
+        before = recorded.get(group)
+        before = before if isinstance(before, Mapping) else {}
+        for key, value in values.items():
+            if before.get(key) != value:
+                names.append(f"{group}.{key}")
+                changes.append(f"{group}.{key}: tuned with {before.get(key)!r}, now {value!r}")
+    if changes:
         logger.warning(
             "%s was tuned on probabilities predicted with other segmentation settings (%s): "
-            "rerun `kedro run --pipeline evaluation` (or calibration) with these settings "
-            "for a separation tuned to them",
+            "rerun `kedro run --pipeline evaluation` with these settings for a separation "
+            "tuned to them",
             source,
-            "; ".join(changed),
+            "; ".join(changes),
         )
-    return [c.split(":")[0] for c in changed]
+    return names
 
 
 def plan_settings(plan: Mapping[str, Any]) -> list[dict]:

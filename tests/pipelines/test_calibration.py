@@ -2,6 +2,7 @@
 one is written, scored beside the search, and reported before / after."""
 
 import copy
+import logging
 
 import cv2
 import numpy as np
@@ -146,7 +147,7 @@ def test_a_bad_calibration_setting_stops_before_any_image_is_predicted(calibrati
     ).keys() == set(split["image_id"])
 
 
-def test_calibration_fits_each_modality_of_its_images_and_keeps_the_rest_of_the_plan():
+def test_calibration_fits_each_modality_of_its_images_and_keeps_the_rest_of_the_plan(caplog):
     """A separation tuned per modality: each modality among the calibration images (colour
     test with the plan's rule) is fitted on its own images, starting from the settings it
     had; the settings for all images, the other modalities and the rule stay."""
@@ -198,17 +199,6 @@ def test_calibration_fits_each_modality_of_its_images_and_keeps_the_rest_of_the_
         ["after", "all", 3],
     ]
     assert report["seed_depth"].tolist()[:2] == [2.0, SEPARATION["seed_depth"]]
-    # The segmentation settings of the calibration images' maps go with the new version,
-    # in place of those the plan in use was tuned on.
-    from nucleus_segmentation.segment import SegmentationSettings, record_tuning
-
-    old_scale = SegmentationSettings.from_params({"scale": {"factor": 2.0}})
-    now = {"scale": {"mode": "native", "factor": 1.0}}
-    recorded, _, _ = calibrate_separation(
-        probabilities, coloured, record_tuning(plan, old_scale), params, {"tune": "outline"}, now
-    )
-    assert recorded["tuned_on"]["scale"]["factor"] == 1.0
-    assert {k: v for k, v in recorded.items() if k != "tuned_on"} == calibrated
     assert report["seed_depth"].isna().tolist()[2::3] == [True, True]  # mixed settings
     # The same images with the plan's colour test made stricter: all read as fluorescence.
     strict = {**plan, "modality_rule": {**RULE, "spread_threshold": 10**6}}
@@ -220,6 +210,29 @@ def test_calibration_fits_each_modality_of_its_images_and_keeps_the_rest_of_the_
         calibrated["by_modality"]["stained"]
         == check_separation_plan(plan)["by_modality"]["stained"]
     )
+    # The record of the separation in use goes with the new version (its threshold and
+    # seeds come from there); calibrating on maps of other settings names them.
+    from nucleus_segmentation.segment import SegmentationSettings, record_tuning
+
+    old_scale = SegmentationSettings.from_params({"scale": {"factor": 2.0}})
+    now = {"scale": {"mode": "native", "factor": 1.0}}
+    with caplog.at_level(logging.WARNING):
+        plain, _, _ = calibrate_separation(
+            probabilities, coloured, plan, params, {"tune": "outline"}, now
+        )
+    assert "tuned_on" not in plain and "was tuned on" not in caplog.text  # nothing recorded
+    with caplog.at_level(logging.WARNING):
+        recorded, _, _ = calibrate_separation(
+            probabilities,
+            coloured,
+            record_tuning(plan, old_scale),
+            params,
+            {"tune": "outline"},
+            now,
+        )
+    assert recorded["tuned_on"]["scale"]["factor"] == 2.0
+    assert "scale.factor: tuned with 2.0, now 1.0" in caplog.text
+    assert {k: v for k, v in recorded.items() if k != "tuned_on"} == plain
 
 
 def test_calibration_leaves_no_setting_a_two_class_model_cannot_run():

@@ -261,14 +261,9 @@ def test_a_separation_tuned_on_other_settings_is_named_in_a_warning(folder, capl
     assert manifest["parameters"]["instance_postprocessing"] == SEPARATION | {"outline": None}
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        _segment(_images(folder), Echo(), separation=record_tuning(SEPARATION, _settings()))
+        same = SegmentationSettings.from_params(SEGMENTATION)
+        _segment(_images(folder), Echo(), separation=record_tuning(SEPARATION, same))
     assert "was tuned on" not in caplog.text
-
-
-def _settings():
-    from nucleus_segmentation.segment import SegmentationSettings
-
-    return SegmentationSettings.from_params(SEGMENTATION)
 
 
 def test_an_interior_separation_needs_a_model_with_a_boundary_class(folder):

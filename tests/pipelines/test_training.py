@@ -304,27 +304,44 @@ def test_training_in_bfloat16_computes_in_it_and_leaves_the_global_policy(tmp_pa
     assert np.isfinite(history["loss"]).all() and history["epoch"].tolist() == [1, 2]
 
 
-def test_a_moving_average_of_the_weights_is_validated_saved_and_returned(tmp_path):
+def test_a_moving_average_of_the_weights_is_validated_saved_and_returned(tmp_path, monkeypatch):
     preprocessed, augmented, split = _data()
     optimizer = {**PARAMS["optimizer"], "ema_momentum": 0.5}
-    params = {**PARAMS, "optimizer": optimizer, "epochs": 1, "steps_per_epoch": 3}
+    params = {**PARAMS, "optimizer": optimizer, "epochs": 2, "steps_per_epoch": 3}
     params["checkpoint_dir"] = str(tmp_path / "ckpt")
     weights = {"background": 1.0, "nucleus": 2.0}
+    # Scripted MIoU, in scoring order: epoch 1 trained, average; epoch 2 trained, average.
+    script, scores = iter([0.5, 0.9, 0.6, 0.3]), ValidationMetrics._scores
+
+    def scripted(self, description):
+        return {**scores(self, description), "val_miou_pooled": next(script)}
+
+    monkeypatch.setattr(ValidationMetrics, "_scores", scripted)
     model, history, _, best = _train(preprocessed, augmented, split, weights, params)
     # The trained weights are scored too (val_raw_*), beside their average (val_*).
-    assert {"val_raw_dsb_score", "val_raw_miou_pooled", "val_dsb_score"} <= set(history.columns)
-    assert best["val_raw_miou_pooled"]["step"] == 1
-    # last.keras (what a resumed run continues from): the trained weights, and the
-    # optimizer's averages of them, which are what the run returned and best.keras holds.
-    last = keras.saving.load_model(tmp_path / "ckpt" / "last.keras")
-    averaged = training.averaged_weights(last)
-    assert averaged is not None and last.optimizer.use_ema
+    assert history["val_raw_miou_pooled"].tolist() == [0.5, 0.6]
+    assert history["val_miou_pooled"].tolist() == [0.9, 0.3]
+    assert {"val_raw_dsb_score", "val_dsb_score"} <= set(history.columns)
+    assert best["val_miou_pooled"] == {"value": 0.9, "step": 1}
+    # Kept and saved: epoch 1's average, not what Keras leaves at the end of fit (epoch
+    # 2's average, stored in last.keras with epoch 2's trained weights for a resumed run).
     kept = keras.saving.load_model(tmp_path / "ckpt" / "best.keras").get_weights()
-    for returned, average, saved in zip(model.get_weights(), averaged, kept, strict=True):
-        np.testing.assert_array_equal(returned, average)
-        np.testing.assert_array_equal(saved, average)
-    trained = last.get_weights()
-    assert any(not np.array_equal(a, t) for a, t in zip(averaged, trained, strict=True))
+    last = keras.saving.load_model(tmp_path / "ckpt" / "last.keras")
+    later = training.averaged_weights(last)
+    assert later is not None and last.optimizer.use_ema
+    for returned, saved in zip(model.get_weights(), kept, strict=True):
+        np.testing.assert_array_equal(returned, saved)
+    returned = model.get_weights()
+    assert any(not np.array_equal(r, a) for r, a in zip(returned, later, strict=True))
+    assert any(not np.array_equal(a, t) for a, t in zip(later, last.get_weights(), strict=True))
+    # A val_raw_* monitor keeps the trained weights (one epoch: those in last.keras).
+    monkeypatch.undo()
+    raw = {**params, "epochs": 1, "monitor": "val_raw_miou_pooled"}
+    raw["checkpoint_dir"] = str(tmp_path / "raw")
+    model, _, _, _ = _train(preprocessed, augmented, split, weights, raw)
+    trained = keras.saving.load_model(tmp_path / "raw" / "last.keras").get_weights()
+    for returned, saved in zip(model.get_weights(), trained, strict=True):
+        np.testing.assert_array_equal(returned, saved)
 
 
 def test_interrupted_training_resumes_from_the_last_checkpoint(tmp_path, monkeypatch, caplog):

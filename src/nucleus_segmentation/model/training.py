@@ -192,16 +192,21 @@ def make_optimizer(
 def averaged_weights(model: keras.Model) -> list[np.ndarray] | None:
     """``model.get_weights()`` with each trainable weight replaced by the optimizer's
     exponential moving average of it (``make_optimizer`` with ``ema_momentum``), or None
-    when the optimizer keeps no average (or has not taken a step). Non-trainable weights
-    (BatchNorm statistics, already running averages) are the model's own."""
+    when the optimizer keeps no average or is not built yet (no ``fit`` started).
+    Non-trainable weights (BatchNorm statistics, already running averages) are the model's
+    own."""
     optimizer = getattr(model, "optimizer", None)
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
-    if not getattr(optimizer, "use_ema", False):
+    if not getattr(optimizer, "use_ema", False) or not getattr(optimizer, "built", False):
         return None
+    # Keras keeps them here (its own SwapEMAWeights callback reads the same attributes).
     averages = getattr(optimizer, "_model_variables_moving_average", None)
     variables = getattr(optimizer, "_trainable_variables", None)
     if not averages or not variables:
-        return None
+        raise RuntimeError(
+            f"Keras {keras.__version__}: the optimizer has use_ema on but no moving averages "
+            "where this package reads them; set training.optimizer.ema_momentum: null"
+        )
     by_variable = {
         id(variable): average
         for variable, average in zip(variables, averages, strict=True)
@@ -243,7 +248,9 @@ class ValidationMetrics(keras.callbacks.Callback):
     ``targets`` = (kind, boundary width), no Dice term), ``val_<score>_<pooled|per_image>``
     (PA, MPA, MIoU, nucleus IoU, of the
     mask ``instances > 0`` that users get) and ``val_dsb_score``. Keeps the weights of the
-    best ``monitor`` epoch."""
+    best ``monitor`` epoch. With a moving average of the weights (``ema_momentum``) the
+    average is scored as ``val_*`` and kept, the trained weights are scored too, as
+    ``val_raw_*`` (a ``val_raw_*`` monitor keeps the trained weights)."""
 
     def __init__(
         self,
@@ -268,7 +275,7 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     def _scores(self, description: str) -> dict[str, float]:
         """``val_*`` scores of the model's current weights."""
-        # In segmentation.precision, with the weights this epoch trained.
+        # In segmentation.precision, with the model's weights of the moment.
         model = for_segmentation(self.model, self.settings, refresh=True)
         probabilities = [
             nucleus_probability(model, image, self.preprocessing, self.settings)
@@ -307,7 +314,8 @@ class ValidationMetrics(keras.callbacks.Callback):
             raise ParameterError(f"training.monitor {self.monitor!r} is not one of {known}")
         if logs[self.monitor] > self.best:
             self.best, self.best_epoch = logs[self.monitor], epoch
-            self.best_weights = self.model.get_weights() if averaged is None else averaged
+            kept_raw = averaged is None or self.monitor.startswith("val_raw_")
+            self.best_weights = self.model.get_weights() if kept_raw else averaged
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -673,7 +681,7 @@ class EpochLog(keras.callbacks.Callback):
             logs.get("val_miou_pooled", float("nan")),
             logs.get("val_nucleus_iou_pooled", float("nan")),
             logs.get("val_dsb_score", float("nan")),
-            "" if raw is None else f" (trained weights {raw:.4f}, their average kept)",
+            "" if raw is None else f" (of the average; trained weights {raw:.4f})",
             format_duration(elapsed),
             format_duration(eta),
         )

@@ -24,14 +24,15 @@ from nucleus_segmentation.segment import (
     BY_MODALITY,
     MODALITY_RULE,
     SEPARATION_KEYS,
+    TUNED_ON,
     SegmentationSettings,
     bundle_modalities,
     check_separation_plan,
     image_separation,
     plan_settings,
-    record_tuning,
     segmentation_probabilities,
     separation_for,
+    warn_if_tuned_otherwise,
 )
 from nucleus_segmentation.tuning import fits, labelled_items, search_separation
 
@@ -160,7 +161,9 @@ def calibrate_separation(
     :func:`_runnable`).
 
     ``segmentation`` (``params:segmentation``): the settings the calibration images were
-    predicted with, recorded in the new version (``tuned_on``).
+    predicted with. The new version keeps the ``tuned_on`` record of the separation in use
+    (its threshold and seeds, and the settings of modalities without calibration images,
+    come from there), and a warning names each setting that differs from it.
 
     Returns:
         ``(calibrated, search table, in use)``: the new ``instance_postprocessing``, one
@@ -189,7 +192,10 @@ def calibrate_separation(
     if BY_MODALITY in calibrated:
         calibrated = _runnable(calibrated, list(probabilities.values()), fitted)
     if segmentation is not None:
-        calibrated = record_tuning(calibrated, SegmentationSettings.from_params(segmentation))
+        settings = SegmentationSettings.from_params(segmentation)
+        warn_if_tuned_otherwise(in_use, settings, "instance_postprocessing (in use)")
+    if TUNED_ON in in_use:
+        calibrated = {**calibrated, TUNED_ON: in_use[TUNED_ON]}
     table = pd.concat(tables, ignore_index=True)
     leading = ["modality", "images"]
     return calibrated, table[leading + [c for c in table if c not in leading]], plan

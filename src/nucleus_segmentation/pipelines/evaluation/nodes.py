@@ -99,6 +99,7 @@ def tune_instance_separation(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Choose how nuclei are separated and outlined by the mean DSB score on the
     *validation* split, at the images' own scale (where inference applies it).
+
     ``segmentation`` (``params:segmentation``): the settings the probabilities were
     predicted with, recorded in the result (``tuned_on``) so inference can warn when its
     own differ.
@@ -115,9 +116,10 @@ def tune_instance_separation(
     never looked at.
 
     Returns:
-        ``(best settings, search table)``: keyword arguments for
-        :func:`separate_instances` (with ``by_modality``: a plan, read by
-        :func:`image_separation`), and one row per setting scored with its mean validation
+        ``(best settings, search table)``: a separation plan for
+        :func:`check_separation_plan` / :func:`image_separation` (the keyword arguments of
+        :func:`separate_instances`, with ``by_modality`` where modalities got their own,
+        and ``tuned_on``), and one row per setting scored with its mean validation
         score and ``modality`` (``all``: every validation image), best first.
     """
     items = labelled_items(probabilities, ingested, "the validation split")
