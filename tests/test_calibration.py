@@ -64,9 +64,14 @@ def test_calibration_tunes_the_separation_on_the_users_labels_and_inference_uses
     assert report["images"].tolist() == [len(ids), len(ids)]
     # The "before" row is the separation that was in use, the "after" row what was written;
     # the one in use is a candidate of the search, so in-sample the new one is no worse.
+    # Evaluation's record of the settings it tuned on goes with the calibrated version.
+    assert calibrated["tuned_on"] == latest["tuned_on"] and "scale" in latest["tuned_on"]
     for row, separation in (("before", previous), ("after", calibrated)):
-        settings = report.loc[row, list(separation)].to_dict()
-        assert {k: None if v != v else v for k, v in settings.items()} == separation, row
+        keys = [k for k in separation if k != "tuned_on"]
+        settings = report.loc[row, keys].to_dict()
+        assert {k: None if v != v else v for k, v in settings.items()} == {
+            k: separation[k] for k in keys
+        }, row
     assert report.loc["before", "dsb_score"] == 0.0
     assert report.loc["after", "dsb_score"] >= report.loc["before", "dsb_score"]
     search = pd.read_csv(

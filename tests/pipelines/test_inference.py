@@ -258,7 +258,12 @@ def test_a_separation_tuned_on_other_settings_is_named_in_a_warning(folder, capl
     assert labels.keys() == plain.keys()
     for image_id, image_labels in plain.items():
         np.testing.assert_array_equal(labels[image_id], image_labels)
-    assert manifest["parameters"]["instance_postprocessing"] == SEPARATION | {"outline": None}
+    # The manifest says what separated the nuclei and what that separation was tuned on.
+    assert manifest["parameters"]["instance_postprocessing"] == {
+        **SEPARATION,
+        "outline": None,
+        "tuned_on": plan["tuned_on"],
+    }
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         same = SegmentationSettings.from_params(SEGMENTATION)

@@ -16,6 +16,7 @@ from nucleus_segmentation.inference import FolderSegmentation, ImageWork, ModelF
 from nucleus_segmentation.model.precision import resolve_precision
 from nucleus_segmentation.parallel import runs_in_process, threads_per_worker
 from nucleus_segmentation.segment import (
+    TUNED_ON,
     SegmentationSettings,
     check_model_preprocessing,
     check_model_separation,
@@ -73,7 +74,8 @@ def segment_images(
         else ModelFile(str(source.filepath), threads_per_worker(workers), settings.precision)
     )
     work = ImageWork(target, dict(preprocessing), settings, separation, colour, str(style["mode"]))
-    about = _about(images, model, preprocessing, settings, separation)
+    recorded = {TUNED_ON: postprocessing[TUNED_ON]} if TUNED_ON in postprocessing else {}
+    about = _about(images, model, preprocessing, settings, {**separation, **recorded})
     return FolderSegmentation(images.path, dict(images.files), work, workers, about)
 
 
