@@ -6,13 +6,14 @@ returns histories; the catalog and kedro-mlflow log them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,21 @@ def averaged_weights(model: keras.Model) -> list[np.ndarray] | None:
     ]
 
 
+@contextlib.contextmanager
+def weights_in_place(model: keras.Model, weights: list[np.ndarray] | None) -> Iterator[None]:
+    """``model`` holding ``weights`` (``get_weights()`` order) inside the block, its own
+    again after it; ``None``: its own throughout."""
+    if weights is None:
+        yield
+        return
+    own = model.get_weights()
+    model.set_weights(weights)
+    try:
+        yield
+    finally:
+        model.set_weights(own)
+
+
 def weighted_cross_entropy_numpy(
     probabilities: np.ndarray,
     truth: np.ndarray,
@@ -303,12 +319,8 @@ class ValidationMetrics(keras.callbacks.Callback):
             # Scored and kept: the moving average; the trained weights' scores as val_raw_*.
             raw = self._scores(f"epoch {epoch + 1}: validating the trained weights")
             logs.update({f"val_raw_{k.removeprefix('val_')}": v for k, v in raw.items()})
-            trained = self.model.get_weights()
-            self.model.set_weights(averaged)
-            try:
+            with weights_in_place(self.model, averaged):
                 logs.update(self._scores(f"epoch {epoch + 1}: validating their moving average"))
-            finally:
-                self.model.set_weights(trained)
         if self.monitor not in logs:
             known = sorted(k for k in logs if k.startswith("val_"))
             raise ParameterError(f"training.monitor {self.monitor!r} is not one of {known}")
@@ -338,15 +350,8 @@ class Checkpoint(keras.callbacks.Callback):
         """Save the model, with ``weights`` in place of its own when given."""
         target = self.directory / name
         partial = self.directory / f".{name}.partial.keras"
-        own = None
-        if weights is not None:
-            own = self.model.get_weights()
-            self.model.set_weights(weights)
-        try:
+        with weights_in_place(self.model, weights):
             self.model.save(partial)
-        finally:
-            if own is not None:
-                self.model.set_weights(own)
         os.replace(partial, target)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
