@@ -160,3 +160,87 @@ def test_copies_per_modality_refuses_bad_counts(setting, message):
         augment_training_images(
             preprocessed, split.drop(columns="modality"), {**AUG, "copies_per_modality": {"a": 2}}
         )
+
+
+def _disk_grid(radius: int, spacing: int, side: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """A bright-on-dark image of a grid of disks and its label map."""
+    yy, xx = np.mgrid[0:side, 0:side]
+    labels = np.zeros((side, side), np.uint16)
+    centres = range(spacing // 2, side - radius, spacing)
+    for index, (cy, cx) in enumerate((y, x) for y in centres for x in centres):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = index + 1
+    image = np.where(labels > 0, 200, 30).astype(np.uint8)
+    return np.dstack([image] * 3), labels
+
+
+def _size_inputs():
+    """img_small: nuclei of ~29 px (inference enlarges it 2x, the factor_range's limit);
+    img_band: nuclei of ~450 px (inside nucleus_area: left alone); img_test: not training."""
+    images = {
+        "img_small": _disk_grid(3, 8),
+        "img_band": _disk_grid(12, 30),
+        "img_test": _disk_grid(3, 8),
+    }
+    ingested = bundle.pack((i, {"image": im, "labels": lab}) for i, (im, lab) in images.items())
+    metadata = pd.DataFrame({"image_id": list(images)})
+    split = metadata.assign(split=["train", "train", "test"])
+    return ingested, split, preprocess_images(ingested, metadata, PRE, NATIVE)
+
+
+SIZE_AUG = {
+    **AUG,
+    "transforms": {
+        "output_size": 32,
+        "zoom_range": [1.0, 1.0],
+        "flip": False,
+        "gray_perturbation": False,
+        "shape_perturbation": False,
+        "elastic": False,
+    },
+}
+
+
+def _largest_nucleus(out, prefix: str) -> list[int]:
+    return [
+        int(np.bincount(out[f"{i}/labels"].ravel())[1:].max())
+        for i in bundle.sample_ids(out)
+        if i.startswith(prefix)
+    ]
+
+
+def test_adapt_nucleus_size_trains_on_the_scale_inference_predicts_at():
+    ingested, split, preprocessed = _size_inputs()
+    plain = augment_training_images(preprocessed, split, SIZE_AUG, ingested, PRE, NATIVE)
+    on = {**SIZE_AUG, "adapt_nucleus_size": True}
+    adapted = augment_training_images(preprocessed, split, on, ingested, PRE, NATIVE)
+    assert list(plain) == list(adapted)
+    # Small nuclei come twice as wide: a whole one covers about 4x the pixels (29 -> ~113).
+    before, after = _largest_nucleus(plain, "img_small"), _largest_nucleus(adapted, "img_small")
+    assert max(before) == 29
+    assert all(100 <= area <= 130 for area in after), after
+    # Nuclei inside the band: the very copies made without adaptation.
+    band = [k for k in plain if k.startswith("img_band")]
+    assert band and all(plain[k].tobytes() == adapted[k].tobytes() for k in band)
+    # Same seed, same copies, whatever the workers.
+    again = augment_training_images(
+        preprocessed, split, {**on, "n_workers": 2}, ingested, PRE, NATIVE
+    )
+    assert all(adapted[k].tobytes() == again[k].tobytes() for k in adapted)
+
+
+@pytest.mark.parametrize(
+    ("value", "inputs", "message"),
+    [
+        ("yes", "all", r"adapt_nucleus_size must be true or false, got 'yes'"),
+        (True, "none", r"adapt_nucleus_size needs the ingested images and the preprocessing"),
+        (True, "fixed", r"needs segmentation.scale.mode native with a nucleus_area band \(got "),
+    ],
+)
+def test_adapt_nucleus_size_refuses_what_cannot_work(value, inputs, message):
+    from nucleus_segmentation.errors import ParameterError
+
+    ingested, split, preprocessed = _size_inputs()
+    extra = {"all": (ingested, PRE, NATIVE), "none": (), "fixed": (ingested, PRE, FIXED)}
+    params = {**SIZE_AUG, "adapt_nucleus_size": value}
+    with pytest.raises(ParameterError, match=message):
+        augment_training_images(preprocessed, split, params, *extra[inputs])

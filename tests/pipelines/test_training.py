@@ -426,6 +426,9 @@ def test_online_augmentation_refuses_what_only_stored_copies_can_do():
     oversampled = {**AUGMENTATION, "copies_per_modality": {"stained": 4}}
     with pytest.raises(ParameterError, match="copies_per_modality works on the stored"):
         _training_batches(augmented, preprocessed, split, params, oversampled, 1)
+    adapted = {**AUGMENTATION, "adapt_nucleus_size": True}
+    with pytest.raises(ParameterError, match="adapt_nucleus_size works on the stored"):
+        _training_batches(augmented, preprocessed, split, params, adapted, 1)
     feeder, _ = _training_batches(augmented, preprocessed, split, params, AUGMENTATION, 1)
     assert feeder[0][0].shape[0] == PARAMS["batch_size"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from functools import partial
@@ -21,23 +22,29 @@ from nucleus_segmentation.imaging.augment import (
 from nucleus_segmentation.imaging.colour import jitter_stains
 from nucleus_segmentation.imaging.masks import labels_to_mask
 from nucleus_segmentation.parallel import parallel_map
-from nucleus_segmentation.segment import ScalePolicy, SegmentationSettings, prepare_image
+from nucleus_segmentation.segment import (
+    ScalePolicy,
+    SegmentationSettings,
+    prepare_image,
+    prepare_labels,
+)
 
 logger = logging.getLogger(__name__)
 
 
 def _augment_one(
-    task: tuple[str, int, np.ndarray, np.ndarray, np.ndarray | None],
+    task: tuple[str, int, np.ndarray, np.ndarray, np.ndarray | None, ScalePolicy | None],
     config: AugmentConfig,
     seed: int,
     jitter: StainJitter,
     preprocessing: Mapping[str, Any] | None,
-    scale: ScalePolicy | None,
 ) -> list[tuple[str, dict[str, np.ndarray]]]:
     """All copies of one training image (runs in a worker process). With a raw colour image
     (stain jitter on for its modality) each copy starts from that image's own stain jitter,
-    preprocessed as in the preprocessing stage; else from the preprocessed image."""
-    image_id, copies, image, labels, raw = task
+    preprocessed as in the preprocessing stage on the task's scale grid; else from the
+    task's image (the preprocessed one, or the one inference would predict at another
+    scale: :func:`_nucleus_size_factors`)."""
+    image_id, copies, image, labels, raw, scale = task
     out = []
     for copy in range(copies):
         source = image
@@ -100,6 +107,38 @@ def _jittered_ids(split: pd.DataFrame, jitter: StainJitter, ingested, settings) 
     return set(chosen)
 
 
+def _nucleus_size_factors(ingested, train_ids: list[str], scale: ScalePolicy) -> dict[str, float]:
+    """``{image id: factor}`` for the training images inference would predict again at
+    another factor (:meth:`ScalePolicy.adapted_factor`), judged by the median area of the
+    image's own annotated nuclei, where inference judges by the predicted ones."""
+    if not scale.adapts:
+        raise ParameterError(
+            "augmentation.adapt_nucleus_size needs segmentation.scale.mode native with a "
+            f"nucleus_area band (got mode {scale.mode}, nucleus_area "
+            f"{list(scale.nucleus_area)}): without it inference rescales no image"
+        )
+    factors = {}
+    for image_id in train_ids:
+        areas = np.bincount(bundle.field(ingested, image_id, "labels").ravel())[1:]
+        areas = areas[areas > 0]
+        factor = scale.adapted_factor(float(np.median(areas)) if areas.size else None)
+        if factor is not None:
+            factors[image_id] = factor
+    if factors:
+        values = sorted(factors.values())
+        logger.info(
+            "Nucleus-size adaptation: %d of %d training images rescaled as inference would "
+            "(factors %.2f to %.2f)",
+            len(factors),
+            len(train_ids),
+            values[0],
+            values[-1],
+        )
+    else:
+        logger.info("Nucleus-size adaptation: no training image leaves the nucleus_area band")
+    return factors
+
+
 def _colour_source(ingested, image_id: str, split: pd.DataFrame) -> np.ndarray:
     """The raw colour image a jittered copy starts from; a gray one stops the run naming it
     (in this process, before its task reaches a worker)."""
@@ -131,7 +170,10 @@ def augment_training_images(
     random sample shuffling). With ``stain_jitter.enabled`` the copies of training images of
     the listed modalities start from their raw colour image (``ingested``) with jittered
     stains, preprocessed with ``preprocessing`` on the ``segmentation`` scale grid exactly as
-    the preprocessing stage does.
+    the preprocessing stage does. With ``adapt_nucleus_size`` a training image whose median
+    annotated nucleus lies outside ``segmentation.scale.nucleus_area`` is prepared from its
+    raw image at the factor inference would predict it at (the same preprocessing and
+    resizing), so training sees nuclei at the sizes the network gets at inference.
 
     Returns:
         A bundle of ``<image_id>_augNN`` samples: ``image`` (SxS uint8, SxSx3 for colour
@@ -140,29 +182,43 @@ def augment_training_images(
     config = AugmentConfig.from_params(dict(params["transforms"]))
     jitter = StainJitter.from_params(params.get("stain_jitter"))
     seed = int(params["seed"])
+    adapt = params.get("adapt_nucleus_size", False)
+    if not isinstance(adapt, bool):
+        raise ParameterError(
+            f"augmentation.adapt_nucleus_size must be true or false, got {adapt!r}"
+        )
     train_ids = split.loc[split["split"] == "train", "image_id"].tolist()
     if not train_ids:
         raise DataProblem("the split has no training image to augment")
-    jittered = _jittered_ids(split, jitter, ingested, (preprocessing, segmentation))
-    scale = SegmentationSettings.from_params(segmentation).scale if jittered else None
-    copies = _copies(split, train_ids, params)
-    tasks = (
-        (
-            image_id,
-            image_copies,
-            bundle.field(preprocessed, image_id, "image"),
-            bundle.field(preprocessed, image_id, "labels"),
-            _colour_source(ingested, image_id, split) if image_id in jittered else None,
+    if adapt and (ingested is None or preprocessing is None or segmentation is None):
+        raise ParameterError(
+            "augmentation.adapt_nucleus_size needs the ingested images and the preprocessing "
+            "and segmentation parameters (the augmentation pipeline passes them all)"
         )
-        for image_id, image_copies in zip(train_ids, copies, strict=True)
-    )
+    jittered = _jittered_ids(split, jitter, ingested, (preprocessing, segmentation))
+    scale = SegmentationSettings.from_params(segmentation).scale if jittered or adapt else None
+    factors = _nucleus_size_factors(ingested, train_ids, scale) if adapt else {}
+    copies = _copies(split, train_ids, params)
+
+    def task(image_id: str, image_copies: int) -> tuple:
+        raw = _colour_source(ingested, image_id, split) if image_id in jittered else None
+        if image_id not in factors:
+            image = bundle.field(preprocessed, image_id, "image")
+            labels = bundle.field(preprocessed, image_id, "labels")
+            return image_id, image_copies, image, labels, raw, scale
+        # Prepared from the raw image on the grid inference would predict it on.
+        rescaled = dataclasses.replace(scale, factor=factors[image_id])
+        image = prepare_image(bundle.field(ingested, image_id, "image"), preprocessing, rescaled)
+        labels = prepare_labels(bundle.field(ingested, image_id, "labels"), rescaled)
+        return image_id, image_copies, image, labels, raw, rescaled
+
+    tasks = (task(i, c) for i, c in zip(train_ids, copies, strict=True))
     work = partial(
         _augment_one,
         config=config,
         seed=seed,
         jitter=jitter,
         preprocessing=preprocessing if jittered else None,
-        scale=scale,
     )
     samples = [
         s

@@ -126,6 +126,11 @@ def _training_batches(augmented, preprocessed, split, params, augmentation_param
                 "augmentation.copies_per_modality works on the stored (offline) copies only: "
                 "set training.augmentation_mode to offline or copies_per_modality to {}"
             )
+        if augmentation_params.get("adapt_nucleus_size"):
+            raise ParameterError(
+                "augmentation.adapt_nucleus_size works on the stored (offline) copies only: "
+                "set training.augmentation_mode to offline or adapt_nucleus_size to false"
+            )
         ids = _ids(split, "train")
         config = AugmentConfig.from_params(dict(augmentation_params["transforms"]))
         images = [bundle.field(preprocessed, i, "image") for i in ids]
