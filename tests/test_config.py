@@ -133,6 +133,12 @@ def _catalog(env: str) -> dict:
             "native",
         ),
         ("rgb", "attention_unet_rgb", "preprocessed_images_rgb.npz", "native"),
+        (
+            "adapt_size",
+            "attention_unet_adapt_size",
+            "preprocessed_images_adapt_size.npz",
+            "native",
+        ),
     ],
 )
 def test_each_environment_keeps_its_own_model_data_and_reports(env, model, data, mode):
