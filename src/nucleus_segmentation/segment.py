@@ -41,6 +41,7 @@ from nucleus_segmentation.errors import DataProblem, ParameterError, refuse_unkn
 from nucleus_segmentation.imaging.colour import MODALITIES, classify_modality
 from nucleus_segmentation.imaging.geometry import resize_image, resize_labels
 from nucleus_segmentation.imaging.instances import METHODS, separate_instances
+from nucleus_segmentation.imaging.masks import median_nucleus_area as label_median_area
 from nucleus_segmentation.imaging.preprocess import (
     effective_preprocessing,
     network_channels,
@@ -555,9 +556,7 @@ def median_nucleus_area(probability: np.ndarray) -> float | None:
     boundary model), separated by the untuned watershed (``SIZE_PROBE``: the same for every
     model and tuning, so the scale an image gets never depends on the separation being
     tuned on it); ``None`` when there is none."""
-    areas = np.bincount(separate_instances(probability, **SIZE_PROBE).ravel())[1:]
-    areas = areas[areas > 0]
-    return float(np.median(areas)) if areas.size else None
+    return label_median_area(separate_instances(probability, **SIZE_PROBE))
 
 
 def _may_leave_band(scale: ScalePolicy, probability: np.ndarray) -> bool:

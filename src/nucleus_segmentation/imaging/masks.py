@@ -99,3 +99,9 @@ def nucleus_areas(labels: np.ndarray) -> np.ndarray:
     """Pixel area of every nucleus id present in ``labels`` (background excluded)."""
     counts = np.bincount(labels.ravel())[1:]
     return counts[counts > 0]
+
+
+def median_nucleus_area(labels: np.ndarray) -> float | None:
+    """Median pixel area of the nuclei in ``labels``; ``None`` when there is none."""
+    areas = nucleus_areas(labels)
+    return float(np.median(areas)) if areas.size else None

@@ -20,7 +20,7 @@ from nucleus_segmentation.imaging.augment import (
     sample_rng,
 )
 from nucleus_segmentation.imaging.colour import jitter_stains
-from nucleus_segmentation.imaging.masks import labels_to_mask
+from nucleus_segmentation.imaging.masks import labels_to_mask, median_nucleus_area
 from nucleus_segmentation.parallel import parallel_map
 from nucleus_segmentation.segment import (
     ScalePolicy,
@@ -119,9 +119,9 @@ def _nucleus_size_factors(ingested, train_ids: list[str], scale: ScalePolicy) ->
         )
     factors = {}
     for image_id in train_ids:
-        areas = np.bincount(bundle.field(ingested, image_id, "labels").ravel())[1:]
-        areas = areas[areas > 0]
-        factor = scale.adapted_factor(float(np.median(areas)) if areas.size else None)
+        factor = scale.adapted_factor(
+            median_nucleus_area(bundle.field(ingested, image_id, "labels"))
+        )
         if factor is not None:
             factors[image_id] = factor
     if factors:

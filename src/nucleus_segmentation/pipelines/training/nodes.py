@@ -116,21 +116,26 @@ def _training_batches(augmented, preprocessed, split, params, augmentation_param
             ).astype(np.float16)
         return SegmentationBatches(images, masks, batch, steps, seed, weights), len(ids)
     if mode == "online":
-        if StainJitter.from_params(augmentation_params.get("stain_jitter")).enabled:
-            raise ParameterError(
-                "augmentation.stain_jitter works on the stored (offline) copies only: set "
-                "training.augmentation_mode to offline or stain_jitter.enabled to false"
-            )
-        if augmentation_params.get("copies_per_modality"):
-            raise ParameterError(
-                "augmentation.copies_per_modality works on the stored (offline) copies only: "
-                "set training.augmentation_mode to offline or copies_per_modality to {}"
-            )
-        if augmentation_params.get("adapt_nucleus_size"):
-            raise ParameterError(
-                "augmentation.adapt_nucleus_size works on the stored (offline) copies only: "
-                "set training.augmentation_mode to offline or adapt_nucleus_size to false"
-            )
+        stored_only = {  # setting: (whether it is on, how to turn it off)
+            "stain_jitter": (
+                StainJitter.from_params(augmentation_params.get("stain_jitter")).enabled,
+                "stain_jitter.enabled to false",
+            ),
+            "copies_per_modality": (
+                augmentation_params.get("copies_per_modality"),
+                "copies_per_modality to {}",
+            ),
+            "adapt_nucleus_size": (
+                augmentation_params.get("adapt_nucleus_size"),
+                "adapt_nucleus_size to false",
+            ),
+        }
+        for name, (on, off) in stored_only.items():
+            if on:
+                raise ParameterError(
+                    f"augmentation.{name} works on the stored (offline) copies only: set "
+                    f"training.augmentation_mode to offline or {off}"
+                )
         ids = _ids(split, "train")
         config = AugmentConfig.from_params(dict(augmentation_params["transforms"]))
         images = [bundle.field(preprocessed, i, "image") for i in ids]
