@@ -48,3 +48,24 @@ def test_the_file_of_a_version_and_a_missing_version(tmp_path):
         tmp_path / "t.csv" / "2026-01-01T00.00.00.000Z" / "t.csv"
     )
     assert layer_of(dataset) == "primary" and layer_of(object()) is None
+
+
+def test_the_run_records_the_precision_of_what_it_runs(monkeypatch):
+    """A training run records training.precision resolved for training; any other run
+    segmentation.precision resolved for prediction (they differ on an AMD CPU)."""
+    import nucleus_segmentation.tracking as tracking
+
+    asked = []
+
+    def resolve(name, *, purpose):
+        asked.append((name, purpose))
+        return f"{name}/{purpose}"
+
+    monkeypatch.setattr(tracking, "resolve_precision", resolve)
+    hooks = tracking.MlflowRunHooks()
+    hooks._params = {"training": {"precision": "float32"}, "segmentation": {"precision": "auto"}}
+    assert hooks._precision({"train_segmentation_model", "x"}) == "float32/training"
+    assert hooks._precision({"evaluate_on_test_images"}) == "auto/prediction"
+    hooks._params = {}
+    assert hooks._precision({"segment_folder"}) == "auto/prediction"
+    assert asked == [("float32", "training"), ("auto", "prediction"), ("auto", "prediction")]

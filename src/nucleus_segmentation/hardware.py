@@ -12,19 +12,31 @@ from pathlib import Path
 import keras
 
 
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
-    """The CPU's feature flags (Linux ``/proc/cpuinfo``); empty where it cannot be read."""
+def _cpuinfo_field(keys: tuple[str, ...], cpuinfo: str | Path) -> str | None:
+    """The first value of one of ``keys`` in Linux ``/proc/cpuinfo``; None where it cannot
+    be read or has none of them."""
     if not sys.platform.startswith("linux"):
-        return frozenset()
+        return None
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
-        return frozenset()
+        return None
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+        if key.strip() in keys:
+            return value.strip()
+    return None
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``); empty where it cannot be read."""
+    return frozenset((_cpuinfo_field(("flags", "Features"), cpuinfo) or "").split())
+
+
+def cpu_vendor(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's vendor (``GenuineIntel``, ``AuthenticAMD``, ...); empty where it cannot be
+    read."""
+    return _cpuinfo_field(("vendor_id",), cpuinfo) or ""
 
 
 def gpu_capability() -> tuple[int, int] | None:

@@ -195,8 +195,10 @@ class MlflowRunHooks:
     def _precision(self, node_names: set[str]) -> str:
         """What the network computes in this run: ``training.precision`` where the run
         trains, else ``segmentation.precision`` (evaluation, inference), resolved."""
-        group = "training" if "train_segmentation_model" in node_names else "segmentation"
-        return resolve_precision(str((self._params.get(group) or {}).get("precision", "auto")))
+        training = "train_segmentation_model" in node_names
+        group = "training" if training else "segmentation"
+        name = str((self._params.get(group) or {}).get("precision", "auto"))
+        return resolve_precision(name, purpose="training" if training else "prediction")
 
     def _name_run(self) -> None:
         import mlflow

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from nucleus_segmentation.errors import ParameterError
+from nucleus_segmentation.hardware import cpu_vendor
 from nucleus_segmentation.model import UNetConfig, build_attention_unet
 from nucleus_segmentation.model.precision import (
     cpu_flags,
@@ -31,20 +32,39 @@ def float32_model():
     return build_attention_unet(TINY)
 
 
+AMD, INTEL = "AuthenticAMD", "GenuineIntel"
+
+
 @pytest.mark.parametrize(
-    ("devices", "flags", "capability", "expected"),
+    ("devices", "flags", "vendor", "capability", "training", "prediction"),
     [
-        (["cpu:0"], {"avx2", "amx_bf16", "amx_tile"}, None, "mixed_bfloat16"),
-        (["cpu:0"], {"avx2", "avx512f", "avx512_bf16"}, None, "float32"),  # no AMX: slower
-        (["cpu:0"], {"avx2", "avx512f"}, None, "float32"),
-        (["cpu:0"], set(), None, "float32"),
-        (["gpu:0", "gpu:1"], set(), (8, 0), "mixed_bfloat16"),  # A100
-        (["gpu:0"], {"amx_bf16"}, (7, 0), "float32"),  # V100: no native bfloat16
-        (["tpu:0"], set(), None, "mixed_bfloat16"),
+        (
+            ["cpu:0"],
+            {"avx2", "amx_bf16", "amx_tile"},
+            INTEL,
+            None,
+            "mixed_bfloat16",
+            "mixed_bfloat16",
+        ),
+        # AVX512-BF16 without AMX: Intel slower in bfloat16; AMD predicts faster, trains worse.
+        (["cpu:0"], {"avx512f", "avx512_bf16", "avx512_fp16"}, INTEL, None, "float32", "float32"),
+        (["cpu:0"], {"avx2", "avx512f", "avx512_bf16"}, AMD, None, "float32", "mixed_bfloat16"),
+        (["cpu:0"], {"avx512f", "avx512_bf16", "avx512_fp16"}, AMD, None, "float32", "float32"),
+        (["cpu:0"], {"avx2", "avx512f"}, AMD, None, "float32", "float32"),
+        (["cpu:0"], {"avx2", "avx512f", "avx512_bf16"}, "", None, "float32", "float32"),
+        (["cpu:0"], set(), INTEL, None, "float32", "float32"),
+        (["gpu:0", "gpu:1"], set(), AMD, (8, 0), "mixed_bfloat16", "mixed_bfloat16"),  # A100
+        (["gpu:0"], {"avx512_bf16"}, AMD, (7, 0), "float32", "float32"),  # V100: no bfloat16
+        (["tpu:0"], set(), INTEL, None, "mixed_bfloat16", "mixed_bfloat16"),
     ],
 )
-def test_auto_picks_bfloat16_only_where_the_hardware_has_it(devices, flags, capability, expected):
-    assert resolve_precision("auto", devices, flags, capability) == expected
+def test_auto_picks_bfloat16_only_where_the_hardware_runs_it_well(
+    devices, flags, vendor, capability, training, prediction
+):
+    def auto(purpose):
+        return resolve_precision("auto", devices, flags, capability, purpose=purpose, vendor=vendor)
+
+    assert (auto("training"), auto("prediction")) == (training, prediction)
 
 
 def test_a_gpu_whose_capability_is_unknown_stays_in_float32(monkeypatch):
@@ -52,9 +72,16 @@ def test_a_gpu_whose_capability_is_unknown_stays_in_float32(monkeypatch):
 
     monkeypatch.setattr(precision, "gpu_capability", lambda: None)
     assert resolve_precision("auto", ["gpu:0"], set()) == "float32"
-    # This machine's own answer agrees with its CPU flags (no GPU here or in CI).
-    expected = "mixed_bfloat16" if precision.BF16_CPU_FLAGS & cpu_flags() else "float32"
-    assert resolve_precision("auto") == expected
+    # This machine's own answers agree with its CPU flags and vendor (no GPU here or in CI).
+    flags, amd = cpu_flags(), cpu_vendor() == AMD
+    trains = "mixed_bfloat16" if "amx_bf16" in flags else "float32"
+    fast = amd and "avx512_bf16" in flags and "avx512_fp16" not in flags
+    predicts = "mixed_bfloat16" if "amx_bf16" in flags or fast else "float32"
+    assert resolve_precision("auto") == trains
+    assert resolve_precision("auto", purpose="prediction") == predicts
+    # The model the segmentation path builds computes in the prediction answer.
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 1)])
+    assert model_precision(with_precision(model, "auto")) == predicts
 
 
 def test_explicit_precisions_are_kept_and_unknown_ones_refused():
@@ -62,6 +89,8 @@ def test_explicit_precisions_are_kept_and_unknown_ones_refused():
     assert resolve_precision("mixed_bfloat16", ["cpu:0"], set()) == "mixed_bfloat16"
     with pytest.raises(ParameterError, match="precision must be one of"):
         resolve_precision("float16", ["cpu:0"], set())
+    with pytest.raises(ValueError, match="purpose must be one of"):
+        resolve_precision("auto", ["cpu:0"], set(), purpose="inference")
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
@@ -69,6 +98,15 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512_bf16 amx_tile\n\n")
     assert cpu_flags(cpuinfo) == {"fpu", "sse2", "avx512_bf16", "amx_tile"}
     assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_cpu_vendor_is_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu\n\n")
+    assert cpu_vendor(cpuinfo) == "AuthenticAMD"
+    assert cpu_vendor(tmp_path / "missing") == ""
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd\n")  # an ARM CPU: no vendor_id
+    assert cpu_vendor(cpuinfo) == ""
 
 
 def test_bfloat16_clone_has_the_same_weights_and_nearly_the_same_output(float32_model):

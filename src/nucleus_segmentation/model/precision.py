@@ -4,9 +4,14 @@
 name: layers compute in bfloat16, variables, the softmax head, the loss and the metrics stay
 float32). ``auto`` picks ``mixed_bfloat16`` where the hardware runs it fast (a TPU, a GPU of
 compute capability 8.0 or later, or a CPU with AMX tiles, which oneDNN uses) and ``float32``
-elsewhere. AVX512-BF16 alone is not enough: on such a CPU (2 cores, no AMX) a bfloat16 matmul
-ran at half the float32 speed and the CPU default's inference 1.45x slower; the figures are in
-docs/benchmarks.md ("Precision of the segmentation path").
+elsewhere, with one rule for prediction alone: an AMD CPU with AVX512-BF16 (and without
+AVX512-FP16) predicts in bfloat16 too (three 2-core EPYCs 1.06x, 1.39x and 1.42x faster on
+the whole segmentation path, test scores level with float32 for two models), while it
+trains in float32 (bfloat16 fitted more steps there and still gave a worse model).
+AVX512-BF16 alone is not enough: on a CPU with it and AVX512-FP16 (most likely an Intel
+Xeon with AMX hidden) a bfloat16 matmul ran at half the float32 speed and the CPU default's
+inference 1.45x slower. The figures are in docs/benchmarks.md
+("Precision of the segmentation path", "Inference", "Training to the time budget").
 
 A saved model computes in whatever precision it was trained in; :func:`with_precision` gives
 the same weights computing in another, so a model trained in either loads under either.
@@ -21,11 +26,17 @@ from collections.abc import Iterable, Iterator
 import keras
 
 from nucleus_segmentation.errors import ParameterError
-from nucleus_segmentation.hardware import cpu_flags, gpu_capability
+from nucleus_segmentation.hardware import cpu_flags, cpu_vendor, gpu_capability
 from nucleus_segmentation.model.rewrite import rewritten
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+PURPOSES = ("training", "prediction")
 BF16_CPU_FLAGS = frozenset({"amx_bf16"})  # not avx512_bf16 alone: slower than float32 there
+# Prediction only: CPUs of these vendors with AVX512-BF16 predict faster in bfloat16; not
+# with AVX512-FP16, which the one CPU measured slower in bfloat16 had (the EPYCs did not).
+BF16_PREDICTION_VENDORS = frozenset({"AuthenticAMD"})
+BF16_PREDICTION_FLAGS = frozenset({"avx512_bf16"})
+BF16_PREDICTION_EXCLUDED = frozenset({"avx512_fp16"})
 BF16_GPU_CAPABILITY = (8, 0)  # Ampere and later run bfloat16 natively
 HEAD = "probabilities"  # the softmax layer, float32 in every precision
 # policy -> {model: its clone in that policy}: a model is converted once, however many
@@ -44,6 +55,9 @@ def resolve_precision(
     devices: Iterable[str] | None = None,
     flags: Iterable[str] | None = None,
     capability: tuple[int, int] | None = None,
+    *,
+    purpose: str = "training",
+    vendor: str | None = None,
 ) -> str:
     """``float32`` or ``mixed_bfloat16`` for a ``precision`` parameter.
 
@@ -53,12 +67,17 @@ def resolve_precision(
         flags: CPU feature flags (:func:`cpu_flags` when None).
         capability: the GPU's compute capability, when ``devices`` has a GPU
             (:func:`gpu_capability` when None).
+        purpose: ``training`` | ``prediction`` (segmentation: evaluation, inference and
+            training's validation), which ``auto`` may answer differently on a CPU.
+        vendor: the CPU's vendor (:func:`cpu_vendor` when None).
 
     Raises:
         ParameterError: an unknown name.
     """
     if name not in PRECISIONS:
         raise ParameterError(f"precision must be one of {PRECISIONS}, got {name!r}")
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     if name != "auto":
         return name
     kinds = {str(d).lower().split(":")[0] for d in (devices or keras.distribution.list_devices())}
@@ -69,7 +88,17 @@ def resolve_precision(
         native = capability is not None and tuple(capability) >= BF16_GPU_CAPABILITY
         return "mixed_bfloat16" if native else "float32"
     flags = cpu_flags() if flags is None else frozenset(flags)
-    return "mixed_bfloat16" if BF16_CPU_FLAGS & set(flags) else "float32"
+    if BF16_CPU_FLAGS & flags:
+        return "mixed_bfloat16"
+    if (
+        purpose == "prediction"
+        and BF16_PREDICTION_FLAGS & flags
+        and not BF16_PREDICTION_EXCLUDED & flags
+    ):
+        vendor = cpu_vendor() if vendor is None else vendor
+        if vendor in BF16_PREDICTION_VENDORS:
+            return "mixed_bfloat16"
+    return "float32"
 
 
 def model_precision(model) -> str:
@@ -97,7 +126,7 @@ def with_precision(model, precision: str, refresh: bool = False):
     are not Keras models (test doubles) are returned as they are."""
     if not isinstance(model, keras.Model):
         return model
-    policy = resolve_precision(precision)
+    policy = resolve_precision(precision, purpose="prediction")
 
     def differs(model) -> dict[str, str]:  # nothing to rewrite when it computes in policy
         return {} if model_precision(model) == policy else {"policy": policy}
