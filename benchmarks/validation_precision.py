@@ -1,4 +1,4 @@
-"""Training's per-pass validation of one checkpoint, scored in each segmentation precision:
+"""Training's per-pass validation of checkpoints, scored in each segmentation precision:
 does the precision validation predicts in (``segmentation.precision``) move the scores the
 kept pass is chosen by?
 
@@ -9,8 +9,12 @@ kept pass is chosen by?
 Each checkpoint (a ``.keras`` file a training run wrote, e.g. a copy of ``last.keras`` taken
 after a pass) is scored by :class:`~nucleus_segmentation.model.training.ValidationMetrics`,
 the callback training validates with, on the validation images of the ``data_split`` version
-(the latest unless pinned; the ingested images of the same version), with the project's
-``preprocessing``, ``segmentation`` and ``training`` parameters, once per precision. Prints
+(the latest unless pinned; the ingested images of the same version; at most
+``training.max_validation_images``), with the project's ``preprocessing``, ``segmentation``
+and ``training`` parameters and the latest ``class_weights`` (which only ``val_loss`` uses),
+once per precision. The checkpoint's trained weights are scored (a run with
+``ema_momentum`` kept and scored its moving average instead, which a checkpoint does not
+hold). Prints
 one table row per checkpoint and precision (val_loss, MIoU, nucleus IoU, DSB score before
 tuning, seconds) and the command; writes nothing.
 """
@@ -62,10 +66,17 @@ def main() -> None:
         filepath=str(catalog_filepath("base", "class_weights")), version=Version(None, None)
     )
     class_weights = weights_file.load()
+    names = class_names(training)
+    if set(class_weights) != set(names):
+        sys.exit(
+            f"class_weights {weights_file.resolve_load_version()}: for {sorted(class_weights)}, "
+            f"training.targets needs {list(names)}: rerun the compute_class_weights node"
+        )
     ids = split.loc[split["split"] == "validation", "image_id"].tolist()
+    ids = ids[: training["max_validation_images"]]
     images = [bundle.field(ingested, i, "image") for i in ids]
     labels = [bundle.field(ingested, i, "labels") for i in ids]
-    weights = [float(class_weights[name]) for name in class_names(training)]
+    weights = [float(class_weights[name]) for name in names]
 
     print(f"data_split {version}, {len(ids)} validation images")
     print("| checkpoint | precision | val_loss | MIoU | nucleus IoU | DSB (untuned) | seconds |")

@@ -7,7 +7,8 @@ compute capability 8.0 or later, or a CPU with AMX tiles, which oneDNN uses) and
 elsewhere, with one rule for prediction alone: an AMD CPU with AVX512-BF16 (and without
 AVX512-FP16) predicts in bfloat16 too (three 2-core EPYCs 1.06x, 1.39x and 1.42x faster on
 the whole segmentation path, test scores level with float32 for two models), while it
-trains in float32 (bfloat16 fitted more steps there and still gave a worse model).
+trains in float32 (bfloat16 fitted more steps there; one hour gave a worse model, a second
+one a level model).
 AVX512-BF16 alone is not enough: on a CPU with it and AVX512-FP16 (most likely an Intel
 Xeon with AMX hidden) a bfloat16 matmul ran at half the float32 speed and the CPU default's
 inference 1.45x slower. The figures are in docs/benchmarks.md
