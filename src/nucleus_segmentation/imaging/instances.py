@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import h_maxima
@@ -95,38 +96,34 @@ def separate_instances(
     return relabelled.astype(np.uint16)
 
 
-# Fixed cost of one region's h_maxima call, in pixels' worth of its per-pixel cost (about
-# 0.2 to 1 ms against 0.25 to 0.3 us per pixel on a 2-core CPU): where cutting pays.
-_CALL_PIXELS = 3000
-
-
 def _h_maxima(relief: np.ndarray, depth: float) -> np.ndarray:
-    """``skimage.morphology.h_maxima(relief, depth) > 0`` for a relief that is >= 0 and 0
-    on the background (a distance map, smoothed or not), computed region by region where
-    that is cheaper. Each 8-connected region of ``relief > 0`` is surrounded by zeros, so
-    its h-maxima depend on its own values only (a region whose top stays under ``depth``
-    has none, alone or among others): the result is identical, and the reconstruction runs
-    over the regions' boxes instead of the whole map, mostly background on sparse images
-    (about 0.2 s of reconstruction for a 520x696 map). Many small regions cost more one by
-    one than together; then the whole map goes in one call."""
-    regions, _ = ndimage.label(relief > 0, np.ones((3, 3), dtype=bool))
-    boxes = ndimage.find_objects(regions)
-    height, width = relief.shape
-    padded = [
-        (
-            slice(max(r.start - 1, 0), min(r.stop + 1, height)),
-            slice(max(c.start - 1, 0), min(c.stop + 1, width)),
-        )
-        for r, c in boxes
-    ]
-    cost = sum((r.stop - r.start) * (c.stop - c.start) + _CALL_PIXELS for r, c in padded)
-    if cost >= relief.size:
+    """``skimage.morphology.h_maxima(relief, depth) > 0``, the same pixels, about 30x faster
+    for a relief that is >= 0 and 0 on the background (a distance map, smoothed or not).
+
+    h-maxima are the pixels where ``relief`` stands at least ``depth`` above its
+    reconstruction by dilation from ``relief - depth`` (skimage's definition, with its
+    allowance for float rounding). skimage reconstructs by sorting every pixel (~0.2 s for
+    512x512 on a 2-core CPU); here it is the geodesic dilation repeated until nothing
+    changes (cv2's 3x3 dilation, clipped by the relief), the same fixed point. Starting
+    the background at 0 rather than ``-depth`` starts it at its final value (every
+    8-connected region of ``relief > 0`` is surrounded by zeros, and a region reaching
+    ``depth`` lifts the zeros around it to 0), so the dilation only has to spread within
+    regions: about 10 to 25 rounds for DSB images, instead of one per pixel across the
+    background. Any other relief goes to skimage."""
+    relief = np.asarray(relief, dtype=np.float64)
+    if relief.size == 0 or relief.min() < 0:
         return h_maxima(relief, depth).astype(bool)
-    out = np.zeros(relief.shape, dtype=bool)
-    for index, box in enumerate(padded, start=1):
-        own = regions[box] == index
-        out[box] |= h_maxima(np.where(own, relief[box], 0.0), depth).astype(bool) & own
-    return out
+    if depth > np.ptp(relief):
+        return np.zeros(relief.shape, dtype=bool)
+    # skimage's float allowance: the marker lies at least `depth` under the relief.
+    allowance = 2 * np.finfo(np.float64).resolution * relief
+    reconstruction = np.where(relief > 0, relief - depth - allowance, 0.0)
+    square = np.ones((3, 3), dtype=np.uint8)
+    while True:
+        grown = np.minimum(cv2.dilate(reconstruction, square), relief)
+        if np.array_equal(grown, reconstruction):
+            return (relief - reconstruction) >= depth
+        reconstruction = grown
 
 
 def can_separate(method: str, probability: np.ndarray) -> bool:
