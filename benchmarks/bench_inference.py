@@ -245,7 +245,7 @@ def main() -> None:
     conf = configuration(env)
     images = test_images(conf[0])
     with tempfile.TemporaryDirectory() as scratch:
-        default = resolve_precision(conf[1]["segmentation"]["precision"], purpose="prediction")
+        default = resolve_precision(conf[1]["segmentation"]["precision"])
         singles = {
             precision: per_image_seconds(images, Path(scratch), precision, conf)
             for precision in ("float32", "mixed_bfloat16")

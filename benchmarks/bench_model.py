@@ -3,6 +3,7 @@ time in each precision, compute efficiency against this machine's best matmul pe
 or bfloat16), peak memory.
 
     python benchmarks/bench_model.py            # writes the "model" section of docs/benchmarks.md
+    python benchmarks/bench_model.py --print-only   # prints it, leaves the file
 
 Synthetic inputs (speed does not depend on pixel values); the network, loss and optimizer
 built and compiled by the functions the training node calls (``model/recipe.py``) from
@@ -118,6 +119,9 @@ def main() -> None:
     parser.add_argument(
         "--precisions", nargs="+", default=["float32", "mixed_bfloat16"], help="dtype policies"
     )
+    parser.add_argument(
+        "--print-only", action="store_true", help="print the table, leave docs/benchmarks.md"
+    )
     args = parser.parse_args()
     params = yaml.safe_load((PROJECT / "conf/base/parameters_training.yml").read_text())["training"]
     crop = yaml.safe_load((PROJECT / "conf/base/parameters_augmentation.yml").read_text())[
@@ -187,7 +191,10 @@ def main() -> None:
             f"Peak memory of the benchmark process: {peak_rss:.2f} GiB.",
         ]
     )
-    print(write_section("model", "Model cost and CPU speed", body))
+    if args.print_only:
+        print(body)
+    else:
+        print(write_section("model", "Model cost and CPU speed", body))
 
 
 if __name__ == "__main__":

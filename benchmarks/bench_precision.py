@@ -35,7 +35,7 @@ PREDICT_NODES = ("predict_validation_images", "predict_test_images")
 
 def default_precision() -> str:
     conf = yaml.safe_load((PROJECT / "conf/base/parameters.yml").read_text())
-    return resolve_precision(conf["segmentation"]["precision"], purpose="prediction")
+    return resolve_precision(conf["segmentation"]["precision"])
 
 
 def measure(model_version: str, precision: str) -> dict:

@@ -78,7 +78,7 @@ def main() -> None:
         "attention U-Net, CPU default": training_model_config(params),
         "plain U-Net baseline": training_model_config(plain_unet(params)),
     }
-    precision = resolve_precision("auto", purpose="prediction")
+    precision = resolve_precision("auto")
     image = np.random.default_rng(0).integers(0, 256, (args.size, args.size), dtype=np.uint8)
     rows = []
     for name, config in configs.items():

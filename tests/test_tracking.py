@@ -51,21 +51,21 @@ def test_the_file_of_a_version_and_a_missing_version(tmp_path):
 
 
 def test_the_run_records_the_precision_of_what_it_runs(monkeypatch):
-    """A training run records training.precision resolved for training; any other run
-    segmentation.precision resolved for prediction (they differ on an AMD CPU)."""
+    """A training run records training.precision resolved; any other run
+    segmentation.precision resolved."""
     import nucleus_segmentation.tracking as tracking
 
     asked = []
 
-    def resolve(name, *, purpose):
-        asked.append((name, purpose))
-        return f"{name}/{purpose}"
+    def resolve(name):
+        asked.append(name)
+        return f"resolved {name}"
 
     monkeypatch.setattr(tracking, "resolve_precision", resolve)
     hooks = tracking.MlflowRunHooks()
     hooks._params = {"training": {"precision": "float32"}, "segmentation": {"precision": "auto"}}
-    assert hooks._precision({"train_segmentation_model", "x"}) == "float32/training"
-    assert hooks._precision({"evaluate_on_test_images"}) == "auto/prediction"
-    hooks._params = {}
-    assert hooks._precision({"segment_folder"}) == "auto/prediction"
-    assert asked == [("float32", "training"), ("auto", "prediction"), ("auto", "prediction")]
+    assert hooks._precision({"train_segmentation_model", "x"}) == "resolved float32"
+    assert hooks._precision({"evaluate_on_test_images"}) == "resolved auto"
+    hooks._params = {"training": {"precision": "float32"}}
+    assert hooks._precision({"segment_folder"}) == "resolved auto"
+    assert asked == ["float32", "auto", "auto"]

@@ -198,7 +198,7 @@ class MlflowRunHooks:
         training = "train_segmentation_model" in node_names
         group = "training" if training else "segmentation"
         name = str((self._params.get(group) or {}).get("precision", "auto"))
-        return resolve_precision(name, purpose="training" if training else "prediction")
+        return resolve_precision(name)
 
     def _name_run(self) -> None:
         import mlflow

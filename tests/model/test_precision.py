@@ -36,35 +36,25 @@ AMD, INTEL = "AuthenticAMD", "GenuineIntel"
 
 
 @pytest.mark.parametrize(
-    ("devices", "flags", "vendor", "capability", "training", "prediction"),
+    ("devices", "flags", "vendor", "capability", "expected"),
     [
-        (
-            ["cpu:0"],
-            {"avx2", "amx_bf16", "amx_tile"},
-            INTEL,
-            None,
-            "mixed_bfloat16",
-            "mixed_bfloat16",
-        ),
-        # AVX512-BF16 without AMX: Intel slower in bfloat16; AMD predicts faster, trains worse.
-        (["cpu:0"], {"avx512f", "avx512_bf16", "avx512_fp16"}, INTEL, None, "float32", "float32"),
-        (["cpu:0"], {"avx2", "avx512f", "avx512_bf16"}, AMD, None, "float32", "mixed_bfloat16"),
-        (["cpu:0"], {"avx512f", "avx512_bf16", "avx512_fp16"}, AMD, None, "float32", "float32"),
-        (["cpu:0"], {"avx2", "avx512f"}, AMD, None, "float32", "float32"),
-        (["cpu:0"], {"avx2", "avx512f", "avx512_bf16"}, "", None, "float32", "float32"),
-        (["cpu:0"], set(), INTEL, None, "float32", "float32"),
-        (["gpu:0", "gpu:1"], set(), AMD, (8, 0), "mixed_bfloat16", "mixed_bfloat16"),  # A100
-        (["gpu:0"], {"avx512_bf16"}, AMD, (7, 0), "float32", "float32"),  # V100: no bfloat16
-        (["tpu:0"], set(), INTEL, None, "mixed_bfloat16", "mixed_bfloat16"),
+        (["cpu:0"], {"avx2", "amx_bf16", "amx_tile"}, INTEL, None, "mixed_bfloat16"),
+        # AVX512-BF16 without AMX: Intel slower in bfloat16, AMD faster.
+        (["cpu:0"], {"avx512f", "avx512_bf16", "avx512_fp16"}, INTEL, None, "float32"),
+        (["cpu:0"], {"avx2", "avx512f", "avx512_bf16"}, AMD, None, "mixed_bfloat16"),
+        (["cpu:0"], {"avx512f", "avx512_bf16", "avx512_fp16"}, AMD, None, "float32"),
+        (["cpu:0"], {"avx2", "avx512f"}, AMD, None, "float32"),
+        (["cpu:0"], {"avx2", "avx512f", "avx512_bf16"}, "", None, "float32"),
+        (["cpu:0"], set(), INTEL, None, "float32"),
+        (["gpu:0", "gpu:1"], set(), AMD, (8, 0), "mixed_bfloat16"),  # A100
+        (["gpu:0"], {"avx512_bf16"}, AMD, (7, 0), "float32"),  # V100: no bfloat16
+        (["tpu:0"], set(), INTEL, None, "mixed_bfloat16"),
     ],
 )
 def test_auto_picks_bfloat16_only_where_the_hardware_runs_it_well(
-    devices, flags, vendor, capability, training, prediction
+    devices, flags, vendor, capability, expected
 ):
-    def auto(purpose):
-        return resolve_precision("auto", devices, flags, capability, purpose=purpose, vendor=vendor)
-
-    assert (auto("training"), auto("prediction")) == (training, prediction)
+    assert resolve_precision("auto", devices, flags, capability, vendor=vendor) == expected
 
 
 def test_a_gpu_whose_capability_is_unknown_stays_in_float32(monkeypatch):
@@ -74,14 +64,12 @@ def test_a_gpu_whose_capability_is_unknown_stays_in_float32(monkeypatch):
     assert resolve_precision("auto", ["gpu:0"], set()) == "float32"
     # This machine's own answers agree with its CPU flags and vendor (no GPU here or in CI).
     flags, amd = cpu_flags(), cpu_vendor() == AMD
-    trains = "mixed_bfloat16" if "amx_bf16" in flags else "float32"
     fast = amd and "avx512_bf16" in flags and "avx512_fp16" not in flags
-    predicts = "mixed_bfloat16" if "amx_bf16" in flags or fast else "float32"
-    assert resolve_precision("auto") == trains
-    assert resolve_precision("auto", purpose="prediction") == predicts
-    # The model the segmentation path builds computes in the prediction answer.
+    answer = "mixed_bfloat16" if "amx_bf16" in flags or fast else "float32"
+    assert resolve_precision("auto") == answer
+    # The model the segmentation path builds computes in that answer.
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 1)])
-    assert model_precision(with_precision(model, "auto")) == predicts
+    assert model_precision(with_precision(model, "auto")) == answer
 
 
 def test_explicit_precisions_are_kept_and_unknown_ones_refused():
@@ -89,8 +77,6 @@ def test_explicit_precisions_are_kept_and_unknown_ones_refused():
     assert resolve_precision("mixed_bfloat16", ["cpu:0"], set()) == "mixed_bfloat16"
     with pytest.raises(ParameterError, match="precision must be one of"):
         resolve_precision("float16", ["cpu:0"], set())
-    with pytest.raises(ValueError, match="purpose must be one of"):
-        resolve_precision("auto", ["cpu:0"], set(), purpose="inference")
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):

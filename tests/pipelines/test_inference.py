@@ -128,7 +128,7 @@ def test_every_readable_image_is_segmented_and_bad_files_are_reported(folder):
     ]
     assert manifest["model"] == {"file": SOURCE.filepath, "version": "v1", "sha256": "ab12"} | {
         "name": "Echo",
-        "precision": resolve_precision("auto", purpose="prediction"),  # what this machine runs
+        "precision": resolve_precision("auto"),  # what this machine runs
         "classes": None,  # a test double: no output shape
     }
     assert manifest["input_folder"] == str(folder.resolve())

@@ -3,16 +3,17 @@
 ``precision`` is ``auto``, ``float32`` or ``mixed_bfloat16`` (Keras' dtype policy of that
 name: layers compute in bfloat16, variables, the softmax head, the loss and the metrics stay
 float32). ``auto`` picks ``mixed_bfloat16`` where the hardware runs it fast (a TPU, a GPU of
-compute capability 8.0 or later, or a CPU with AMX tiles, which oneDNN uses) and ``float32``
-elsewhere, with one rule for prediction alone: an AMD CPU with AVX512-BF16 (and without
-AVX512-FP16) predicts in bfloat16 too (three 2-core EPYCs 1.06x, 1.39x and 1.42x faster on
-the whole segmentation path, test scores level with float32 for two models), while it
-trains in float32 (bfloat16 fitted more steps there; one hour gave a worse model, a second
-one a level model).
+compute capability 8.0 or later, a CPU with AMX tiles, which oneDNN uses, or an AMD CPU
+with AVX512-BF16 and without AVX512-FP16) and ``float32`` elsewhere, for training and
+prediction alike. On 2-core AMD EPYCs bfloat16 predicted 1.06x, 1.39x and 1.42x faster on
+the whole segmentation path (test scores level with float32 for two models) and trained
+1.33x more steps in the hour; of three such hours, the two with the current recipe gave
+models level with or ahead of float32 on validation (tuned DSB +0.009, +0.001) and test
+(+0.000, +0.023), the one of 2026-12-04 with an older recipe a worse one (test -0.032).
 AVX512-BF16 alone is not enough: on a CPU with it and AVX512-FP16 (most likely an Intel
 Xeon with AMX hidden) a bfloat16 matmul ran at half the float32 speed and the CPU default's
 inference 1.45x slower. The figures are in docs/benchmarks.md
-("Precision of the segmentation path", "Inference", "Training to the time budget").
+("Precision of the segmentation path", "Inference", "bfloat16 on a 2-core AMD EPYC").
 
 A saved model computes in whatever precision it was trained in; :func:`with_precision` gives
 the same weights computing in another, so a model trained in either loads under either.
@@ -31,13 +32,12 @@ from nucleus_segmentation.hardware import cpu_flags, cpu_vendor, gpu_capability
 from nucleus_segmentation.model.rewrite import rewritten
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
-PURPOSES = ("training", "prediction")
 BF16_CPU_FLAGS = frozenset({"amx_bf16"})  # not avx512_bf16 alone: slower than float32 there
-# Prediction only: CPUs of these vendors with AVX512-BF16 predict faster in bfloat16; not
-# with AVX512-FP16, which the one CPU measured slower in bfloat16 had (the EPYCs did not).
-BF16_PREDICTION_VENDORS = frozenset({"AuthenticAMD"})
-BF16_PREDICTION_FLAGS = frozenset({"avx512_bf16"})
-BF16_PREDICTION_EXCLUDED = frozenset({"avx512_fp16"})
+# CPUs of these vendors with AVX512-BF16 run bfloat16 faster too; not with AVX512-FP16,
+# which the one CPU measured slower in bfloat16 had (the EPYCs did not).
+BF16_VENDORS = frozenset({"AuthenticAMD"})
+BF16_VENDOR_FLAGS = frozenset({"avx512_bf16"})
+BF16_VENDOR_EXCLUDED = frozenset({"avx512_fp16"})
 BF16_GPU_CAPABILITY = (8, 0)  # Ampere and later run bfloat16 natively
 HEAD = "probabilities"  # the softmax layer, float32 in every precision
 # policy -> {model: its clone in that policy}: a model is converted once, however many
@@ -57,7 +57,6 @@ def resolve_precision(
     flags: Iterable[str] | None = None,
     capability: tuple[int, int] | None = None,
     *,
-    purpose: str = "training",
     vendor: str | None = None,
 ) -> str:
     """``float32`` or ``mixed_bfloat16`` for a ``precision`` parameter.
@@ -68,8 +67,6 @@ def resolve_precision(
         flags: CPU feature flags (:func:`cpu_flags` when None).
         capability: the GPU's compute capability, when ``devices`` has a GPU
             (:func:`gpu_capability` when None).
-        purpose: ``training`` | ``prediction`` (segmentation: evaluation, inference and
-            training's validation), which ``auto`` may answer differently on a CPU.
         vendor: the CPU's vendor (:func:`cpu_vendor` when None).
 
     Raises:
@@ -77,8 +74,6 @@ def resolve_precision(
     """
     if name not in PRECISIONS:
         raise ParameterError(f"precision must be one of {PRECISIONS}, got {name!r}")
-    if purpose not in PURPOSES:
-        raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     if name != "auto":
         return name
     kinds = {str(d).lower().split(":")[0] for d in (devices or keras.distribution.list_devices())}
@@ -91,13 +86,9 @@ def resolve_precision(
     flags = cpu_flags() if flags is None else frozenset(flags)
     if BF16_CPU_FLAGS & flags:
         return "mixed_bfloat16"
-    if (
-        purpose == "prediction"
-        and BF16_PREDICTION_FLAGS & flags
-        and not BF16_PREDICTION_EXCLUDED & flags
-    ):
+    if BF16_VENDOR_FLAGS & flags and not BF16_VENDOR_EXCLUDED & flags:
         vendor = cpu_vendor() if vendor is None else vendor
-        if vendor in BF16_PREDICTION_VENDORS:
+        if vendor in BF16_VENDORS:
             return "mixed_bfloat16"
     return "float32"
 
@@ -127,7 +118,7 @@ def with_precision(model, precision: str, refresh: bool = False):
     are not Keras models (test doubles) are returned as they are."""
     if not isinstance(model, keras.Model):
         return model
-    policy = resolve_precision(precision, purpose="prediction")
+    policy = resolve_precision(precision)
 
     def differs(model) -> dict[str, str]:  # nothing to rewrite when it computes in policy
         return {} if model_precision(model) == policy else {"policy": policy}

@@ -101,7 +101,7 @@ def _about(
             "version": getattr(source, "version", None),
             "sha256": getattr(source, "sha256", None),
             "name": getattr(model, "name", type(model).__name__),
-            "precision": resolve_precision(settings.precision, purpose="prediction"),
+            "precision": resolve_precision(settings.precision),
             "classes": model_classes(model),
         },
         "parameters": {
