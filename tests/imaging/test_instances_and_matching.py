@@ -236,3 +236,39 @@ def test_seeds_of_square_regions_see_the_background_around_them():
     expected = h_maxima(relief, 1.5).astype(bool)
     assert expected[11, 11] and expected[52, 62]
     np.testing.assert_array_equal(instances._h_maxima(relief, 1.5), expected)
+
+
+def test_scoring_many_settings_at_once_gives_each_its_own_separation():
+    """score_separations shares maps between settings and runs them grouped by threshold;
+    each score is still that of separate_instances with that setting alone, in the order
+    asked, for both kinds of model."""
+    from nucleus_segmentation.imaging.instances import score_separations
+    from nucleus_segmentation.imaging.matching import dsb_score
+
+    shape = (60, 90)
+    rng = np.random.default_rng(3)
+    truth = np.zeros(shape, dtype=np.int32)
+    for index in range(1, 9):
+        truth[disk(shape, tuple(rng.integers(8, (52, 82))), int(rng.integers(4, 9))) > 0] = index
+    # Probabilities drawn from the truth: high inside, low at contacts, noisy.
+    from scipy import ndimage
+
+    inside = ndimage.distance_transform_edt(truth > 0)
+    contact = np.zeros(shape, dtype=bool)
+    contact[:-1] |= (truth[:-1] != truth[1:]) & (truth[:-1] > 0) & (truth[1:] > 0)
+    contact[:, :-1] |= (truth[:, :-1] != truth[:, 1:]) & (truth[:, :-1] > 0) & (truth[:, 1:] > 0)
+    nucleus = np.clip(np.minimum(inside / 3, 1) * ~contact + rng.normal(0, 0.15, shape), 0, 1)
+    interior = np.clip((inside > 2.5) * ~contact + rng.normal(0, 0.15, shape), 0, 1)
+    settings = [
+        {"threshold": t, "method": m, "seed_depth": d, "smoothing": s, "outline": o}
+        for t in (0.7, 0.4, 0.55)
+        for m in ("interior", "distance", "probability")
+        for d in (0.5, 2.0)
+        for s in (0.0, 1.5)
+        for o in (None, 0.3, 0.6)
+    ]
+    for probability in (np.dstack([nucleus, interior]), nucleus):
+        usable = [s for s in settings if probability.ndim == 3 or s["method"] != "interior"]
+        expected = [dsb_score(truth, separate_instances(probability, **s)) for s in usable]
+        assert score_separations((probability, truth), usable) == expected
+        assert len(set(expected)) > 5  # the settings do separate differently

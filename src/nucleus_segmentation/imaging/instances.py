@@ -54,46 +54,120 @@ def separate_instances(
     contour. Labs draw outlines differently; evaluation (and calibration on a user's own
     labels) tunes this level.
     """
+    maps = _Maps(probability)
+    return _separate(maps, threshold, method, seed_depth, smoothing, min_size, outline)
+
+
+class _Maps:
+    """The maps one probability map's separations are built from, each computed once and
+    kept for the next setting that needs it: the separation search runs dozens of settings
+    on every image, and those with one threshold share the mask and distance map, those with
+    one threshold, smoothing and seed depth their seeds too, settings apart only in
+    ``outline`` their labels. :meth:`forget` drops them (one threshold's worth at a time)."""
+
+    def __init__(self, probability: np.ndarray):
+        self.raw = probability
+        self.probability, self.interior = _channels(probability)
+        self._kept: dict[tuple, Any] = {}
+
+    def forget(self) -> None:
+        self._kept.clear()
+
+    def get(self, key: tuple, make):
+        if key not in self._kept:
+            self._kept[key] = make()
+        return self._kept[key]
+
+    def mask(self, threshold: float) -> np.ndarray:
+        return self.get(("mask", threshold), lambda: self.probability > threshold)
+
+    def distance(self, threshold: float, smoothing: float) -> np.ndarray:
+        """The distance to the background, smoothed by ``smoothing`` pixels."""
+
+        def make():
+            distance = self.get(
+                ("distance", threshold, 0),
+                lambda: ndimage.distance_transform_edt(self.mask(threshold)),
+            )
+            return ndimage.gaussian_filter(distance, smoothing) if smoothing > 0 else distance
+
+        return self.get(("distance", threshold, smoothing), make)
+
+    def smoothed(self, channel: str, smoothing: float) -> np.ndarray:
+        """The nucleus (``probability``) or ``interior`` channel smoothed, float64."""
+        source = self.probability if channel == "probability" else self.interior
+        return self.get(
+            ("smoothed", channel, smoothing),
+            lambda: ndimage.gaussian_filter(source.astype(np.float64), smoothing or 0.0),
+        )
+
+
+def _separate(
+    maps: _Maps,
+    threshold: float = 0.5,
+    method: str = "distance",
+    seed_depth: float = 1.0,
+    smoothing: float = 1.0,
+    min_size: int = 8,
+    outline: float | None = None,
+) -> np.ndarray:
+    """:func:`separate_instances` of ``maps``' probability with these settings."""
     if method not in METHODS:
         raise ValueError(f"unknown separation method {method!r}: use one of {', '.join(METHODS)}")
     if not seed_depth > 0:
         raise ValueError(f"seed_depth must be > 0 pixels, got {seed_depth!r}")
-    if not can_separate(method, probability):
+    if not can_separate(method, maps.raw):
         raise ValueError(
             "separation method 'interior' needs a model with a boundary class "
             "(training.targets.kind: boundary); this one predicts nucleus / background only"
         )
-    probability, interior = _channels(probability)
-    mask = probability > threshold
+    mask = maps.mask(threshold)
     if not mask.any():
-        return np.zeros(probability.shape, dtype=np.uint16)
+        return np.zeros(maps.probability.shape, dtype=np.uint16)
+    depth = None if method == "interior" else seed_depth
+    labels = maps.get(
+        ("labels", threshold, method, depth, smoothing, min_size),
+        lambda: _grown(maps, threshold, method, seed_depth, smoothing, min_size),
+    )
+    if outline is not None and outline != threshold:
+        labels = _redraw(labels, maps.probability, outline)
+    relabelled, _, _ = relabel_sequential(labels)
+    return relabelled.astype(np.uint16)
+
+
+def _grown(
+    maps: _Maps, threshold: float, method: str, seed_depth: float, smoothing: float, min_size: int
+) -> np.ndarray:
+    """The seeds of one setting grown over the mask, objects under ``min_size`` dropped (ids
+    not yet consecutive)."""
+    mask = maps.mask(threshold)
     eight = np.ones((3, 3), dtype=bool)
     if method == "interior":
         # Each connected part of the predicted interior is one seed; it grows over the mask
         # along the interior probability, so neighbours meet where the network drew the
         # boundary between them.
-        relief = ndimage.gaussian_filter(interior.astype(np.float64), smoothing or 0.0)
-        markers, count = ndimage.label(mask & (interior > threshold), eight)
+        relief = maps.smoothed("interior", smoothing)
+        markers, count = ndimage.label(mask & (maps.interior > threshold), eight)
     else:
-        distance = ndimage.distance_transform_edt(mask)
-        if smoothing > 0:
-            distance = ndimage.gaussian_filter(distance, smoothing)
+        distance = maps.distance(threshold, smoothing)
         markers, count = ndimage.label(_h_maxima(distance, seed_depth) & mask, eight)
         relief = distance
         if method == "probability":
-            relief = ndimage.gaussian_filter(probability.astype(np.float64), smoothing or 0.0)
-    components, _ = ndimage.label(mask)
-    unseeded = np.setdiff1d(np.unique(components[mask]), np.unique(components[markers > 0]))
-    for offset, component in enumerate(unseeded, start=count + 1):
-        markers[components == component] = offset
+            relief = maps.smoothed("probability", smoothing)
+    # A component of the mask without a seed gets one of its own (its whole area).
+    components, total = maps.get(("components", threshold), lambda: ndimage.label(mask))
+    seeded = np.zeros(total + 1, dtype=bool)
+    seeded[components[markers > 0]] = True
+    unseeded = np.flatnonzero(~seeded[1:]) + 1
+    if unseeded.size:
+        extra = np.zeros(total + 1, dtype=markers.dtype)
+        extra[unseeded] = np.arange(count + 1, count + 1 + unseeded.size)
+        markers = np.where(extra[components] > 0, extra[components], markers)
     labels = watershed(-relief, markers, mask=mask)
     if min_size > 1:
         sizes = np.bincount(labels.ravel())
         labels = np.where(sizes[labels] < min_size, 0, labels)
-    if outline is not None and outline != threshold:
-        labels = _redraw(labels, probability, outline)
-    relabelled, _, _ = relabel_sequential(labels)
-    return relabelled.astype(np.uint16)
+    return labels
 
 
 def _h_maxima(relief: np.ndarray, depth: float) -> np.ndarray:
@@ -164,10 +238,22 @@ def score_separations(
 ) -> list[float]:
     """DSB score of one (probability, true label map) pair under each separation setting.
 
-    A module-level function without Keras imports, so tuning can run it in worker processes
-    cheaply.
+    The settings run grouped by threshold, sharing the maps they have in common
+    (:class:`_Maps`), one threshold's maps kept at a time; the scores come back in the
+    settings' order. A module-level function without Keras imports, so tuning can run it
+    in worker processes cheaply.
     """
     from nucleus_segmentation.imaging.matching import dsb_score
 
     probability, truth = item
-    return [dsb_score(truth, separate_instances(probability, **s)) for s in settings]
+    maps = _Maps(probability)
+    scores: list[float] = [0.0] * len(settings)
+    order = sorted(range(len(settings)), key=lambda i: settings[i].get("threshold", 0.5))
+    current = None
+    for index in order:
+        threshold = settings[index].get("threshold", 0.5)
+        if threshold != current:
+            maps.forget()
+            current = threshold
+        scores[index] = dsb_score(truth, _separate(maps, **settings[index]))
+    return scores
