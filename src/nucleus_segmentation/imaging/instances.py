@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -102,16 +103,10 @@ class _Maps:
         )
 
 
-def _separate(
-    maps: _Maps,
-    threshold: float = 0.5,
-    method: str = "distance",
-    seed_depth: float = 1.0,
-    smoothing: float = 1.0,
-    min_size: int = 8,
-    outline: float | None = None,
-) -> np.ndarray:
-    """:func:`separate_instances` of ``maps``' probability with these settings."""
+def _separate(maps: _Maps, *settings: Any) -> np.ndarray:
+    """:func:`separate_instances` of ``maps``' probability with ``settings``, all of its
+    arguments after the probability in its order (:func:`_complete` fills them in)."""
+    threshold, method, seed_depth, smoothing, min_size, outline = settings
     if method not in METHODS:
         raise ValueError(f"unknown separation method {method!r}: use one of {', '.join(METHODS)}")
     if not seed_depth > 0:
@@ -133,6 +128,15 @@ def _separate(
         labels = _redraw(labels, maps.probability, outline)
     relabelled, _, _ = relabel_sequential(labels)
     return relabelled.astype(np.uint16)
+
+
+def _complete(settings: Mapping[str, Any]) -> list[Any]:
+    """The arguments of :func:`separate_instances` after the probability, in its order:
+    ``settings`` with its defaults where absent (a TypeError for any other key, as a call
+    of it gives)."""
+    bound = inspect.signature(separate_instances).bind(None, **settings)
+    bound.apply_defaults()
+    return list(bound.arguments.values())[1:]
 
 
 def _grown(
@@ -255,5 +259,5 @@ def score_separations(
         if threshold != current:
             maps.forget()
             current = threshold
-        scores[index] = dsb_score(truth, _separate(maps, **settings[index]))
+        scores[index] = dsb_score(truth, _separate(maps, *_complete(settings[index])))
     return scores
