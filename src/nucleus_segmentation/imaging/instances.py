@@ -62,9 +62,9 @@ def separate_instances(
 class _Maps:
     """The maps one probability map's separations are built from, each computed once and
     kept for the next setting that needs it: the separation search runs dozens of settings
-    on every image, and those with one threshold share the mask and distance map, those with
-    one threshold, smoothing and seed depth their seeds too, settings apart only in
-    ``outline`` their labels. :meth:`forget` drops them (one threshold's worth at a time)."""
+    on every image, and those with one threshold share the mask, components and distance
+    map, those with one smoothing the smoothed maps too, settings apart only in ``outline``
+    their labels. :meth:`forget` drops them (one threshold's worth at a time)."""
 
     def __init__(self, probability: np.ndarray):
         self.raw = probability
@@ -251,13 +251,12 @@ def score_separations(
 
     probability, truth = item
     maps = _Maps(probability)
+    complete = [_complete(s) for s in settings]  # threshold first
     scores: list[float] = [0.0] * len(settings)
-    order = sorted(range(len(settings)), key=lambda i: settings[i].get("threshold", 0.5))
     current = None
-    for index in order:
-        threshold = settings[index].get("threshold", 0.5)
-        if threshold != current:
+    for index in sorted(range(len(settings)), key=lambda i: complete[i][0]):
+        if complete[index][0] != current:
             maps.forget()
-            current = threshold
-        scores[index] = dsb_score(truth, _separate(maps, *_complete(settings[index])))
+            current = complete[index][0]
+        scores[index] = dsb_score(truth, _separate(maps, *complete[index]))
     return scores
