@@ -14,6 +14,7 @@ import pandas as pd
 from nucleus_segmentation.imaging.matching import (
     detection_scores,
     dsb_score,
+    label_ids,
     matched_area_errors,
     split_merge_counts,
 )
@@ -26,6 +27,11 @@ INSTANCE_SCORES = ("dsb_score", "precision", "recall", "f1")
 def dice_from_iou(iou: float) -> float:
     """Dice from the IoU of the same counts: 2TP/(2TP+FP+FN) = 2J/(1+J); NaN stays NaN."""
     return float(2 * iou / (1 + iou)) if np.isfinite(iou) else float("nan")
+
+
+def nucleus_count(labels: np.ndarray) -> int:
+    """How many nuclei (distinct non-zero ids) a label map holds."""
+    return int(np.count_nonzero(label_ids(labels)[0]))
 
 
 def score_image(truth: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
@@ -41,8 +47,8 @@ def score_image(truth: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
         **{s: pixel[f"{s}_pooled"] for s in PIXEL_SCORES if s != "dice"},
         "dice": dice_from_iou(pixel["nucleus_iou_pooled"]),
         "dsb_score": dsb_score(truth, prediction),
-        "true_nuclei": int(len(np.unique(truth)) - 1),
-        "predicted_nuclei": int(len(np.unique(prediction)) - 1),
+        "true_nuclei": nucleus_count(truth),
+        "predicted_nuclei": nucleus_count(prediction),
         **detection_scores(truth, prediction),
         "area_error": float(errors.mean()) if errors.size else float("nan"),
         "matched": int(errors.size),

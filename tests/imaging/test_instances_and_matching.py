@@ -6,7 +6,9 @@ from nucleus_segmentation.imaging.matching import (
     detection_scores,
     dsb_score,
     instance_iou,
+    label_ids,
     match_counts,
+    matched_area_errors,
 )
 from tests.conftest import disk
 
@@ -20,6 +22,46 @@ def test_iou_of_two_known_disks():
     iou = instance_iou(truth, shifted)
     assert iou.shape == (1, 1)
     assert iou[0, 0] == pytest.approx(inter / union)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.array([[0, 7, 7], [3, 0, 65535]], np.uint16),  # gaps in the ids, the largest uint16
+        np.array([[5, 5], [5, 5]], np.int32),  # no background
+        np.zeros((0, 4), np.uint16),  # empty
+        np.array([[True, False]]),  # a mask
+        np.array([[-2, 0, 4]], np.int32),  # negative: numpy's sort
+        np.array([[0, 1 << 30]], np.int64),  # ids beyond counting: numpy's sort
+        np.array([[0.0, 2.5, 2.5]]),  # not integers: numpy's sort
+    ],
+)
+def test_label_ids_equal_numpy_unique(labels):
+    ids, index = label_ids(labels)
+    expected_ids, expected_index = np.unique(labels, return_inverse=True)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_array_equal(index, expected_index.ravel())
+    assert ids.dtype == labels.dtype
+
+
+def test_label_ids_of_random_label_maps_equal_numpy_unique():
+    rng = np.random.default_rng(0)
+    for dtype in (np.uint8, np.uint16, np.int32, np.int64):
+        labels = rng.choice([0, 1, 4, 9, 120], size=(30, 40)).astype(dtype)
+        ids, index = label_ids(labels)
+        expected_ids, expected_index = np.unique(labels, return_inverse=True)
+        np.testing.assert_array_equal(ids, expected_ids)
+        np.testing.assert_array_equal(index, expected_index.ravel())
+        np.testing.assert_array_equal(ids[index].reshape(labels.shape), labels)
+
+
+def test_matched_area_errors_of_a_grown_nucleus_with_sparse_ids():
+    truth = np.zeros((20, 20), np.uint16)
+    truth[2:6, 2:6] = 40  # 16 px
+    truth[10:15, 10:15] = 9  # 25 px, not found
+    prediction = np.zeros_like(truth)
+    prediction[2:6, 2:7] = 300  # 20 px over the 16: IoU 0.8, +25 %
+    np.testing.assert_allclose(matched_area_errors(truth, prediction), [0.25])
 
 
 def test_dsb_score_exact_cases():

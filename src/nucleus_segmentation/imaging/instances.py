@@ -12,6 +12,8 @@ from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import relabel_sequential, watershed
 
+from nucleus_segmentation.imaging.matching import label_ids
+
 METHODS = ("distance", "probability", "interior")
 
 
@@ -230,7 +232,7 @@ def _redraw(labels: np.ndarray, probability: np.ndarray, outline: float) -> np.n
         raise ValueError(f"outline must be a probability level in (0, 1), got {outline!r}")
     extent = probability > outline
     redrawn = watershed(-probability, np.where(extent, labels, 0), mask=extent)
-    lost = np.setdiff1d(np.unique(labels), np.unique(redrawn))
+    lost = np.setdiff1d(label_ids(labels)[0], label_ids(redrawn)[0])
     if lost.size:
         keep = np.isin(labels, lost)
         redrawn[keep] = labels[keep]

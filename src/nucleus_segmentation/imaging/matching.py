@@ -6,6 +6,26 @@ import numpy as np
 
 DSB_THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2))
 
+# Label maps with ids up to this are indexed by counting (memory: 8 bytes per possible id).
+_COUNTED_IDS = 1 << 24
+
+
+def label_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(labels, return_inverse=True)`` with the inverse flattened: the sorted ids
+    of a label map and each pixel's position among them. Non-negative integer maps (every
+    label map here) are indexed by counting, in linear time (about 40x faster than
+    numpy's sort for a 520x696 map); anything else goes to ``np.unique``."""
+    flat = np.asarray(labels).ravel()
+    if flat.dtype.kind not in "biu" or (
+        flat.size and not 0 <= int(flat.min()) <= int(flat.max()) <= _COUNTED_IDS
+    ):
+        ids, index = np.unique(flat, return_inverse=True)
+        return ids, index.ravel()
+    counted = flat.view(np.uint8) if flat.dtype == bool else flat  # a mask indexes, not selects
+    present = np.bincount(counted) > 0
+    position = np.cumsum(present) - 1
+    return np.flatnonzero(present).astype(flat.dtype), position[counted]
+
 
 def instance_iou(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
     """IoU of every true nucleus (rows) with every predicted nucleus (columns).
@@ -39,10 +59,10 @@ def split_merge_counts(
 def _overlaps(truth: np.ndarray, prediction: np.ndarray):
     """(intersection, true area (n, 1), predicted area (1, m)) in pixels, float64, between
     every true nucleus (rows) and every predicted one (columns)."""
-    true_ids, true_index = np.unique(truth, return_inverse=True)
-    pred_ids, pred_index = np.unique(prediction, return_inverse=True)
+    true_ids, true_index = label_ids(truth)
+    pred_ids, pred_index = label_ids(prediction)
     counts = np.bincount(
-        true_index.ravel() * len(pred_ids) + pred_index.ravel(),
+        true_index * len(pred_ids) + pred_index,
         minlength=len(true_ids) * len(pred_ids),
     ).reshape(len(true_ids), -1)
     keep_true, keep_pred = true_ids != 0, pred_ids != 0
@@ -96,8 +116,8 @@ def matched_area_errors(
     rows, columns = np.nonzero(iou > threshold)
     if rows.size == 0:
         return np.zeros(0, dtype=np.float64)
-    true_ids = np.unique(truth)
-    pred_ids = np.unique(prediction)
-    true_area = np.bincount(np.searchsorted(true_ids, truth.ravel()))[true_ids != 0]
-    pred_area = np.bincount(np.searchsorted(pred_ids, prediction.ravel()))[pred_ids != 0]
+    true_ids, true_index = label_ids(truth)
+    pred_ids, pred_index = label_ids(prediction)
+    true_area = np.bincount(true_index)[true_ids != 0]
+    pred_area = np.bincount(pred_index)[pred_ids != 0]
     return (pred_area[columns] - true_area[rows]) / true_area[rows].astype(np.float64)
