@@ -65,7 +65,8 @@ class _Maps:
     """The maps one probability map's separations are built from, each computed once and
     kept for the next setting that needs it: the separation search runs dozens of settings
     on every image, and those with one threshold share the mask, components and distance
-    map, those with one smoothing the smoothed maps too, settings apart only in ``outline``
+    map, those with one smoothing the smoothed maps too, the distance and probability
+    methods of one depth and smoothing their seeds, settings apart only in ``outline``
     their labels. :meth:`forget` drops them (one threshold's worth at a time)."""
 
     def __init__(self, probability: np.ndarray):
@@ -147,20 +148,37 @@ def _grown(
     """The seeds of one setting grown over the mask, objects under ``min_size`` dropped (ids
     not yet consecutive)."""
     mask = maps.mask(threshold)
-    eight = np.ones((3, 3), dtype=bool)
     if method == "interior":
-        # Each connected part of the predicted interior is one seed; it grows over the mask
-        # along the interior probability, so neighbours meet where the network drew the
-        # boundary between them.
         relief = maps.smoothed("interior", smoothing)
+        markers = maps.get(("seeds", threshold), lambda: _seeds(maps, threshold, None, 0))
+    else:
+        # The distance and probability reliefs grow the same seeds.
+        markers = maps.get(
+            ("seeds", threshold, seed_depth, smoothing),
+            lambda: _seeds(maps, threshold, seed_depth, smoothing),
+        )
+        relief = maps.distance(threshold, smoothing)
+        if method == "probability":
+            relief = maps.smoothed("probability", smoothing)
+    labels = watershed(-relief, markers, mask=mask)
+    if min_size > 1:
+        sizes = np.bincount(labels.ravel())
+        labels = np.where(sizes[labels] < min_size, 0, labels)
+    return labels
+
+
+def _seeds(maps: _Maps, threshold: float, seed_depth: float | None, smoothing: float):
+    """The watershed markers of a setting: each connected part of the predicted interior
+    inside the mask (``seed_depth`` None: the interior method, so touching nuclei part where
+    the network drew their common boundary), or each h-maximum of the smoothed distance
+    map; a component of the mask without a seed gets one of its own (its whole area)."""
+    mask = maps.mask(threshold)
+    eight = np.ones((3, 3), dtype=bool)
+    if seed_depth is None:
         markers, count = ndimage.label(mask & (maps.interior > threshold), eight)
     else:
         distance = maps.distance(threshold, smoothing)
         markers, count = ndimage.label(_h_maxima(distance, seed_depth) & mask, eight)
-        relief = distance
-        if method == "probability":
-            relief = maps.smoothed("probability", smoothing)
-    # A component of the mask without a seed gets one of its own (its whole area).
     components, total = maps.get(("components", threshold), lambda: ndimage.label(mask))
     seeded = np.zeros(total + 1, dtype=bool)
     seeded[components[markers > 0]] = True
@@ -169,11 +187,7 @@ def _grown(
         extra = np.zeros(total + 1, dtype=markers.dtype)
         extra[unseeded] = np.arange(count + 1, count + 1 + unseeded.size)
         markers = np.where(extra[components] > 0, extra[components], markers)
-    labels = watershed(-relief, markers, mask=mask)
-    if min_size > 1:
-        sizes = np.bincount(labels.ravel())
-        labels = np.where(sizes[labels] < min_size, 0, labels)
-    return labels
+    return markers
 
 
 def _h_maxima(relief: np.ndarray, depth: float) -> np.ndarray:
