@@ -3,12 +3,18 @@
 import numpy as np
 import pytest
 
-from nucleus_segmentation.scoring import dice_from_iou, score_image, score_images
+from nucleus_segmentation.scoring import dice_from_iou, nucleus_count, score_image, score_images
 
 
 def square(labels, value, top, left, side):
     labels[top : top + side, left : left + side] = value
     return labels
+
+
+def test_nuclei_are_counted_by_their_ids_with_or_without_background():
+    assert nucleus_count(np.array([[0, 4, 4], [9, 0, 0]], np.uint16)) == 2
+    assert nucleus_count(np.array([[5, 5], [6, 6]], np.int32)) == 2  # no background pixel
+    assert nucleus_count(np.zeros((3, 3), np.uint16)) == 0
 
 
 def test_a_perfect_prediction_scores_one_everywhere():

@@ -33,6 +33,9 @@ def test_iou_of_two_known_disks():
         np.array([[True, False]]),  # a mask
         np.array([[-2, 0, 4]], np.int32),  # negative: numpy's sort
         np.array([[0, 1 << 30]], np.int64),  # ids beyond counting: numpy's sort
+        np.array([[0, 1 << 20]], np.int32),  # two pixels, a sparse large id: numpy's sort
+        np.array([[0, 3, 3], [9, 0, 1]], np.uint64),
+        np.array([[0, 3, -1]], np.int8),  # negative: numpy's sort
         np.array([[0.0, 2.5, 2.5]]),  # not integers: numpy's sort
     ],
 )
@@ -42,6 +45,22 @@ def test_label_ids_equal_numpy_unique(labels):
     np.testing.assert_array_equal(ids, expected_ids)
     np.testing.assert_array_equal(index, expected_index.ravel())
     assert ids.dtype == labels.dtype
+
+
+def test_label_ids_count_label_maps_without_sorting(monkeypatch):
+    """Label maps take the counting path (numpy's sort is the fallback the equality tests
+    above cannot tell from it)."""
+    from nucleus_segmentation.imaging import matching
+
+    def no_sort(*args, **kwargs):
+        raise AssertionError("np.unique called for a label map")
+
+    monkeypatch.setattr(matching.np, "unique", no_sort)
+    labels = np.array([[0, 7, 7], [3, 0, 2000]], np.uint16)
+    ids, index = label_ids(labels)
+    np.testing.assert_array_equal(ids, [0, 3, 7, 2000])
+    np.testing.assert_array_equal(index, [0, 2, 2, 1, 0, 3])
+    assert label_ids(np.array([[True, False]]))[0].tolist() == [False, True]
 
 
 def test_label_ids_of_random_label_maps_equal_numpy_unique():

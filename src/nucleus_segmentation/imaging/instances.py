@@ -12,7 +12,7 @@ from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import relabel_sequential, watershed
 
-from nucleus_segmentation.imaging.matching import label_ids
+from nucleus_segmentation.imaging.matching import dsb_score, label_ids
 
 METHODS = ("distance", "probability", "interior")
 
@@ -157,9 +157,10 @@ def _grown(
             ("seeds", threshold, seed_depth, smoothing),
             lambda: _seeds(maps, threshold, seed_depth, smoothing),
         )
-        relief = maps.distance(threshold, smoothing)
         if method == "probability":
             relief = maps.smoothed("probability", smoothing)
+        else:
+            relief = maps.distance(threshold, smoothing)
     labels = watershed(-relief, markers, mask=mask)
     if min_size > 1:
         sizes = np.bincount(labels.ravel())
@@ -167,7 +168,7 @@ def _grown(
     return labels
 
 
-def _seeds(maps: _Maps, threshold: float, seed_depth: float | None, smoothing: float):
+def _seeds(maps: _Maps, threshold: float, seed_depth: float | None, smoothing: float) -> np.ndarray:
     """The watershed markers of a setting: each connected part of the predicted interior
     inside the mask (``seed_depth`` None: the interior method, so touching nuclei part where
     the network drew their common boundary), or each h-maximum of the smoothed distance
@@ -263,8 +264,6 @@ def score_separations(
     settings' order. A module-level function without Keras imports, so tuning can run it
     in worker processes cheaply.
     """
-    from nucleus_segmentation.imaging.matching import dsb_score
-
     probability, truth = item
     maps = _Maps(probability)
     complete = [_complete(s) for s in settings]  # threshold first
