@@ -7,9 +7,10 @@ compute capability 8.0 or later, a CPU with AMX tiles, which oneDNN uses, or an 
 with AVX512-BF16 and without AVX512-FP16) and ``float32`` elsewhere, for training and
 prediction alike. On 2-core AMD EPYCs bfloat16 predicted 1.06x, 1.39x and 1.42x faster on
 the whole segmentation path (test scores level with float32 for two models) and fitted
-28 % more training steps in the hour; of three such hours, the two with the current recipe gave
-models level with or ahead of float32 on validation (tuned DSB +0.009, +0.001) and test
-(+0.000, +0.023), the one of 2026-12-04 with an older recipe a worse one (test -0.032).
+28 to 34 % more training steps in the hour; of four such hours, the three with the current
+recipe gave models level with or ahead of float32 on validation (tuned DSB +0.009, +0.001,
++0.008) and test (+0.000, +0.023, +0.046), the one of 2026-12-04 with an older recipe a
+worse one (test -0.032).
 AVX512-BF16 alone is not enough: on a CPU with it and AVX512-FP16 (most likely an Intel
 Xeon with AMX hidden) a bfloat16 matmul ran at half the float32 speed and the CPU default's
 inference 1.45x slower. The figures are in docs/benchmarks.md
