@@ -15,6 +15,7 @@ first. Prints a table; with ``--keep``, also copies both tables into the reposit
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,6 +28,11 @@ SCORES = ("dsb_score", "miou", "nucleus_iou", "f1")
 KEPT = Path("benchmarks/results/per_image")
 
 
+def kept_path(version: str, root: Path = PROJECT) -> Path:
+    """Where evaluation ``version``'s per-image table is kept in the repository."""
+    return root / KEPT / f"{version}.csv"
+
+
 def table_path(version: str, root: Path = PROJECT) -> Path:
     """The per-image table of evaluation ``version``: under ``root``'s reports folder or an
     environment's folder inside it (versions are timestamps, unique across both), else the
@@ -34,8 +40,8 @@ def table_path(version: str, root: Path = PROJECT) -> Path:
     reports = root / "data/08_reporting"
     pattern = f"evaluation_per_image.csv/{version}/evaluation_per_image.csv"
     found = sorted(reports.glob(pattern)) + sorted(reports.glob(f"*/{pattern}"))
-    if not found and (root / KEPT / f"{version}.csv").is_file():
-        found = [root / KEPT / f"{version}.csv"]
+    if not found and kept_path(version, root).is_file():
+        found = [kept_path(version, root)]
     if len(found) != 1:
         what = "no such evaluation" if not found else f"{len(found)} evaluations"
         sys.exit(
@@ -51,12 +57,14 @@ def per_image(version: str, root: Path = PROJECT) -> pd.DataFrame:
 
 
 def keep(version: str, root: Path = PROJECT) -> Path:
-    """Copy evaluation ``version``'s per-image table into the repository's kept tables (a
-    no-op for one already there); returns the copy's path."""
-    source, target = table_path(version, root), root / KEPT / f"{version}.csv"
-    if source != target:
+    """Copy evaluation ``version``'s per-image table into the repository's kept tables,
+    atomically; a table already kept is left as it is. Returns the kept copy's path."""
+    target = kept_path(version, root)
+    if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.copyfile(table_path(version, root), partial)
+        os.replace(partial, target)
     return target
 
 
